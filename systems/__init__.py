@@ -1,0 +1,1 @@
+"""Systems under test: `systems.sim` (simulated policies) and `systems.live` (real endpoints)."""
