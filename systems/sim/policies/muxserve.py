@@ -1,0 +1,98 @@
+"""MuxServe-style GPU sharing: models colocated for the whole run on shared GPU groups.
+
+Models: static placement (models by compute demand, each on the group that keeps the
+cluster's load most even), compute shared by MPS-like shares that stretch each model's
+iterations, KV cache split so every colocated model holds the same number of tokens, a
+bounded max_num_seqs, no cold starts. Leaves out: MuxServe's per-iteration prefill/decode
+multiplexing and its placement's enumeration of mesh shapes (groups here have one size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MuxModel:
+    """A model to colocate: weights, KV per token, smallest TP it fits, and compute demand (any unit)."""
+
+    name: str
+    weight_bytes: int
+    kv_bytes_per_token: int
+    min_tp: int
+    demand: float
+
+
+@dataclass(frozen=True)
+class MuxGroup:
+    """GPUs (global ids, one node) that a set of models share, each model TP = len(gpus)."""
+
+    gpus: tuple[int, ...]
+    models: tuple[str, ...] = ()
+
+
+def split_groups(gpus_per_node: Sequence[int], group_size: int) -> list[tuple[int, ...]]:
+    """Cut every node into groups of `group_size` GPUs (a node's remainder forms a smaller group)."""
+    groups: list[tuple[int, ...]] = []
+    base = 0
+    for n in gpus_per_node:
+        for start in range(0, n, group_size):
+            groups.append(tuple(range(base + start, base + min(start + group_size, n))))
+        base += n
+    return groups
+
+
+def place_models(models: Sequence[MuxModel], groups: Sequence[tuple[int, ...]], usable_bytes_per_gpu: int,
+                 min_kv_fraction: float = 0.1) -> tuple[list[MuxGroup], list[str]]:
+    """Greedy MuxServe placement: largest demand first, onto the fitting group that leaves the
+    highest per-GPU load lowest (ties: the least loaded group). Returns (groups, unplaced models).
+
+    A group fits a model if its TP is large enough and all weights on it leave at least
+    `min_kv_fraction` of the usable memory for KV cache.
+    """
+    load = [0.0] * len(groups)
+    weights = [0] * len(groups)
+    members: list[list[str]] = [[] for _ in groups]
+    unplaced: list[str] = []
+    budget = usable_bytes_per_gpu * (1.0 - min_kv_fraction)
+    for m in sorted(models, key=lambda m: (-m.demand, m.name)):
+        best: tuple[float, float, int] | None = None
+        for i, g in enumerate(groups):
+            size = len(g)
+            if size < m.min_tp or weights[i] + -(-m.weight_bytes // size) > budget:
+                continue
+            after = (load[i] + m.demand) / size
+            worst = max([after] + [load[j] / len(groups[j]) for j in range(len(groups)) if j != i])
+            key = (worst, after, i)
+            if best is None or key < best:
+                best = key
+        if best is None:
+            unplaced.append(m.name)
+            continue
+        i = best[2]
+        load[i] += m.demand
+        weights[i] += -(-m.weight_bytes // len(groups[i]))
+        members[i].append(m.name)
+    return [MuxGroup(g, tuple(ms)) for g, ms in zip(groups, members)], unplaced
+
+
+def compute_shares(models: Sequence[MuxModel], floor: float = 0.05) -> dict[str, float]:
+    """MPS-like compute share per colocated model, proportional to demand (at least `floor`), summing to 1."""
+    if not models:
+        return {}
+    total = sum(max(m.demand, 0.0) for m in models)
+    raw = {m.name: (max(m.demand, 0.0) / total if total > 0 else 1.0 / len(models)) for m in models}
+    raw = {k: max(v, floor) for k, v in raw.items()}
+    s = sum(raw.values())
+    return {k: v / s for k, v in raw.items()}
+
+
+def kv_split(models: Sequence[MuxModel], tp: int, free_bytes_per_gpu: int) -> dict[str, int]:
+    """KV bytes per GPU for each colocated model, split so that all hold the same token count."""
+    per_token = {m.name: -(-m.kv_bytes_per_token // tp) for m in models}
+    total = sum(per_token.values())
+    if total == 0:
+        return {m.name: 0 for m in models}
+    tokens = max(free_bytes_per_gpu, 0) // total
+    return {name: tokens * b for name, b in per_token.items()}
