@@ -1,0 +1,36 @@
+"""Concurrency measurement for the forecaster history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workloads.concurrency import history_frame, request_durations_s, timing_s, window_concurrency
+
+
+@pytest.mark.parametrize("model, expected", [
+    ("llama-2-7b", (0.035, 0.015)), ("llama-2-7b#1", (0.035, 0.015)), ("qwen2.5-7b", (0.035, 0.015)),
+    ("llama-2-13b", (0.070, 0.020)), ("qwen2.5-14b", (0.070, 0.020)),
+    ("llama-2-70b", (0.100, 0.030)), ("qwen2.5-72b", (0.100, 0.030)), ("llama-3.1-8b", (0.035, 0.015)),
+])
+def test_timing_by_model_size(model, expected):
+    assert timing_s(model) == expected
+
+
+def test_durations_follow_prefill_plus_decode():
+    assert request_durations_s("llama-2-13b", np.array([0, 10])) == pytest.approx([0.07, 0.27])
+
+
+def test_mean_and_peak_on_a_hand_built_case():
+    # Two requests of 10 s in window 0 overlapping for 5 s; one of 100 s spanning windows 0-1.
+    arrival = np.array([10.0, 15.0, 50.0])
+    duration = np.array([10.0, 10.0, 100.0])
+    mean, peak = window_concurrency(arrival, duration, 0.0, 3, 100.0)
+    assert mean == pytest.approx([(10 + 10 + 50) / 100, 50 / 100, 0.0])
+    assert peak.tolist() == [2.0, 1.0, 0.0]
+
+
+def test_history_windows_are_anchored_at_the_replay_start():
+    h = history_frame({"m": (np.array([950.0]), np.array([10]))}, 0.0, 1000.0, 300.0)
+    assert h["window_start_s"].tolist() == [-900.0, -600.0, -300.0]
+    assert h["peak_concurrency"].tolist() == [0.0, 0.0, 1.0]

@@ -1,0 +1,1 @@
+"""Trace readers: one module per format, each returning a canonical Workload with provenance meta."""

@@ -1,0 +1,168 @@
+"""What every reader shares: locating bad input precisely, validated columns, sorting, provenance meta."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from harness.errors import InputError
+from workloads.workload import Workload, canonical_frame
+
+
+def check_file(path: str | Path) -> Path:
+    """The path as a Path; a missing, unreadable or empty file is an InputError naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file", file=str(p))
+    if not p.is_file():
+        raise InputError("not a file", file=str(p))
+    if p.stat().st_size == 0:
+        raise InputError("the file is empty", file=str(p))
+    return p
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of the file, so a result can name exactly which trace produced it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_csv(path: Path, column_types: dict[str, pa.DataType] | None = None,
+             include_columns: list[str] | None = None) -> pa.Table:
+    """Read a CSV with pyarrow (multi-threaded); parse errors become an InputError naming the file."""
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            convert_options=pacsv.ConvertOptions(column_types=column_types or {},
+                                                 include_columns=include_columns or [],
+                                                 strings_can_be_null=True),
+        )
+    except pa.ArrowInvalid as exc:
+        message = str(exc).splitlines()[0]
+        if "Empty CSV file" in message:
+            raise InputError("the file is empty", file=str(path)) from None
+        raise InputError(f"cannot parse as CSV: {message}", file=str(path)) from None
+    if table.num_rows == 0:
+        raise InputError("no data rows after the header", file=str(path))
+    return table
+
+
+def require_columns(columns: list[str], needed: list[str], path: Path) -> None:
+    """Raise naming the first missing column and what the file has instead."""
+    for name in needed:
+        if name not in columns:
+            raise InputError(f"missing column; the header has {columns}", file=str(path), row=0, field=name)
+
+
+def _first_bad(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def token_column(values: pa.ChunkedArray | pd.Series | np.ndarray, name: str, path: Path,
+                 row_offset: int = 1) -> np.ndarray:
+    """A token-count column as int64; a missing, non-numeric, fractional or negative value names its row."""
+    if isinstance(values, (pa.ChunkedArray, pa.Array)) and pa.types.is_integer(values.type) \
+            and values.null_count == 0:
+        array = np.asarray(values.to_numpy(), dtype=np.int64)  # fast path: clean integer column
+        if len(array) and array.min() < 0:
+            i = _first_bad(array < 0)
+            raise InputError(f"negative token count {array[i]}", file=str(path), row=i + row_offset, field=name)
+        return array
+    if isinstance(values, (pa.ChunkedArray, pa.Array)):
+        series = values.to_pandas()
+    else:
+        series = pd.Series(values)
+    numeric = pd.to_numeric(series, errors="coerce")
+    bad = numeric.isna().to_numpy()
+    if bad.any():
+        i = _first_bad(bad)
+        raw = series.iloc[i]
+        what = "missing value" if raw is None or (isinstance(raw, float) and np.isnan(raw)) or raw == "" \
+            else f"not a number: {raw!r}"
+        raise InputError(f"token count {what}", file=str(path), row=i + row_offset, field=name)
+    array = numeric.to_numpy(dtype=np.float64)
+    bad = array < 0
+    if bad.any():
+        i = _first_bad(bad)
+        raise InputError(f"negative token count {array[i]:g}", file=str(path), row=i + row_offset, field=name)
+    bad = array != np.floor(array)
+    if bad.any():
+        i = _first_bad(bad)
+        raise InputError(f"token count is not a whole number: {array[i]:g}", file=str(path),
+                         row=i + row_offset, field=name)
+    return array.astype(np.int64)
+
+
+def seconds_column(values: pa.ChunkedArray | pd.Series | np.ndarray, name: str, path: Path,
+                   row_offset: int = 1) -> np.ndarray:
+    """A numeric time column (seconds) as float64; missing or non-numeric values name their row."""
+    series = values.to_pandas() if isinstance(values, (pa.ChunkedArray, pa.Array)) else pd.Series(values)
+    numeric = pd.to_numeric(series, errors="coerce")
+    bad = numeric.isna().to_numpy() | ~np.isfinite(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
+    if bad.any():
+        i = _first_bad(bad)
+        raise InputError(f"not a time in seconds: {series.iloc[i]!r}", file=str(path),
+                         row=i + row_offset, field=name)
+    return numeric.to_numpy(dtype=np.float64)
+
+
+def timestamp_column(values: pa.ChunkedArray, name: str, path: Path, row_offset: int = 1) -> np.ndarray:
+    """Timestamps as float64 seconds since the Unix epoch (UTC).
+
+    Accepts 0-9 fractional digits, `+00:00`-style offsets and rows without a fraction, in
+    any mix: pyarrow's ISO-8601 parser handles the common case; pandas the mixed rest.
+    """
+    if pa.types.is_timestamp(values.type):
+        if values.null_count:
+            i = _first_bad(values.is_null().to_numpy(zero_copy_only=False))
+            raise InputError("missing timestamp", file=str(path), row=i + row_offset, field=name)
+        ns = pc.cast(values, pa.timestamp("ns", tz=values.type.tz)).cast(pa.int64()).to_numpy()
+        return ns.astype(np.float64) / 1e9
+    strings = values.to_pandas()
+    try:
+        parsed = pd.to_datetime(strings, format="ISO8601", utc=True, errors="coerce")
+    except (ValueError, TypeError):
+        parsed = pd.to_datetime(strings, format="mixed", utc=True, errors="coerce")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        i = _first_bad(bad)
+        raise InputError(f"cannot parse timestamp {strings.iloc[i]!r} (expected e.g. "
+                         "2024-05-10 00:00:00.0099300+00:00)", file=str(path), row=i + row_offset, field=name)
+    return parsed.astype("datetime64[ns, UTC]").to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9
+
+
+def finish(path: Path | None, fmt: str, clock_s: np.ndarray, model: np.ndarray | str,
+           input_tokens: np.ndarray, output_tokens: np.ndarray, *, rows_read: int,
+           dropped: dict[str, int], params: dict[str, Any], sha256: str | None = None,
+           extra: dict[str, Any] | None = None, origin_s: float | None = None) -> Workload:
+    """Sort by arrival (counting rows that were out of order), zero the clock at the first arrival
+    (or at `origin_s`), record provenance."""
+    clock_s = np.asarray(clock_s, dtype=np.float64)
+    if len(clock_s) == 0:
+        raise InputError("no requests left after dropping " +
+                         ", ".join(f"{k}: {v}" for k, v in dropped.items()), file=str(path) if path else None)
+    unsorted = int((np.diff(clock_s) < 0).sum())
+    origin = float(clock_s.min()) if origin_s is None else float(origin_s)
+    frame = canonical_frame(clock_s - origin, model, input_tokens, output_tokens)
+    kept = len(frame)
+    assert kept + sum(dropped.values()) == rows_read, (kept, dropped, rows_read)
+    meta: dict[str, Any] = {
+        "source": str(path) if path else None, "format": fmt,
+        "sha256": sha256 if sha256 is not None else (sha256_file(path) if path else None),
+        "params": params, "rows_read": int(rows_read), "rows_kept": int(kept),
+        "dropped": {k: int(v) for k, v in dropped.items()}, "unsorted_rows": unsorted,
+        "clock_origin_s": origin,
+    }
+    meta.update(extra or {})
+    return Workload(frame, meta)

@@ -1,0 +1,73 @@
+"""`resolve(spec, **params)`: the one way everything turns a preset, trace file or recipe into a Workload."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.errors import InputError, WarmbenchError
+from workloads.workload import Workload
+
+
+def _presets() -> dict[str, Callable[..., Workload]]:
+    from workloads.synthetic import synthetic_week
+    return {"synthetic-week": synthetic_week}
+
+
+def _readers() -> dict[str, Callable[..., Workload]]:
+    from workloads.readers.azure_llm import read_azure_llm
+    from workloads.readers.tabular import read_canonical, read_mapped
+    readers: dict[str, Callable[..., Workload]] = {
+        "azure-llm": read_azure_llm, "canonical": read_canonical, "table": read_mapped}
+    try:
+        from workloads.readers.azure_functions import read_azure_functions
+        from workloads.readers.burstgpt import read_burstgpt
+        from workloads.readers.mooncake import read_mooncake
+        readers.update({"azure-functions": read_azure_functions, "burstgpt": read_burstgpt,
+                        "mooncake": read_mooncake})
+    except ImportError:  # pragma: no cover - during bring-up
+        pass
+    return readers
+
+
+PRESETS: tuple[str, ...] = ("synthetic-week",)
+
+
+def _call(fn: Callable[..., Workload], what: str, *args: Any, **params: Any) -> Workload:
+    """Call a reader or generator, turning an unknown parameter into a one-line user error."""
+    accepted = inspect.signature(fn).parameters
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        names = [n for n, p in accepted.items() if p.kind == p.KEYWORD_ONLY]
+        raise WarmbenchError(f"{what} does not take parameter(s) {unknown}; it takes {names}")
+    return fn(*args, **params)
+
+
+def resolve(spec: str | Path, **params: Any) -> Workload:
+    """A preset name (`synthetic-week`), a recipe `.toml`, or a trace file (format auto-detected).
+
+    `format=` forces a reader; `columns=` (a canonical-name -> file-column mapping) reads any
+    CSV / Parquet. Remaining params go to the reader or generator (e.g. `model=` for Azure).
+    """
+    presets = _presets()
+    if isinstance(spec, str) and spec in presets:
+        return _call(presets[spec], f"preset {spec!r}", **params)
+    path = Path(spec)
+    if not path.exists():
+        hint = f"; presets are {sorted(presets)}" if not path.suffix else ""
+        raise InputError(f"no such file or preset{hint}", file=str(path))
+    if path.suffix.lower() == ".toml":
+        from workloads.recipe import workload_from_recipe
+        return _call(workload_from_recipe, "a recipe", path, **params)
+    readers = _readers()
+    fmt = params.pop("format", None)
+    if fmt is None:
+        if "columns" in params:
+            fmt = "table"
+        else:
+            from workloads.readers.detect import detect_format
+            fmt = detect_format(path)
+    if fmt not in readers:
+        raise WarmbenchError(f"unknown format {fmt!r}; known: {sorted(readers)}")
+    return _call(readers[fmt], f"the {fmt} reader", path, **params)
