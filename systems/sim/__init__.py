@@ -1,0 +1,74 @@
+"""The cluster simulator: multi-LLM serving in virtual time.
+
+    simulate(workload, cluster, system, *, options=None, seed=0, duration_s=None, debug=False) -> RunResult
+
+`cluster` is a ClusterSpec, a preset name (`paper-16gpu`, `sim-512gpu`) or a TOML path;
+`system` a registered name (`SYSTEMS`); `options` the core's CORE_OPTIONS (e.g.
+`engine_init_s`) plus the system's own `Policy.OPTIONS`; `duration_s` keeps arrivals before
+it; `debug` checks memory and engine invariants after every event. Modules: specs (hardware,
+models), perf (roofline), core (events, engine, cluster API), policy (base class),
+registry (discovery of `policies/`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Mapping
+
+from harness.errors import WarmbenchError
+from systems.sim import registry
+from systems.sim.core import CORE_OPTIONS, SimError, Simulator
+from systems.sim.specs import ClusterSpec, model_spec, resolve_cluster
+
+if TYPE_CHECKING:
+    from harness.result import RunResult
+    from workloads.workload import Workload
+
+__all__ = ["simulate", "SYSTEMS", "SimError", "CORE_OPTIONS", "resolve_cluster", "model_spec", "split_options"]
+
+
+def split_options(system: str, options: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Core options (with defaults) and the policy's own; an unknown name is a user error."""
+    policy_cls_opts = registry.option_defaults(system)
+    core = dict(CORE_OPTIONS)
+    mine: dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        if key in CORE_OPTIONS:
+            try:
+                core[key] = type(CORE_OPTIONS[key])(value)
+            except (TypeError, ValueError) as exc:
+                raise WarmbenchError(f"option {key}={value!r}: expected a {type(CORE_OPTIONS[key]).__name__}") from exc
+        elif key in policy_cls_opts:
+            mine[key] = value
+        else:
+            known = sorted(set(CORE_OPTIONS) | set(policy_cls_opts))
+            raise WarmbenchError(f"unknown option {key!r} for system {system!r}; known: {', '.join(known)}")
+    return core, mine
+
+
+def simulate(workload: "Workload", cluster: ClusterSpec | str, system: str, *, options: Mapping[str, Any] | None = None,
+             seed: int = 0, duration_s: float | None = None, debug: bool = False) -> "RunResult":
+    """Run `system` on `cluster` over `workload` in virtual time; same inputs, same result."""
+    spec = resolve_cluster(cluster)
+    core_opts, policy_opts = split_options(system, options)
+    policy = registry.create(system, policy_opts)
+    started = time.perf_counter()
+    sim = Simulator(workload, spec, policy, options=core_opts, seed=seed, duration_s=duration_s, debug=debug)
+    result = sim.run()
+    result.manifest.update({
+        "kind": "sim",
+        "system": system,
+        "options": {**core_opts, **policy.options},
+        "cluster": spec.name,
+        "cluster_gpus": spec.num_gpus,
+        "seed": seed,
+        "duration_s": duration_s,
+        "wall_s": time.perf_counter() - started,
+    })
+    return result
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SYSTEMS":
+        return registry.names()
+    raise AttributeError(name)

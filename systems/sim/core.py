@@ -1,0 +1,1117 @@
+"""The discrete-event core: virtual time, GPUs, links, instances (engines), and the cluster API.
+
+A `Simulator` owns all state; a `Policy` (systems/sim/policy.py) drives it through the public
+methods below. Events are (time, seq) ordered, so a run is a pure function of its inputs.
+
+Engine model (one per instance, vLLM-like): a waiting queue, a running batch, a KV cache of
+`total_blocks` blocks of `block_size` tokens, `max_num_seqs`. At every iteration boundary:
+prefill-first (admit waiting requests while seqs, the token budget and KV allow, run one prefill
+iteration that yields each its first token); else one decode *stretch*: the unchanged batch runs
+k decode steps in ONE event, k = steps until the next request finishes or KV runs out (closed
+form, decode step time is linear in the batch's context). A dispatch that can be admitted cuts
+the stretch at the end of the step in progress. When KV runs out, the policy's `on_kv_full`
+hook may grow the cache; otherwise the newest running request is preempted and recomputed.
+KV is counted in tokens with a conservative bound `ceil(tokens / block_size) + seqs` blocks
+(every sequence may hold one partly filled block), so the cost per event is O(1).
+With `chunked_prefill_tokens` set, iterations mix one decode token per running request with
+prefill chunks up to that budget.
+
+Loading: a load moves each GPU's shard over links: the GPU's PCIe link (host memory) and,
+from SSD, the node's SSD link too; concurrent flows share each link equally (a flow's rate is
+the smallest of its links' fair shares), recomputed whenever a flow starts or ends.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from harness.result import EVENT_COLUMNS, MEMORY_COLUMNS, REQUEST_COLUMNS, RunResult
+from systems.sim.perf import PerfModel
+from systems.sim.specs import ClusterSpec, ModelSpec, model_spec
+
+if TYPE_CHECKING:
+    from systems.sim.policy import Policy
+    from workloads.workload import Workload
+
+#: Options the core itself reads (policies declare theirs in Policy.OPTIONS).
+CORE_OPTIONS: dict[str, Any] = {
+    "engine_init_s": 2.0,            # engine start after weights are resident (process, CUDA ctx, profiling)
+    "gpu_memory_utilization": 0.9,   # share of GPU memory an instance may use (weights + KV) by default
+    "block_size": 16,                # KV block size in tokens
+    "max_num_seqs": 256,             # engine batch limit
+    "max_num_batched_tokens": 2048,  # prefill token budget per iteration (without chunking)
+    "chunked_prefill_tokens": 0,     # > 0: chunked prefill with this token budget per iteration
+    "max_drain_s": 600.0,            # after the last arrival, how long to let requests finish
+}
+
+WEIGHTS, KV, PREWARMED = "weights", "kv", "prewarmed"
+CATEGORIES = (WEIGHTS, KV, PREWARMED)
+
+
+class SimError(RuntimeError):
+    """A policy asked for something impossible (over capacity, wrong GPU, ...): a bug, not user input."""
+
+
+@dataclass(eq=False)
+class Gpu:
+    """One GPU. `usage[(category, model)]` in bytes; `used_bytes` is their sum."""
+
+    id: int
+    node: int
+    index: int
+    capacity_bytes: int
+    usage: dict
+    used_bytes: int = 0
+
+
+class Request:
+    """One request's life in the simulator (read-only to policies)."""
+
+    __slots__ = ("id", "row", "model", "arrival_s", "input_tokens", "output_tokens", "n_out",
+                 "inst", "dispatch_s", "first_token_s", "end_s", "start_kind", "load_s",
+                 "prefill_s", "gen", "join_step", "epoch", "prefilled", "error", "parked")
+
+    def __init__(self, row: int, rid: int, model: str, arrival_s: float, input_tokens: int, output_tokens: int) -> None:
+        self.row, self.id, self.model, self.arrival_s = row, rid, model, arrival_s
+        self.input_tokens, self.output_tokens = input_tokens, output_tokens
+        self.n_out = max(1, output_tokens)
+        self.inst: Instance | None = None
+        self.dispatch_s = math.nan
+        self.first_token_s = math.nan
+        self.end_s = math.nan
+        self.start_kind = ""
+        self.load_s = math.nan
+        self.prefill_s = math.nan
+        self.gen = 0            # tokens generated when it (re)joined the running batch
+        self.join_step = 0      # instance decode step at which it joined
+        self.epoch = 0          # bumps on preemption, invalidating finish-heap entries
+        self.prefilled = 0      # chunked prefill: prompt tokens done
+        self.error = ""
+        self.parked = False
+
+    def __repr__(self) -> str:
+        return f"Request({self.id}, {self.model}, t={self.arrival_s:.3f})"
+
+
+class Flow:
+    """Bytes moving over links to one GPU for one owner (an Instance or a Prewarm)."""
+
+    __slots__ = ("id", "gpu", "bytes_total", "bytes_left", "rate", "last_s", "links", "version", "owner", "source")
+
+    def __init__(self, fid: int, gpu: int, nbytes: float, links: list, owner: Any, source: str, now: float) -> None:
+        self.id, self.gpu, self.bytes_total, self.bytes_left = fid, gpu, nbytes, nbytes
+        self.rate, self.last_s, self.links, self.version = 0.0, now, links, 0
+        self.owner, self.source = owner, source
+
+
+class Link:
+    __slots__ = ("name", "bytes_per_s", "flows")
+
+    def __init__(self, name: str, bytes_per_s: float) -> None:
+        self.name, self.bytes_per_s, self.flows = name, bytes_per_s, {}
+
+
+class Prewarm:
+    """Weights of `model` held on `gpus` without an instance (loading until `done`)."""
+
+    def __init__(self, pid: int, model: str, spec: ModelSpec, node: int, gpus: tuple[int, ...], tp: int) -> None:
+        self.id, self.model, self.spec, self.node, self.gpus, self.tp = pid, model, spec, node, gpus, tp
+        self.shard_bytes = spec.shard_bytes(tp)
+        self.flows: dict[int, Flow] = {}
+        self.started_s = math.nan
+        self.done_s = math.nan
+        self.evicted = False
+
+    @property
+    def done(self) -> bool:
+        return not self.flows and not self.evicted
+
+    @property
+    def progress(self) -> float:
+        """Share of this prewarm's bytes resident on its GPUs (1.0 when done)."""
+        if not self.gpus:
+            return 0.0
+        left = sum(f.bytes_left for f in self.flows.values())
+        return 1.0 - left / (self.shard_bytes * len(self.gpus))
+
+    def __repr__(self) -> str:
+        return f"Prewarm({self.id}, {self.model}, gpus={self.gpus}, progress={self.progress:.2f})"
+
+
+LOADING, INIT, READY, DRAINING, STOPPED = "loading", "init", "ready", "draining", "stopped"
+
+
+class Instance:
+    """A serving engine of one model on a TP group of GPUs in one node."""
+
+    def __init__(self, iid: int, model: str, spec: ModelSpec, node: int, gpus: tuple[int, ...], perf: PerfModel) -> None:
+        self.id, self.model, self.spec, self.node, self.gpus, self.tp = iid, model, spec, node, gpus, len(gpus)
+        self.perf = perf
+        self.state = LOADING
+        self.started_s = math.nan
+        self.ready_s = math.nan
+        self.start_kind = "cold"        # cold | prewarmed (how its weights were obtained)
+        self.sources: dict[str, int] = {}
+        self.shard_bytes = spec.shard_bytes(self.tp)
+        self.kv_bytes_per_gpu = 0
+        self.block_size = 16
+        self.total_blocks = 0
+        self.max_num_seqs = 256
+        self.compute_share = 1.0
+        self.engine_init_s = 0.0
+        self.in_flight = 0
+        self.waiting: deque[Request] = deque()
+        self.running: dict[Request, None] = {}
+        self.prefilling: list[Request] = []
+        self.finish_heap: list = []
+        self.step = 0
+        self.ctx_tokens = 0          # KV tokens of the running batch
+        self.held_tokens = 0         # KV tokens of prefilling requests (allocated at admission)
+        self.busy = False
+        self.version = 0
+        self.kick_pending = False
+        self.pending_flows = 0
+        self.flows: dict[int, Flow] = {}
+        self.keep_weights = False
+        self.preemptions = 0
+        # current iteration
+        self.iter_kind = ""
+        self.iter_start_s = 0.0
+        self.iter_end_s = 0.0
+        self.batch: list[Request] = []
+        self.chunk_tokens: list[int] = []
+        self.st_k = self.st_b = self.st_c0 = 0
+        self.st_a = self.st_s = 0.0
+        self.compute_share_at_start = 1.0
+
+    @property
+    def ready(self) -> bool:
+        return self.state == READY
+
+    @property
+    def accepting(self) -> bool:
+        """Takes new requests: loading, initialising or ready (not draining or stopped)."""
+        return self.state in (LOADING, INIT, READY)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running) + len(self.prefilling)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def blocks_used(self) -> int:
+        seqs = len(self.running) + len(self.prefilling)
+        return -(-(self.ctx_tokens + self.held_tokens) // self.block_size) + seqs
+
+    def __repr__(self) -> str:
+        return f"Instance({self.id}, {self.model}, node={self.node}, gpus={self.gpus}, {self.state})"
+
+
+class Simulator:
+    """Virtual-time cluster driven by one policy; `run()` returns the RunResult tables."""
+
+    def __init__(self, workload: "Workload", cluster: ClusterSpec, policy: "Policy", *,
+                 options: dict[str, Any], seed: int = 0, duration_s: float | None = None, debug: bool = False) -> None:
+        self.workload, self.cluster, self.policy = workload, cluster, policy
+        self.options = options
+        self.seed, self.debug = seed, debug
+        self.rng = np.random.default_rng(seed)
+        self.now_s = 0.0
+        self._heap: list = []
+        self._seq = 0
+        self.gpus: list[Gpu] = []
+        self._node_gpus: list[list[int]] = []
+        self._pcie: list[Link] = []
+        self._ssd: list[Link] = []
+        for n, node in enumerate(cluster.nodes):
+            ids = []
+            for i in range(node.gpus_per_node):
+                gid = len(self.gpus)
+                self.gpus.append(Gpu(gid, n, i, node.gpu.memory_bytes, {}))
+                self._pcie.append(Link(f"pcie{gid}", node.pcie_bytes_per_s))
+                ids.append(gid)
+            self._node_gpus.append(ids)
+            self._ssd.append(Link(f"ssd{n}", node.ssd_bytes_per_s))
+        self._host: list[dict[str, int]] = [{} for _ in cluster.nodes]
+        self._instances: dict[int, Instance] = {}
+        self._by_model: dict[str, list[Instance]] = {}
+        self._prewarms: dict[int, Prewarm] = {}
+        self._shards: dict[tuple[int, str], Prewarm] = {}    # (gpu, model) -> prewarm holding that shard
+        self._parked: dict[str, deque[Request]] = {}
+        self._models: dict[str, ModelSpec] = {}
+        self._perf: dict[tuple, PerfModel] = {}
+        self._next_id = 0
+        self._events: list[tuple] = []
+        self._memory: list[tuple] = []
+        self.engine_init_s = float(options["engine_init_s"])
+        self.gpu_util = float(options["gpu_memory_utilization"])
+        self.block_size = int(options["block_size"])
+        self.max_num_seqs = int(options["max_num_seqs"])
+        self.max_batched_tokens = int(options["max_num_batched_tokens"])
+        self.chunk_budget = int(options["chunked_prefill_tokens"])
+        frame = workload.requests
+        if duration_s is not None:
+            frame = frame[frame["arrival_s"] < duration_s]
+        self.duration_s = float(duration_s) if duration_s is not None else (float(frame["arrival_s"].max()) if len(frame) else 0.0)
+        self.horizon_s = self.duration_s + float(options["max_drain_s"])
+        self._requests: list[Request] = [
+            Request(i, int(rid), str(m), float(a), int(inp), int(out))
+            for i, (rid, m, a, inp, out) in enumerate(zip(frame["request_id"].to_numpy(), frame["model"].to_numpy(),
+                                                         frame["arrival_s"].to_numpy(), frame["input_tokens"].to_numpy(),
+                                                         frame["output_tokens"].to_numpy()))
+        ]
+        #: models of the (truncated) workload, in order of first arrival
+        self.workload_models: list[str] = [str(m) for m in pd.unique(frame["model"])]
+        for m in self.workload_models:
+            self.model(m)  # validate names once
+        self._next_arrival = 0
+        self._finished = 0
+
+    # ------------------------------------------------------------------ queries
+    def model(self, name: str) -> ModelSpec:
+        """Spec of a workload model name (cached)."""
+        spec = self._models.get(name)
+        if spec is None:
+            spec = self._models[name] = model_spec(name)
+        return spec
+
+    def perf(self, model: str, tp: int | None = None, gpu: int = 0) -> PerfModel:
+        """Performance model of `model` on `tp` GPUs of the kind of GPU `gpu`."""
+        spec = self.model(model)
+        tp = tp or spec.tp
+        gspec = self.cluster.nodes[self.gpus[gpu].node].gpu
+        key = (spec.name.split("#")[0], gspec.name, tp)
+        pm = self._perf.get(key)
+        if pm is None:
+            pm = self._perf[key] = PerfModel(spec, gspec, tp)
+        return pm
+
+    def node_gpus(self, node: int) -> list[int]:
+        return list(self._node_gpus[node])
+
+    def instances(self, model: str | None = None) -> list[Instance]:
+        """Live (not stopped) instances, of one model or all, in creation order."""
+        if model is None:
+            return [i for i in self._instances.values()]
+        return self._by_model.get(model, [])
+
+    def prewarms(self, model: str | None = None) -> list[Prewarm]:
+        return [p for p in self._prewarms.values() if model is None or p.model == model]
+
+    def prewarms_on(self, gpu: int) -> list[Prewarm]:
+        return [p for (g, _), p in self._shards.items() if g == gpu]
+
+    def free_bytes(self, gpu: int) -> int:
+        g = self.gpus[gpu]
+        return g.capacity_bytes - g.used_bytes
+
+    def used_bytes(self, gpu: int, category: str | None = None) -> int:
+        g = self.gpus[gpu]
+        if category is None:
+            return g.used_bytes
+        return sum(b for (c, _), b in g.usage.items() if c == category)
+
+    def parked(self, model: str) -> deque[Request]:
+        """Requests of `model` waiting for an instance, oldest first (live view; do not mutate)."""
+        q = self._parked.get(model)
+        if q is None:
+            q = self._parked[model] = deque()
+        return q
+
+    def parked_models(self) -> list[str]:
+        """Models with parked requests, oldest parked request first."""
+        return sorted((m for m, q in self._parked.items() if q), key=lambda m: self._parked[m][0].arrival_s)
+
+    def host_models(self, node: int) -> list[str]:
+        return list(self._host[node])
+
+    def host_free_bytes(self, node: int) -> int:
+        return self.cluster.nodes[node].host_memory_bytes - sum(self._host[node].values())
+
+    def kv_needed_bytes(self, inst: Instance) -> int:
+        """KV bytes per GPU the instance's requests hold now (conservative block bound)."""
+        return self._blocks_to_bytes(inst, inst.blocks_used)
+
+    # ------------------------------------------------------------------ control-plane ops
+    def log(self, kind: str, model: str = "", gpus: Iterable[int] = (), detail: str = "") -> None:
+        gpus = tuple(gpus)
+        node = self.gpus[gpus[0]].node if gpus else -1
+        self._events.append((self.now_s, kind, model, node, ",".join(str(self.gpus[g].index) for g in gpus), detail))
+
+    def host_put(self, node: int, model: str) -> None:
+        """Record `model`'s checkpoint as cached in node's host memory (raises when it does not fit)."""
+        if model in self._host[node]:
+            return
+        size = self.model(model).weight_bytes
+        if size > self.host_free_bytes(node):
+            raise SimError(f"host memory of node {node} is full ({self.host_free_bytes(node)} bytes free, {model} needs {size})")
+        self._host[node][model] = size
+        self._events.append((self.now_s, "host_put", model, node, "", f"bytes={size}"))
+
+    def host_evict(self, node: int, model: str) -> None:
+        if self._host[node].pop(model, None) is not None:
+            self._events.append((self.now_s, "host_evict", model, node, "", ""))
+
+    def _check_group(self, gpus: Iterable[int]) -> tuple[int, ...]:
+        group = tuple(gpus)
+        if not group:
+            raise SimError("empty GPU group")
+        nodes = {self.gpus[g].node for g in group}
+        if len(nodes) != 1 or len(set(group)) != len(group):
+            raise SimError(f"GPU group {group} must be distinct GPUs of one node")
+        return group
+
+    def _links(self, node: int, gpu: int, model: str) -> tuple[list[Link], str]:
+        if model in self._host[node] or self.model(model).name in self._host[node]:
+            return [self._pcie[gpu]], "host"
+        return [self._ssd[node], self._pcie[gpu]], "ssd"
+
+    def start_instance(self, model: str, gpus: Iterable[int], *, kv_bytes_per_gpu: int | None = None,
+                       max_num_seqs: int | None = None, compute_share: float = 1.0,
+                       engine_init_s: float | None = None, already_warm: bool = False) -> Instance:
+        """Start an engine of `model` on `gpus` (one node). Weights come from a prewarm of the same
+        TP on those GPUs, else host memory, else SSD; then engine init; then ready. KV defaults to
+        `gpu_memory_utilization * capacity` minus everything else on the GPU. `already_warm` (t = 0
+        only): the instance exists before the run (dedicated deployments)."""
+        group = self._check_group(gpus)
+        spec = self.model(model)
+        tp = len(group)
+        if spec.heads % tp:
+            raise SimError(f"{model}: {spec.heads} heads do not split over TP {tp}")
+        node = self.gpus[group[0]].node
+        inst = Instance(self._new_id(), model, spec, node, group, self.perf(model, tp, group[0]))
+        inst.started_s = self.now_s
+        inst.block_size = self.block_size
+        inst.max_num_seqs = int(max_num_seqs or self.max_num_seqs)
+        inst.compute_share = float(compute_share)
+        inst.engine_init_s = self.engine_init_s if engine_init_s is None else float(engine_init_s)
+        if already_warm and self.now_s > 0:
+            raise SimError("already_warm instances exist only at t = 0")
+        # weights: take prewarmed shards, allocate the rest
+        taken = []
+        need = []
+        for g in group:
+            pw = self._shards.get((g, model))
+            if pw is not None and pw.tp == tp:
+                taken.append((g, pw))
+            else:
+                need.append(g)
+        for g in need:
+            if self.free_bytes(g) < inst.shard_bytes:
+                raise SimError(f"GPU {g} has {self.free_bytes(g)} bytes free, {model} shard needs {inst.shard_bytes}")
+        for g, pw in taken:
+            self._take_shard(pw, g, inst)
+        for g in need:
+            self._alloc(g, WEIGHTS, model, inst.shard_bytes)
+        if taken:
+            inst.start_kind = "prewarmed"
+        # KV
+        if kv_bytes_per_gpu is None:
+            kv_bytes_per_gpu = min(int(self.gpu_util * self.gpus[g].capacity_bytes) - self.gpus[g].used_bytes for g in group)
+            kv_bytes_per_gpu = min(kv_bytes_per_gpu, min(self.free_bytes(g) for g in group))
+        kv_bytes_per_gpu = int(kv_bytes_per_gpu)
+        if kv_bytes_per_gpu < 0 or any(self.free_bytes(g) < kv_bytes_per_gpu for g in group):
+            raise SimError(f"no room for {kv_bytes_per_gpu} KV bytes of {model} on GPUs {group}")
+        for g in group:
+            self._alloc(g, KV, model, kv_bytes_per_gpu)
+        self._set_blocks(inst, kv_bytes_per_gpu)
+        self._instances[inst.id] = inst
+        self._by_model.setdefault(model, []).append(inst)
+        self.log("instance_start", model, group, f"id={inst.id} kind={inst.start_kind} tp={tp}")
+        if already_warm:
+            inst.start_kind = "warm"
+            self._make_ready(inst)
+            return inst
+        # loads for the GPUs without a resident shard
+        for g in need:
+            links, source = self._links(node, g, model)
+            inst.sources[source] = inst.sources.get(source, 0) + 1
+            self._start_flow(g, inst.shard_bytes, links, inst, source)
+        if need:
+            self.log("load_begin", model, need, f"id={inst.id} source={'+'.join(sorted(inst.sources))} bytes={inst.shard_bytes * len(need)}")
+        if inst.pending_flows == 0:
+            self._begin_init(inst)
+        return inst
+
+    def stop_instance(self, inst: Instance, *, drain: bool = True, keep_weights: bool = False) -> None:
+        """Stop `inst`. With `drain`, it takes no new requests and stops once its in-flight ones end;
+        without, they go back to the parked queue (progress lost, recomputed elsewhere). With
+        `keep_weights`, its weights stay on the GPUs as a finished prewarm."""
+        if inst.state == STOPPED:
+            return
+        inst.keep_weights = keep_weights
+        if drain and inst.in_flight > 0:
+            if inst.state != DRAINING:
+                inst.state = DRAINING
+                self.log("instance_drain", inst.model, inst.gpus, f"id={inst.id} in_flight={inst.in_flight}")
+            return
+        self._finalize_stop(inst)
+
+    def prewarm(self, model: str, gpus: Iterable[int]) -> Prewarm:
+        """Load `model`'s weights onto `gpus` (TP = len(gpus)) without starting an engine."""
+        group = self._check_group(gpus)
+        spec = self.model(model)
+        tp = len(group)
+        pw = Prewarm(self._new_id(), model, spec, self.gpus[group[0]].node, group, tp)
+        for g in group:
+            if (g, model) in self._shards:
+                raise SimError(f"{model} is already prewarmed on GPU {g}")
+            if self.free_bytes(g) < pw.shard_bytes:
+                raise SimError(f"GPU {g} has {self.free_bytes(g)} bytes free, {model} shard needs {pw.shard_bytes}")
+        pw.started_s = self.now_s
+        self._prewarms[pw.id] = pw
+        sources = set()
+        for g in group:
+            self._alloc(g, PREWARMED, model, pw.shard_bytes)
+            self._shards[(g, model)] = pw
+            links, source = self._links(pw.node, g, model)
+            sources.add(source)
+            self._start_flow(g, pw.shard_bytes, links, pw, source)
+        self.log("prewarm", model, group, f"id={pw.id} source={'+'.join(sorted(sources))} bytes={pw.shard_bytes * tp}")
+        return pw
+
+    def evict(self, pw: Prewarm) -> None:
+        """Drop a prewarm's weights (cancelling its loads); frees its memory at once."""
+        if pw.evicted:
+            return
+        for g, flow in list(pw.flows.items()):
+            self._cancel_flow(flow)
+        pw.flows.clear()
+        for g in pw.gpus:
+            if self._shards.get((g, pw.model)) is pw:
+                del self._shards[(g, pw.model)]
+                self._alloc(g, PREWARMED, pw.model, -pw.shard_bytes)
+        pw.evicted = True
+        self._prewarms.pop(pw.id, None)
+        if pw.gpus:
+            self.log("evict", pw.model, pw.gpus, f"id={pw.id}")
+
+    def set_kv_bytes(self, inst: Instance, kv_bytes_per_gpu: int) -> int:
+        """Resize `inst`'s KV cache per GPU: grow into free memory (SimError if absent), shrink no
+        lower than the bytes its requests hold. Returns the size applied."""
+        new = max(int(kv_bytes_per_gpu), self.kv_needed_bytes(inst))
+        delta = new - inst.kv_bytes_per_gpu
+        if delta > 0 and any(self.free_bytes(g) < delta for g in inst.gpus):
+            raise SimError(f"cannot grow KV of instance {inst.id} by {delta} bytes: GPUs {inst.gpus} lack room")
+        if delta:
+            for g in inst.gpus:
+                self._alloc(g, KV, inst.model, delta)
+            self._set_blocks(inst, new)
+            self._interrupt(inst)
+        return new
+
+    def set_compute_share(self, inst: Instance, share: float) -> None:
+        """Iteration times of `inst` are divided by `share` (0 < share <= 1): an MPS compute share."""
+        if not 0 < share <= 1:
+            raise SimError(f"compute share must be in (0, 1], got {share}")
+        inst.compute_share = float(share)
+        self._interrupt(inst)
+
+    def set_max_num_seqs(self, inst: Instance, n: int) -> None:
+        inst.max_num_seqs = int(n)
+        self._kick(inst)
+
+    def dispatch(self, req: Request, inst: Instance) -> None:
+        """Send a parked request to `inst` (ready or still starting; not draining or stopped)."""
+        if not inst.accepting:
+            raise SimError(f"instance {inst.id} is {inst.state} and takes no requests")
+        if req.inst is not None:
+            raise SimError(f"request {req.id} is already dispatched")
+        if inst.model != req.model:
+            raise SimError(f"request {req.id} for {req.model} sent to an instance of {inst.model}")
+        if req.parked:
+            q = self._parked[req.model]
+            if q and q[0] is req:
+                q.popleft()
+            else:
+                q.remove(req)
+            req.parked = False
+        now = self.now_s
+        req.inst = inst
+        req.dispatch_s = now
+        if inst.state == READY:
+            req.start_kind = "warm" if now == req.arrival_s else "queued"
+            req.load_s = 0.0
+        else:
+            req.start_kind = inst.start_kind
+        inst.in_flight += 1
+        inst.waiting.append(req)
+        if inst.state == READY:
+            if not inst.busy:
+                self._kick(inst)
+            elif inst.iter_kind == "decode" and len(inst.waiting) == 1 and self._admissible(inst):
+                self._interrupt(inst)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> RunResult:
+        policy = self.policy
+        policy.setup(self)
+        tick = policy.tick_s
+        if tick:
+            self._push(0.0, self._on_tick, None)
+        reqs = self._requests
+        n = len(reqs)
+        heap = self._heap
+        horizon = self.horizon_s
+        debug = self.debug
+        while True:
+            na = self._next_arrival
+            next_arr = reqs[na].arrival_s if na < n else math.inf
+            if heap and heap[0][0] <= next_arr:
+                t, _, fn, arg = heapq.heappop(heap)
+                if t > horizon:
+                    break
+                self.now_s = t
+                fn(arg)
+            elif na < n:
+                if next_arr > horizon:
+                    break
+                self.now_s = next_arr
+                req = reqs[na]
+                self._next_arrival = na + 1
+                req.parked = True
+                self.parked(req.model).append(req)
+                policy.on_request(self, req)
+            else:
+                break
+            if debug:
+                self._check_invariants()
+            if self._finished == n and self._next_arrival == n:
+                break
+        return self._result()
+
+    # ------------------------------------------------------------------ events internals
+    def _push(self, t: float, fn: Callable, arg: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, fn, arg))
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    def _on_tick(self, _: Any) -> None:
+        self.policy.on_tick(self)
+        if not (self._finished == len(self._requests) and self._next_arrival == len(self._requests)):
+            self._push(self.now_s + self.policy.tick_s, self._on_tick, None)
+
+    # memory
+    def _alloc(self, gpu: int, category: str, model: str, nbytes: int) -> None:
+        g = self.gpus[gpu]
+        if nbytes > 0 and g.used_bytes + nbytes > g.capacity_bytes:
+            raise SimError(f"GPU {gpu} over capacity: {g.used_bytes} + {nbytes} > {g.capacity_bytes} ({category} {model})")
+        key = (category, model)
+        val = g.usage.get(key, 0) + nbytes
+        if val < 0:
+            raise SimError(f"GPU {gpu}: negative {category} bytes for {model}")
+        if val:
+            g.usage[key] = val
+        else:
+            g.usage.pop(key, None)
+        g.used_bytes += nbytes
+        self._sample(g)
+
+    def _sample(self, g: Gpu) -> None:
+        t = self.now_s
+        mem = self._memory
+        for (cat, model), b in g.usage.items():
+            mem.append((t, g.node, g.index, cat, model, b))
+        mem.append((t, g.node, g.index, "free", "", g.capacity_bytes - g.used_bytes))
+
+    def _blocks_to_bytes(self, inst: Instance, blocks: int) -> int:
+        return -(-blocks * inst.block_size * inst.spec.kv_bytes_per_token // inst.tp)
+
+    def _set_blocks(self, inst: Instance, kv_bytes_per_gpu: int) -> None:
+        inst.kv_bytes_per_gpu = kv_bytes_per_gpu
+        inst.total_blocks = kv_bytes_per_gpu * inst.tp // (inst.block_size * inst.spec.kv_bytes_per_token)
+
+    # flows
+    def _start_flow(self, gpu: int, nbytes: float, links: list[Link], owner: Any, source: str) -> None:
+        f = Flow(self._new_id(), gpu, float(nbytes), links, owner, source, self.now_s)
+        owner.flows[gpu] = f
+        if isinstance(owner, Instance):
+            owner.pending_flows += 1
+        for link in links:
+            link.flows[f.id] = f
+        self._reflow(links)
+
+    def _reflow(self, links: list[Link]) -> None:
+        now = self.now_s
+        affected: dict[int, Flow] = {}
+        for link in links:
+            affected.update(link.flows)
+        for fid in sorted(affected):
+            f = affected[fid]
+            f.bytes_left = max(0.0, f.bytes_left - f.rate * (now - f.last_s))
+            f.last_s = now
+        for fid in sorted(affected):
+            f = affected[fid]
+            f.rate = min(l.bytes_per_s / len(l.flows) for l in f.links)
+            f.version += 1
+            self._push(now + f.bytes_left / f.rate, self._on_flow_done, (f, f.version))
+
+    def _cancel_flow(self, f: Flow) -> None:
+        for link in f.links:
+            link.flows.pop(f.id, None)
+        f.version += 1
+        self._reflow(f.links)
+
+    def _on_flow_done(self, arg: tuple) -> None:
+        f, version = arg
+        if version != f.version:
+            return
+        f.bytes_left = 0.0
+        f.version += 1
+        for link in f.links:
+            link.flows.pop(f.id, None)
+        self._reflow(f.links)
+        owner = f.owner
+        owner.flows.pop(f.gpu, None)
+        if isinstance(owner, Instance):
+            owner.pending_flows -= 1
+            if owner.pending_flows == 0 and owner.state == LOADING:
+                self.log("load_end", owner.model, owner.gpus, f"id={owner.id} load_s={self.now_s - owner.started_s:.6f}")
+                self._begin_init(owner)
+        elif not owner.flows and not owner.evicted:
+            owner.done_s = self.now_s
+            self.log("prewarm_done", owner.model, owner.gpus, f"id={owner.id} load_s={self.now_s - owner.started_s:.6f}")
+            self.policy.on_prewarm_done(self, owner)
+
+    def _take_shard(self, pw: Prewarm, gpu: int, inst: Instance) -> None:
+        """Move one GPU's prewarmed shard of `pw` into `inst` (an in-flight load continues for it)."""
+        del self._shards[(gpu, pw.model)]
+        self._alloc(gpu, PREWARMED, pw.model, -pw.shard_bytes)
+        self._alloc(gpu, WEIGHTS, inst.model, inst.shard_bytes)
+        flow = pw.flows.pop(gpu, None)
+        if flow is not None:
+            flow.owner = inst
+            inst.flows[gpu] = flow
+            inst.pending_flows += 1
+            inst.sources["prewarm-partial"] = inst.sources.get("prewarm-partial", 0) + 1
+        else:
+            inst.sources["prewarm"] = inst.sources.get("prewarm", 0) + 1
+        pw.gpus = tuple(g for g in pw.gpus if g != gpu)
+        if not pw.gpus:
+            self._prewarms.pop(pw.id, None)
+
+    # lifecycle
+    def _begin_init(self, inst: Instance) -> None:
+        inst.state = INIT
+        inst.version += 1
+        self._push(self.now_s + inst.engine_init_s, self._on_init_done, (inst, inst.version))
+
+    def _on_init_done(self, arg: tuple) -> None:
+        inst, version = arg
+        if version != inst.version or inst.state != INIT:
+            return
+        self._make_ready(inst)
+
+    def _make_ready(self, inst: Instance) -> None:
+        inst.state = READY
+        inst.ready_s = self.now_s
+        self.log("instance_ready", inst.model, inst.gpus,
+                 f"id={inst.id} kind={inst.start_kind} startup_s={self.now_s - inst.started_s:.6f}")
+        for r in inst.waiting:
+            r.load_s = self.now_s - r.dispatch_s
+        if inst.waiting:
+            self._kick(inst)
+        self.policy.on_ready(self, inst)
+
+    def _finalize_stop(self, inst: Instance) -> None:
+        was = inst.state
+        inst.state = STOPPED
+        inst.version += 1
+        for f in list(inst.flows.values()):
+            self._cancel_flow(f)
+        inst.flows.clear()
+        inst.pending_flows = 0
+        # requests still on it go back to the parked queue
+        orphans = list(inst.prefilling) + list(inst.running) + list(inst.waiting)
+        inst.prefilling.clear(), inst.running.clear(), inst.waiting.clear()
+        inst.ctx_tokens = inst.held_tokens = 0
+        for r in sorted(orphans, key=lambda r: r.arrival_s, reverse=True):
+            r.inst = None
+            r.epoch += 1
+            r.gen = 0
+            r.prefilled = 0
+            r.parked = True
+            self.parked(r.model).appendleft(r)
+        inst.in_flight = 0
+        for g in inst.gpus:
+            self._alloc(g, KV, inst.model, -inst.kv_bytes_per_gpu)
+        inst.kv_bytes_per_gpu = 0
+        if inst.keep_weights and was not in (LOADING,):
+            pw = Prewarm(self._new_id(), inst.model, inst.spec, inst.node, inst.gpus, inst.tp)
+            pw.started_s = pw.done_s = self.now_s
+            for g in inst.gpus:
+                self._alloc(g, WEIGHTS, inst.model, -inst.shard_bytes)
+                if (g, inst.model) in self._shards:
+                    raise SimError(f"{inst.model} already prewarmed on GPU {g}")
+                self._alloc(g, PREWARMED, inst.model, inst.shard_bytes)
+                self._shards[(g, inst.model)] = pw
+            self._prewarms[pw.id] = pw
+        else:
+            for g in inst.gpus:
+                self._alloc(g, WEIGHTS, inst.model, -inst.shard_bytes)
+        del self._instances[inst.id]
+        self._by_model[inst.model].remove(inst)
+        self.log("instance_stop", inst.model, inst.gpus, f"id={inst.id} keep_weights={inst.keep_weights}")
+        self.policy.on_stopped(self, inst)
+
+    # ------------------------------------------------------------------ engine internals
+    def _kick(self, inst: Instance) -> None:
+        """Run the scheduler of an idle ready instance at the current time (once per instant)."""
+        if inst.kick_pending or inst.busy or inst.state not in (READY, DRAINING):
+            return
+        inst.kick_pending = True
+        self._push(self.now_s, self._on_kick, inst)
+
+    def _on_kick(self, inst: Instance) -> None:
+        inst.kick_pending = False
+        if not inst.busy and inst.state in (READY, DRAINING):
+            self._next_iteration(inst)
+
+    def _kv_fits(self, inst: Instance, tokens: int, seqs: int, watermark: bool) -> bool:
+        limit = inst.total_blocks - (inst.total_blocks // 100 if watermark else 0)
+        return -(-tokens // inst.block_size) + seqs <= limit
+
+    def _admissible(self, inst: Instance) -> bool:
+        """Could the head of the waiting queue join the batch now?"""
+        if inst.num_running >= inst.max_num_seqs:
+            return False
+        req = inst.waiting[0]
+        need = req.input_tokens + req.gen
+        return self._kv_fits(inst, inst.ctx_tokens + inst.held_tokens + need, inst.num_running + 1, True)
+
+    def _interrupt(self, inst: Instance) -> None:
+        """Cut a decode stretch at the end of the step in progress, so the scheduler runs then."""
+        if not inst.busy or inst.iter_kind != "decode":
+            return
+        k, b, c0, a, s = inst.st_k, inst.st_b, inst.st_c0, inst.st_a, inst.st_s
+        share = inst.compute_share_at_start
+        elapsed = (self.now_s - inst.iter_start_s) * share
+        # steps j with S(j) = j*a + s*(j*c0 + b*j*(j-1)/2) <= elapsed: solve the quadratic
+        qa = s * b / 2.0
+        qb = a + s * c0 - qa
+        if qa > 0:
+            j = (-qb + math.sqrt(qb * qb + 4 * qa * elapsed)) / (2 * qa)
+        else:
+            j = elapsed / qb
+        kk = min(k, max(0, math.ceil(j - 1e-12)))
+        end = inst.iter_start_s + self._stretch_s(kk, a, s, c0, b) / share
+        while end < self.now_s and kk < k:
+            kk += 1
+            end = inst.iter_start_s + self._stretch_s(kk, a, s, c0, b) / share
+        if kk >= k:
+            return
+        inst.st_k = kk
+        inst.iter_end_s = end
+        inst.version += 1
+        self._push(end, self._on_iteration_done, (inst, inst.version))
+
+    @staticmethod
+    def _stretch_s(k: int, a: float, s: float, c0: int, b: int) -> float:
+        return k * a + s * (k * c0 + b * k * (k - 1) / 2.0)
+
+    def _next_iteration(self, inst: Instance) -> None:
+        now = self.now_s
+        perf = inst.perf
+        if inst.waiting or inst.prefilling:
+            if self.chunk_budget > 0:
+                if self._plan_chunked(inst):
+                    return
+            elif self._plan_prefill(inst):
+                return
+        if inst.running:
+            while True:
+                b = len(inst.running)
+                k_fin = self._steps_to_finish(inst)
+                room = (inst.total_blocks - b) * inst.block_size - inst.ctx_tokens - inst.held_tokens
+                k_kv = room // b if room >= 0 else -1
+                if k_kv >= 1:
+                    break
+                self.policy.on_kv_full(self, inst)
+                room = (inst.total_blocks - b) * inst.block_size - inst.ctx_tokens - inst.held_tokens
+                if room // b >= 1:
+                    continue
+                self._preempt(inst)
+                if not inst.running:
+                    self._kick(inst)
+                    return
+            k = min(k_fin, k_kv)
+            a = perf.decode_fixed_s(b)
+            s = perf.decode_ctx_slope_s
+            c0 = inst.ctx_tokens
+            inst.st_k, inst.st_b, inst.st_c0, inst.st_a, inst.st_s = k, b, c0, a, s
+            inst.compute_share_at_start = inst.compute_share
+            inst.iter_kind = "decode"
+            inst.iter_start_s = now
+            inst.iter_end_s = now + self._stretch_s(k, a, s, c0, b) / inst.compute_share
+            inst.busy = True
+            inst.version += 1
+            self._push(inst.iter_end_s, self._on_iteration_done, (inst, inst.version))
+            return
+        if inst.waiting and not inst.running and not inst.prefilling:
+            # nothing runs and the head still cannot be admitted: it can never fit
+            self._reject_head(inst)
+            return
+        if inst.state == DRAINING and inst.in_flight == 0:
+            self._finalize_stop(inst)
+
+    def _reject_head(self, inst: Instance) -> None:
+        self.policy.on_kv_full(self, inst)
+        head = inst.waiting[0]
+        if self._kv_fits(inst, head.input_tokens + head.gen, 1, False):
+            self._kick(inst)
+            return
+        inst.waiting.popleft()
+        head.error = f"prompt of {head.input_tokens + head.gen} tokens does not fit the KV cache ({inst.total_blocks} blocks)"
+        self._finish(inst, head, ok=False)
+        self._kick(inst)
+
+    def _steps_to_finish(self, inst: Instance) -> int:
+        heap = inst.finish_heap
+        while heap:
+            fs, _, r, epoch = heap[0]
+            if epoch == r.epoch and r in inst.running:
+                return fs - inst.step
+            heapq.heappop(heap)
+        raise SimError("running batch without finish entries")
+
+    def _plan_prefill(self, inst: Instance) -> bool:
+        batch = []
+        tokens = 0
+        sq = 0.0
+        held = inst.ctx_tokens + inst.held_tokens
+        seqs = len(inst.running)
+        waiting = inst.waiting
+        while waiting:
+            r = waiting[0]
+            need = r.input_tokens + r.gen
+            if seqs + len(batch) >= inst.max_num_seqs:
+                break
+            if batch and tokens + need > self.max_batched_tokens:
+                break
+            if not self._kv_fits(inst, held + need, seqs + len(batch) + 1, True):
+                if not batch:
+                    self.policy.on_kv_full(self, inst)
+                    if self._kv_fits(inst, held + need, seqs + 1, True):
+                        continue
+                break
+            waiting.popleft()
+            batch.append(r)
+            tokens += need
+            held += need
+            sq += need * need
+        if not batch:
+            return False
+        inst.prefilling = batch
+        inst.held_tokens += tokens
+        inst.iter_kind = "prefill"
+        inst.iter_start_s = self.now_s
+        dur = inst.perf.prefill_s(tokens, len(batch), sq) / inst.compute_share
+        inst.iter_end_s = self.now_s + dur
+        inst.busy = True
+        inst.version += 1
+        self._push(inst.iter_end_s, self._on_iteration_done, (inst, inst.version))
+        return True
+
+    def _plan_chunked(self, inst: Instance) -> bool:
+        b = len(inst.running)
+        budget = max(1, self.chunk_budget - b)
+        chunks: list[int] = []
+        sq = 0.0
+        for r in inst.prefilling:  # continue partly prefilled prompts first
+            if budget <= 0:
+                break
+            c = min(budget, r.input_tokens + r.gen - r.prefilled)
+            chunks.append(c)
+            sq += c * (2 * r.prefilled + c)
+            budget -= c
+        held = inst.ctx_tokens + inst.held_tokens
+        while inst.waiting and budget > 0:
+            r = inst.waiting[0]
+            need = r.input_tokens + r.gen
+            if inst.num_running >= inst.max_num_seqs:
+                break
+            if not self._kv_fits(inst, held + need, inst.num_running + 1, True):
+                self.policy.on_kv_full(self, inst)
+                if not self._kv_fits(inst, held + need, inst.num_running + 1, True):
+                    break
+            inst.waiting.popleft()
+            inst.prefilling.append(r)
+            inst.held_tokens += need
+            held += need
+            c = min(budget, need)
+            chunks.append(c)
+            sq += c * c
+            budget -= c
+        if not chunks:
+            return False
+        chunks.extend([0] * (len(inst.prefilling) - len(chunks)))
+        inst.chunk_tokens = chunks
+        ptok = sum(chunks)
+        pseqs = sum(1 for c in chunks if c)
+        dur = inst.perf.mixed_s(ptok, pseqs, sq, b, inst.ctx_tokens) / inst.compute_share
+        inst.iter_kind = "mixed"
+        inst.st_b = b
+        inst.iter_start_s = self.now_s
+        inst.iter_end_s = self.now_s + dur
+        inst.busy = True
+        inst.version += 1
+        self._push(inst.iter_end_s, self._on_iteration_done, (inst, inst.version))
+        return True
+
+    def _join(self, inst: Instance, r: Request, prefill_started_s: float) -> None:
+        """A request's prefill finished: it has a token and joins the running batch (or is done)."""
+        now = self.now_s
+        r.gen += 1
+        if r.first_token_s != r.first_token_s:  # NaN: first time
+            r.first_token_s = now
+            r.prefill_s = now - prefill_started_s
+        ctx = r.input_tokens + r.gen
+        if r.gen >= r.n_out:
+            self._finish(inst, r, ok=True)
+            return
+        r.join_step = inst.step
+        inst.running[r] = None
+        inst.ctx_tokens += ctx
+        heapq.heappush(inst.finish_heap, (inst.step + r.n_out - r.gen, r.id, r, r.epoch))
+
+    def _on_iteration_done(self, arg: tuple) -> None:
+        inst, version = arg
+        if version != inst.version or not inst.busy:
+            return
+        inst.busy = False
+        kind = inst.iter_kind
+        if kind == "prefill":
+            batch = inst.prefilling
+            inst.prefilling = []
+            for r in batch:
+                inst.held_tokens -= r.input_tokens + r.gen
+                self._join(inst, r, inst.iter_start_s)
+        elif kind == "decode":
+            k, b = inst.st_k, inst.st_b
+            inst.step += k
+            inst.ctx_tokens += k * b
+            self._pop_finished(inst)
+        else:  # mixed
+            if inst.st_b:
+                inst.step += 1
+                inst.ctx_tokens += inst.st_b
+                self._pop_finished(inst)
+            still = []
+            for r, c in zip(inst.prefilling, inst.chunk_tokens):
+                r.prefilled += c
+                if r.prefilled >= r.input_tokens + r.gen:
+                    inst.held_tokens -= r.input_tokens + r.gen
+                    r.prefilled = 0
+                    self._join(inst, r, inst.iter_start_s)
+                else:
+                    still.append(r)
+            inst.prefilling = still
+        if inst.state in (READY, DRAINING):
+            self._next_iteration(inst)
+
+    def _pop_finished(self, inst: Instance) -> None:
+        heap = inst.finish_heap
+        step = inst.step
+        while heap and heap[0][0] <= step:
+            fs, _, r, epoch = heapq.heappop(heap)
+            if epoch != r.epoch or r not in inst.running:
+                continue
+            del inst.running[r]
+            inst.ctx_tokens -= r.input_tokens + r.gen + (step - r.join_step)
+            r.gen += step - r.join_step
+            self._finish(inst, r, ok=True)
+
+    def _preempt(self, inst: Instance) -> None:
+        """Recompute preemption of the newest running request (vLLM's LIFO victim)."""
+        victim = next(reversed(inst.running))
+        del inst.running[victim]
+        gen = victim.gen + inst.step - victim.join_step
+        inst.ctx_tokens -= victim.input_tokens + gen
+        victim.gen = gen
+        victim.epoch += 1
+        inst.waiting.appendleft(victim)
+        inst.preemptions += 1
+        self.log("preempt", inst.model, inst.gpus, f"id={inst.id} request={victim.id} tokens={victim.input_tokens + gen}")
+
+    def _finish(self, inst: Instance, r: Request, ok: bool) -> None:
+        r.end_s = self.now_s
+        if not ok:
+            r.gen = 0
+        inst.in_flight -= 1
+        self._finished += 1
+        self.policy.on_finished(self, r, inst)
+        if inst.state == DRAINING and inst.in_flight == 0 and not inst.busy:
+            self._finalize_stop(inst)
+
+    # ------------------------------------------------------------------ checks and output
+    def _check_invariants(self) -> None:
+        for g in self.gpus:
+            total = sum(g.usage.values())
+            if total != g.used_bytes or g.used_bytes > g.capacity_bytes or any(v < 0 for v in g.usage.values()):
+                raise SimError(f"t={self.now_s}: GPU {g.id} memory inconsistent: {g.usage} used={g.used_bytes} cap={g.capacity_bytes}")
+        for inst in self._instances.values():
+            if inst.blocks_used > inst.total_blocks + inst.num_running and inst.num_running:
+                raise SimError(f"t={self.now_s}: instance {inst.id} holds {inst.blocks_used} blocks of {inst.total_blocks}")
+            held = sum(r.input_tokens + r.gen + (inst.step - r.join_step) for r in inst.running)
+            if inst.iter_kind != "decode" or not inst.busy:
+                if held != inst.ctx_tokens:
+                    raise SimError(f"t={self.now_s}: instance {inst.id} context {inst.ctx_tokens} != {held}")
+            n = len(inst.waiting) + len(inst.running) + len(inst.prefilling)
+            if n != inst.in_flight:
+                raise SimError(f"t={self.now_s}: instance {inst.id} in_flight {inst.in_flight} != {n}")
+
+    def _result(self) -> RunResult:
+        reqs = self._requests
+        n = len(reqs)
+        end = np.array([r.end_s for r in reqs], dtype=np.float64)
+        err = [r.error for r in reqs]
+        status = np.where(np.isnan(end), "unfinished", "ok").astype(object)
+        for i, e in enumerate(err):
+            if e:
+                status[i] = "error"
+        arrival = np.array([r.arrival_s for r in reqs], dtype=np.float64)
+        received = np.array([r.output_tokens if (s == "ok") else 0 for r, s in zip(reqs, status)], dtype=np.int64)
+        first = np.array([r.first_token_s for r in reqs], dtype=np.float64)
+        load = np.array([r.load_s for r in reqs], dtype=np.float64)
+        prefill = np.array([r.prefill_s for r in reqs], dtype=np.float64)
+        queue = (first - arrival) - np.nan_to_num(load) - prefill
+        requests = pd.DataFrame({
+            "request_id": np.array([r.id for r in reqs], dtype=np.int64),
+            "model": pd.Series([r.model for r in reqs], dtype=object),
+            "scheduled_s": arrival,
+            "sent_s": arrival.copy(),
+            "first_token_s": first,
+            "end_s": end,
+            "input_tokens": np.array([r.input_tokens for r in reqs], dtype=np.int64),
+            "output_tokens": np.array([r.output_tokens for r in reqs], dtype=np.int64),
+            "received_tokens": received,
+            "status": pd.Series(status, dtype=object),
+            "error": pd.Series(err, dtype=object),
+            "start_kind": pd.Series([r.start_kind for r in reqs], dtype=object),
+            "queue_s": queue,
+            "load_s": load,
+            "prefill_s": prefill,
+        }, columns=list(REQUEST_COLUMNS))
+        requests["instance"] = np.array([r.inst.id if r.inst is not None else -1 for r in reqs], dtype=np.int64)
+        requests["node"] = np.array([r.inst.node if r.inst is not None else -1 for r in reqs], dtype=np.int64)
+        events = pd.DataFrame(self._events, columns=list(EVENT_COLUMNS))
+        events = events.astype({"time_s": "float64", "node": "int64"}) if len(events) else events
+        memory = pd.DataFrame(self._memory, columns=list(MEMORY_COLUMNS))
+        if len(memory):
+            memory = memory.astype({"time_s": "float64", "node": "int64", "gpu": "int64", "bytes": "int64"})
+        return RunResult(requests=requests, events=events, memory=memory, manifest={
+            "simulated_s": self.now_s, "requests": n, "finished": int(self._finished),
+        })

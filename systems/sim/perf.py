@@ -1,0 +1,120 @@
+"""Roofline performance model: iteration times of a model shard on a GPU from shapes alone.
+
+Every fitted number lives in `Coefficients` (one table per GPU in `COEFFICIENTS`), so a
+calibration can replace them without touching the formulas. Linear layers per transformer
+layer cost `max(flops / (peak * flops_eff), bytes / (hbm * hbm_eff)) + layer_fixed_s +
+tokens * layer_token_s` (the last two: small kernels, norms, rotary, adds). Attention
+costs compute (prefill) or KV reads (decode); tensor parallelism adds two all-reduces per
+layer; every iteration pays `iteration_s + seqs * seq_s` (scheduler, sampling, Python).
+
+A decode step of `b` sequences holding `ctx` tokens of KV in total is exactly
+`decode_fixed_s(b) + decode_ctx_slope_s * ctx`: linear in `ctx`, which lets the engine
+jump over a stretch of unchanged-batch decode steps in closed form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from systems.sim.specs import GpuSpec, ModelSpec
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Efficiency factors and fixed costs; fitted to Vidur's A100/H100 operator profiles."""
+
+    flops_eff: float = 0.62          # share of dense fp16 peak a GEMM reaches
+    hbm_eff: float = 0.72            # share of HBM bandwidth a weight-streaming GEMM reaches
+    layer_fixed_s: float = 25e-6     # per layer, per iteration: small kernels' launch floor
+    layer_token_s: float = 0.0       # per layer, per token: elementwise ops not in the roofline
+    attn_flops_eff: float = 0.45     # prefill attention (flash attention) share of peak
+    attn_hbm_eff: float = 0.6        # decode attention: share of HBM bandwidth reading KV
+    attn_layer_s: float = 10e-6      # per layer, per iteration: attention kernel floor
+    allreduce_s: float = 12e-6       # per all-reduce latency (two per layer when TP > 1)
+    nvlink_eff: float = 0.6          # share of NVLink bandwidth an all-reduce reaches
+    iteration_s: float = 3e-3        # per iteration: scheduling, sampling, Python (vLLM eager)
+    seq_s: float = 30e-6             # per sequence in the batch, per iteration
+
+    def with_values(self, **values: float) -> "Coefficients":
+        known = {f.name for f in fields(self)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown coefficients {sorted(unknown)}; known: {sorted(known)}")
+        return replace(self, **values)
+
+
+#: Per GPU preset; a GPU not listed uses DEFAULT_COEFFICIENTS.
+DEFAULT_COEFFICIENTS = Coefficients()
+COEFFICIENTS: dict[str, Coefficients] = {
+    "A100-80GB": Coefficients(),
+    "H100-80GB": Coefficients(),
+    "H200": Coefficients(),
+}
+
+
+def coefficients_for(gpu: GpuSpec) -> Coefficients:
+    return COEFFICIENTS.get(gpu.name, DEFAULT_COEFFICIENTS)
+
+
+class PerfModel:
+    """Iteration times of one model on `tp` GPUs of one kind; constants precomputed once."""
+
+    def __init__(self, model: ModelSpec, gpu: GpuSpec, tp: int, coeffs: Coefficients | None = None) -> None:
+        c = coeffs or coefficients_for(gpu)
+        self.model, self.gpu, self.tp, self.coeffs = model, gpu, tp, c
+        h, kvd = model.hidden, model.kv_heads * model.head_dim
+        layer_params = 2 * h * h + 2 * h * kvd + 3 * h * model.intermediate
+        self._layer_flops_per_token = 2.0 * layer_params / tp
+        self._layer_bytes = layer_params * model.dtype_bytes / tp
+        self._flops_rate = gpu.peak_flops * c.flops_eff
+        self._hbm_rate = gpu.hbm_bytes_per_s * c.hbm_eff
+        self._head_flops_per_seq = 2.0 * model.vocab * h / tp
+        self._head_bytes = model.vocab * h * model.dtype_bytes / tp
+        # Attention: causal prefill does ~2 * p^2 * hidden FLOPs per layer (QK^T and PV, halved).
+        self._attn_flops_rate = gpu.peak_flops * c.attn_flops_eff
+        self._attn_flop_per_sq = 2.0 * h * model.layers / tp
+        self._kv_read_per_ctx_s = model.kv_bytes_per_token / tp / (gpu.hbm_bytes_per_s * c.attn_hbm_eff)
+        decode_attn_flops_s = 4.0 * h * model.layers / tp / self._attn_flops_rate
+        #: decode step time grows by this much per token of KV held by the batch
+        self.decode_ctx_slope_s = max(self._kv_read_per_ctx_s, decode_attn_flops_s)
+        self._allreduce_per_token_s = 0.0
+        self._allreduce_fixed_s = 0.0
+        if tp > 1:
+            ring = 2.0 * (tp - 1) / tp
+            self._allreduce_per_token_s = 2 * model.layers * ring * h * model.dtype_bytes / (gpu.nvlink_bytes_per_s * c.nvlink_eff)
+            self._allreduce_fixed_s = 2 * model.layers * c.allreduce_s
+        self._fixed_s = c.iteration_s + model.layers * (c.layer_fixed_s + c.attn_layer_s) + self._allreduce_fixed_s
+
+    def linear_layer_s(self, tokens: int) -> float:
+        """One transformer layer's non-attention operators for `tokens` tokens (what Vidur profiles)."""
+        c = self.coeffs
+        return (max(tokens * self._layer_flops_per_token / self._flops_rate, self._layer_bytes / self._hbm_rate)
+                + c.layer_fixed_s + tokens * c.layer_token_s)
+
+    def _body_s(self, tokens: int, seqs: int) -> float:
+        """Everything but attention: linear layers, LM head for `seqs` sampled rows, all-reduces, overheads."""
+        c = self.coeffs
+        linear = max(tokens * self._layer_flops_per_token / self._flops_rate, self._layer_bytes / self._hbm_rate)
+        head = max(seqs * self._head_flops_per_seq / self._flops_rate, self._head_bytes / self._hbm_rate)
+        return (self._fixed_s + self.model.layers * (linear + tokens * c.layer_token_s) + head
+                + tokens * self._allreduce_per_token_s + seqs * c.seq_s)
+
+    def prefill_s(self, tokens: int, seqs: int, attn_sq_tokens: float) -> float:
+        """A prefill-only iteration: `tokens` prompt tokens of `seqs` sequences; `attn_sq_tokens` =
+        sum over sequences of prompt_len^2 (or chunk * (2 * context + chunk) for a chunk)."""
+        return self._body_s(tokens, seqs) + attn_sq_tokens * self._attn_flop_per_sq / self._attn_flops_rate
+
+    def decode_fixed_s(self, seqs: int) -> float:
+        """The part of a decode step of `seqs` sequences that does not depend on their context."""
+        return self._body_s(seqs, seqs)
+
+    def decode_s(self, seqs: int, ctx_tokens: int) -> float:
+        """One decode step of `seqs` sequences holding `ctx_tokens` tokens of KV in total."""
+        return self._body_s(seqs, seqs) + self.decode_ctx_slope_s * ctx_tokens
+
+    def mixed_s(self, prefill_tokens: int, prefill_seqs: int, attn_sq_tokens: float,
+                decode_seqs: int, ctx_tokens: int) -> float:
+        """A chunked-prefill iteration: prefill chunks and one decode token per running sequence."""
+        return (self._body_s(prefill_tokens + decode_seqs, prefill_seqs + decode_seqs)
+                + attn_sq_tokens * self._attn_flop_per_sq / self._attn_flops_rate
+                + self.decode_ctx_slope_s * ctx_tokens)

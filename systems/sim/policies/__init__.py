@@ -1,0 +1,1 @@
+"""One module (or subpackage) per simulated system; each calls `systems.sim.registry.register`."""

@@ -1,0 +1,74 @@
+"""`vllm-ondemand`: vanilla vLLM started on demand with the full cold start (SSD -> GPU + engine
+init), scaled by the reference autoscaler (PAPER.md s.2): every 0.5 s, mean in-flight over 5 s,
+up above 0.8 x capacity, down below 0.5 x (instances younger than 5 s kept), 32 per instance.
+Routing: least in-flight instance with room, else park the request and start an instance."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from systems.sim.autoscale import Autoscaler, first_free_group
+from systems.sim.policy import Policy
+from systems.sim.registry import register
+
+if TYPE_CHECKING:
+    from systems.sim.core import Instance, Request, Simulator
+
+
+class VllmOnDemand(Policy):
+    OPTIONS = {"capacity": 32, "tick_s": 0.5, "window_s": 5.0, "scale_up": 0.8, "scale_down": 0.5, "min_age_s": 5.0}
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        o = self.options
+        self.capacity = int(o["capacity"])
+        self.tick_s = float(o["tick_s"])
+        self.scaler = Autoscaler(float(o["window_s"]), float(o["scale_up"]), float(o["scale_down"]),
+                                 float(o["min_age_s"]), self.capacity)
+
+    def start(self, sim: "Simulator", model: str) -> "Instance | None":
+        group = first_free_group(sim, sim.model(model).tp)
+        return None if group is None else sim.start_instance(model, group)
+
+    def on_request(self, sim: "Simulator", req: "Request") -> None:
+        if len(sim.parked(req.model)) > 1:
+            return  # older requests wait first
+        inst = self.pick_instance(sim, req.model) or self.start(sim, req.model)
+        if inst is not None:
+            sim.dispatch(req, inst)
+
+    def serve_parked(self, sim: "Simulator") -> None:
+        """Give parked requests (oldest model first) room on instances, starting ones where GPUs allow."""
+        for model in sim.parked_models():
+            parked = sim.parked(model)
+            while parked:
+                inst = self.pick_instance(sim, model) or self.start(sim, model)
+                if inst is None:
+                    break
+                sim.dispatch(parked[0], inst)
+
+    def on_finished(self, sim: "Simulator", req: "Request", inst: "Instance") -> None:
+        if sim.parked(req.model):
+            self.serve_parked(sim)
+
+    def on_ready(self, sim: "Simulator", inst: "Instance") -> None:
+        if sim.parked(inst.model):
+            self.serve_parked(sim)
+
+    def on_stopped(self, sim: "Simulator", inst: "Instance") -> None:
+        self.serve_parked(sim)
+
+    def on_tick(self, sim: "Simulator") -> None:
+        for model in sim.workload_models:
+            mean = self.scaler.sample(sim, model)
+            decision = self.scaler.decide(sim, model, mean)
+            if decision == 1:
+                if self.start(sim, model) is not None:
+                    sim.log("scale_up", model, (), f"mean_in_flight={mean:.2f}")
+                    self.serve_parked(sim)
+            elif decision:
+                sim.log("scale_down", model, decision.gpus, f"id={decision.id} mean_in_flight={mean:.2f}")
+                sim.stop_instance(decision, drain=True)
+
+
+register("vllm-ondemand", VllmOnDemand)

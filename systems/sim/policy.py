@@ -1,0 +1,122 @@
+"""The base class of a simulated serving system: hooks the simulator calls, over the cluster API.
+
+A system is a `Policy` subclass in one module of `systems/sim/policies/` that registers a
+factory: `registry.register("name", lambda options: MyPolicy(options))`. The core knows
+nothing of any policy. All hooks receive `sim` (a `systems.sim.core.Simulator`) and run at
+`sim.now_s`; none may block. Requests (`core.Request`) and instances (`core.Instance`) are
+read-only to a policy except through the operations below.
+
+Hooks (override what you need; defaults route least-in-flight-with-room and retry parked):
+- `setup(sim)`: once at t = 0, before any arrival (place fixed instances, initial prewarms).
+- `on_request(sim, req)`: an arrival. Call `sim.dispatch(req, inst)` (any instance that is
+  not stopping, ready or still starting: the request then waits for it) or leave it parked
+  (it already is: `sim.parked(model)`), e.g. after starting an instance.
+- `on_tick(sim)`: every `tick_s` seconds of virtual time (class/instance attribute; None =
+  never), from t = 0 until the last request is done.
+- `on_finished(sim, req, inst)`: a request completed on `inst`.
+- `on_ready(sim, inst)`: an instance finished loading and engine init; it now serves.
+- `on_prewarm_done(sim, pw)`: a prewarm load completed (weights resident on its GPUs).
+- `on_stopped(sim, inst)`: an instance stopped (memory freed or kept as prewarmed).
+- `on_kv_full(sim, inst)`: the engine needs KV blocks it lacks (admission blocked or about to
+  preempt); the policy may evict prewarmed weights and `sim.set_kv_bytes(inst, ...)`.
+
+Cluster operations (methods of `sim`; see core.Simulator for signatures and details):
+- time and shape: `now_s`, `cluster` (ClusterSpec), `gpus` (list of core.Gpu: `id`, `node`,
+  `index`, `capacity_bytes`), `node_gpus(node)`, `model(name) -> ModelSpec`, `perf(model, tp)`,
+  `workload`, `options`, `rng` (seeded numpy Generator).
+- instances: `start_instance(model, gpus, *, kv_bytes_per_gpu=None, max_num_seqs=None,
+  compute_share=1.0, engine_init_s=None)`: weights come from the fastest tier holding them:
+  prewarmed on those GPUs (done: engine init only; in progress: the remaining bytes), the
+  node's host memory (PCIe), else SSD (SSD bandwidth shared per node, then PCIe);
+  `stop_instance(inst, drain=True, keep_weights=False)`; `instances(model=None)`;
+  `inst.in_flight`, `inst.state`, `inst.ready`; `set_kv_bytes(inst, kv_bytes_per_gpu)`
+  (grow into free memory or shrink down to what is in use; returns the value applied),
+  `set_compute_share(inst, share)` (iteration time / share, MuxServe's MPS share),
+  `set_max_num_seqs(inst, n)`; `kv_needed_bytes(inst)` (KV bytes per GPU in use now).
+- weights without an instance: `prewarm(model, gpus) -> Prewarm` (`pw.progress` 0..1,
+  `pw.done`), `evict(pw)`, `prewarms(model=None)`, `prewarms_on(gpu)`.
+- memory: `free_bytes(gpu)`, `used_bytes(gpu, category=None)`; categories weights / kv /
+  prewarmed (free is derived). Exceeding a GPU's capacity raises SimError (a policy bug).
+- host memory (checkpoint cache) per node: `host_models(node)`, `host_free_bytes(node)`,
+  `host_put(node, model)` (instant bookkeeping; raises when full), `host_evict(node, model)`.
+- requests: `dispatch(req, inst)`, `parked(model)` (requests no instance has yet, oldest
+  first), `log(kind, model, gpus, detail)` to add a control-plane event (forecast, scale...).
+
+Options: `simulate(..., options=)` passes one dict; the core takes CORE_OPTIONS (see
+core.py) and the policy declares its own in `OPTIONS` (name -> default). Unknown names are a
+user error, so a typo never silently runs the default.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+if TYPE_CHECKING:
+    from systems.sim.core import Instance, Prewarm, Request, Simulator
+
+
+class Policy:
+    """Default behaviour: route to the least-loaded instance with room, never start anything."""
+
+    #: option name -> default value; values from the CLI arrive as str/int/float/bool.
+    OPTIONS: ClassVar[dict[str, Any]] = {}
+    #: period of `on_tick` in seconds; None: no ticks.
+    tick_s: float | None = None
+    #: concurrent requests an instance takes before it counts as full (paper: 32).
+    capacity: int = 32
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        merged = dict(self.OPTIONS)
+        merged.update(options or {})
+        self.options = merged
+
+    # ---- hooks -----------------------------------------------------------------------
+    def setup(self, sim: "Simulator") -> None:
+        """Called once at t = 0."""
+
+    def on_request(self, sim: "Simulator", req: "Request") -> None:
+        inst = self.pick_instance(sim, req.model)
+        if inst is not None:
+            sim.dispatch(req, inst)
+
+    def on_tick(self, sim: "Simulator") -> None:
+        """Called every `tick_s` seconds."""
+
+    def on_finished(self, sim: "Simulator", req: "Request", inst: "Instance") -> None:
+        self.retry_parked(sim, req.model)
+
+    def on_ready(self, sim: "Simulator", inst: "Instance") -> None:
+        self.retry_parked(sim, inst.model)
+
+    def on_prewarm_done(self, sim: "Simulator", pw: "Prewarm") -> None:
+        """A prewarm finished loading."""
+
+    def on_stopped(self, sim: "Simulator", inst: "Instance") -> None:
+        self.retry_parked(sim, inst.model)
+
+    def on_kv_full(self, sim: "Simulator", inst: "Instance") -> None:
+        """The engine of `inst` is short of KV blocks; default: let it queue or preempt."""
+
+    # ---- helpers for subclasses -------------------------------------------------------
+    def pick_instance(self, sim: "Simulator", model: str, *, include_starting: bool = True) -> "Instance | None":
+        """Least in-flight instance of `model` with fewer than `capacity` requests (ready ones first)."""
+        best = None
+        best_key = None
+        for inst in sim.instances(model):
+            if not inst.accepting or inst.in_flight >= self.capacity:
+                continue
+            if not include_starting and not inst.ready:
+                continue
+            key = (not inst.ready, inst.in_flight, inst.id)
+            if best_key is None or key < best_key:
+                best, best_key = inst, key
+        return best
+
+    def retry_parked(self, sim: "Simulator", model: str) -> None:
+        """Dispatch parked requests of `model`, oldest first, while an instance has room."""
+        parked = sim.parked(model)
+        while parked:
+            inst = self.pick_instance(sim, model)
+            if inst is None:
+                return
+            sim.dispatch(parked[0], inst)

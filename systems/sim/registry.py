@@ -1,0 +1,64 @@
+"""Name -> policy factory. Every module under `systems/sim/policies/` is imported once and
+registers its systems with `register(name, factory)`, where `factory(options) -> Policy`.
+
+The factory is usually the Policy subclass itself; its `OPTIONS` (name -> default) declare the
+options it accepts (a factory function may carry an `OPTIONS` attribute for the same purpose).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, Callable, Mapping
+
+from harness.errors import WarmbenchError
+from systems.sim.policy import Policy
+
+Factory = Callable[[Mapping[str, Any]], Policy]
+
+_FACTORIES: dict[str, Factory] = {}
+_discovered = False
+
+
+def register(name: str, factory: Factory) -> Factory:
+    """Make `name` available to `simulate` and the CLI; returns the factory (usable as a decorator helper)."""
+    if name in _FACTORIES and _FACTORIES[name] is not factory:
+        raise ValueError(f"system {name!r} is registered twice")
+    _FACTORIES[name] = factory
+    return factory
+
+
+def discover() -> None:
+    """Import every module and subpackage of systems.sim.policies (once)."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import systems.sim.policies as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{info.name}")
+
+
+def names() -> tuple[str, ...]:
+    discover()
+    return tuple(sorted(_FACTORIES))
+
+
+def create(name: str, options: Mapping[str, Any]) -> Policy:
+    """Build the policy of system `name` with its options."""
+    discover()
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise WarmbenchError(f"unknown system {name!r}; registered: {', '.join(sorted(_FACTORIES)) or 'none'}")
+    return factory(options)
+
+
+def option_defaults(name: str) -> dict[str, Any]:
+    """The policy's declared options (name -> default), without building it."""
+    discover()
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise WarmbenchError(f"unknown system {name!r}; registered: {', '.join(sorted(_FACTORIES)) or 'none'}")
+    return dict(getattr(factory, "OPTIONS", {}) or {})
