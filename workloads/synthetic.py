@@ -176,7 +176,7 @@ def _generate(models: tuple[str, ...], total_rps: float, alpha: float, duration_
               "history_days": history_days, "window_s": float(window_s), "clip": bool(clip)}
     meta = {"source": "synthetic-week", "format": "synthetic", "sha256": None, "params": params,
             "window_s": float(window_s), "rows_read": len(frame), "rows_kept": len(frame),
-            "dropped": {}, "kinds": {m: model_kind(i) for i, m in enumerate(models)},
+            "dropped": {}, "unsorted_rows": 0, "kinds": {m: model_kind(i) for i, m in enumerate(models)},
             "shares": {m: float(s) for m, s in zip(models, shares)}}
     workload = Workload(frame, meta, history_frame(past, 0.0, replay_start_s, window_s))
     if clip:

@@ -145,7 +145,8 @@ def timestamp_column(values: pa.ChunkedArray, name: str, path: Path, row_offset:
 def finish(path: Path | None, fmt: str, clock_s: np.ndarray, model: np.ndarray | str,
            input_tokens: np.ndarray, output_tokens: np.ndarray, *, rows_read: int,
            dropped: dict[str, int], params: dict[str, Any], sha256: str | None = None,
-           extra: dict[str, Any] | None = None, origin_s: float | None = None) -> Workload:
+           extra: dict[str, Any] | None = None, origin_s: float | None = None,
+           rows_kept: int | None = None) -> Workload:
     """Sort by arrival (counting rows that were out of order), zero the clock at the first arrival
     (or at `origin_s`), record provenance."""
     clock_s = np.asarray(clock_s, dtype=np.float64)
@@ -155,7 +156,7 @@ def finish(path: Path | None, fmt: str, clock_s: np.ndarray, model: np.ndarray |
     unsorted = int((np.diff(clock_s) < 0).sum())
     origin = float(clock_s.min()) if origin_s is None else float(origin_s)
     frame = canonical_frame(clock_s - origin, model, input_tokens, output_tokens)
-    kept = len(frame)
+    kept = len(frame) if rows_kept is None else int(rows_kept)  # rows are not requests in some formats
     assert kept + sum(dropped.values()) == rows_read, (kept, dropped, rows_read)
     meta: dict[str, Any] = {
         "source": str(path) if path else None, "format": fmt,

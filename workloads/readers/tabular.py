@@ -80,8 +80,27 @@ def read_mapped(path: str | Path, *, columns: Mapping[str, str] | None = None, t
 
 
 def read_canonical(path: str | Path) -> Workload:
-    """A canonical file: `arrival_s` seconds, `model`, token counts (`request_id` optional, renumbered)."""
-    return read_mapped(path, fmt="canonical", origin_s=0.0)
+    """A canonical file: `arrival_s` seconds, `model`, token counts (`request_id` optional, renumbered).
+
+    A Parquet file written by `trace make` brings back its meta (under `made_by`) and its
+    history (`NAME.history.parquet` beside it).
+    """
+    from workloads.io import history_path, stored_meta
+    workload = read_mapped(path, fmt="canonical", origin_s=0.0)
+    p = Path(path)
+    if not is_parquet(p):
+        return workload
+    made_by = stored_meta(p)
+    meta = dict(workload.meta)
+    history = None
+    if made_by is not None:
+        meta["made_by"] = made_by
+        if "window_s" in made_by:
+            meta["window_s"] = made_by["window_s"]
+    if history_path(p).is_file():
+        history = pq.read_table(history_path(p)).to_pandas()
+        history["model"] = history["model"].astype(object)
+    return Workload(workload.requests, meta, history)
 
 
 def is_canonical(header: list[str]) -> bool:

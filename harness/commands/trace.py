@@ -1,0 +1,106 @@
+"""`warmbench trace stats|make`: look at a trace or preset, and write multi-model workloads from recipes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import WarmbenchError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("trace", help="trace statistics and multi-model workload recipes")
+    sub = p.add_subparsers(dest="trace_command", metavar="ACTION", required=True)
+    stats = sub.add_parser("stats", help="requests, rates, burstiness, lengths, models, drops")
+    stats.add_argument("spec", metavar="FILE_OR_PRESET")
+    stats.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    stats.add_argument("--plot", metavar="FILE.png", type=Path, help="also write a PNG of the rate over time")
+    stats.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                       help="reader / preset parameter (value parsed as JSON when it can be), repeatable")
+    stats.set_defaults(handler=run_stats)
+    make = sub.add_parser("make", help="write a workload from a recipe TOML")
+    make.add_argument("recipe", metavar="RECIPE.toml", type=Path)
+    make.add_argument("--out", required=True, type=Path, metavar="FILE.parquet")
+    make.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    make.set_defaults(handler=run_make)
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` pairs; values that parse as JSON (numbers, lists, true) become those types."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise WarmbenchError(f"--param expects KEY=VALUE, got {pair!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from workloads import resolve
+    from workloads.stats import plot_rate, trace_stats
+    workload = resolve(args.spec, **parse_params(args.param))
+    stats = trace_stats(workload)
+    if args.plot:
+        stats["plot"] = str(plot_rate(workload, args.plot))
+    if args.json:
+        print(json.dumps(stats, indent=2, default=str))
+    else:
+        render_stats(stats, Console())
+    return 0
+
+
+def run_make(args: argparse.Namespace) -> int:
+    from workloads.io import write_workload
+    from workloads.recipe import workload_from_recipe
+    from workloads.stats import trace_stats
+    if args.out.suffix.lower() != ".parquet":
+        raise WarmbenchError(f"--out must end in .parquet, got {args.out}")
+    workload = workload_from_recipe(args.recipe)
+    written = write_workload(workload, args.out)
+    stats = trace_stats(workload)
+    stats["written"] = [str(p) for p in written]
+    if args.json:
+        print(json.dumps(stats, indent=2, default=str))
+    else:
+        render_stats(stats, Console())
+        Console().print("wrote " + ", ".join(stats["written"]))
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def render_stats(stats: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"trace {stats.get('source')}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key in ("format", "requests", "span_s", "rate_rps", "dispersion_1s", "dispersion_60s", "cv_interarrival",
+                "rows_read", "rows_kept", "unsorted_rows", "history_windows"):
+        table.add_row(key, _fmt(stats.get(key)))
+    rpm = stats.get("rate_per_minute")
+    table.add_row("requests/min min/mean/max",
+                  "n/a" if rpm is None else f"{rpm['min']:.0f} / {rpm['mean']:.1f} / {rpm['max']:.0f}")
+    for key in ("input_tokens", "output_tokens"):
+        q = stats[key]
+        table.add_row(f"{key} p50/p90/p99", " / ".join(_fmt(q[p]) for p in ("p50", "p90", "p99")))
+    for model, count in stats["models"].items():
+        table.add_row(f"model {model}", _fmt(count))
+    for reason, count in stats["dropped"].items():
+        table.add_row(f"dropped: {reason}", _fmt(count))
+    if stats.get("plot"):
+        table.add_row("plot", stats["plot"])
+    console.print(table)

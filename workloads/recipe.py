@@ -1,0 +1,140 @@
+"""Recipe TOML files for `trace make`: validated once here (pydantic), errors name the key.
+
+    source = "synthetic-week"            # a preset, or a trace file relative to the recipe
+    [source_params]                      # passed to resolve(), e.g. model = "llama-2-7b"
+    [warmserve]                          # optional: the WarmServe multi-model recipe
+    models = ["llama-2-7b", "llama-2-13b"]; total_rps = 5.0; alpha = 1.0; start_day = 0
+    [zipf]                               # optional: split one stream over models
+    models = [...]; alpha = 1.0; seed = 0
+    [[transforms]]                       # optional, in order
+    kind = "window"; start_s = 0; end_s = 1200    # or scale_time / resample_rate / gamma_cv / clip_lengths
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import InputError
+from workloads import transform
+from workloads.workload import Workload
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WarmServeRecipe(_Strict):
+    models: list[str] = Field(default_factory=lambda: ["llama-2-7b", "llama-2-7b#1", "llama-2-13b", "llama-2-70b"],
+                              min_length=1)
+    total_rps: float = Field(5.0, gt=0)
+    alpha: float = 1.0
+    start_day: int = Field(0, ge=0)
+    start_hour: float = Field(0.0, ge=0, lt=24)
+    duration_s: float = Field(1200.0, gt=0)
+    seed: int = 0
+    history_days: int = Field(6, ge=0)
+    window_s: float = Field(300.0, gt=0)
+    cv: float | None = Field(None, gt=0)
+    clip: bool = True
+
+
+class ZipfRecipe(_Strict):
+    models: list[str] = Field(min_length=1)
+    alpha: float = 1.0
+    seed: int = 0
+
+
+class WindowStep(_Strict):
+    kind: Literal["window"]
+    start_s: float = Field(0.0, ge=0)
+    end_s: float | None = None
+
+
+class ScaleStep(_Strict):
+    kind: Literal["scale_time"]
+    factor: float = Field(gt=0)
+
+
+class ResampleStep(_Strict):
+    kind: Literal["resample_rate"]
+    target_rps: float = Field(gt=0)
+    seed: int = 0
+
+
+class GammaStep(_Strict):
+    kind: Literal["gamma_cv"]
+    cv: float = Field(gt=0)
+    seed: int = 0
+
+
+class ClipStep(_Strict):
+    kind: Literal["clip_lengths"]
+    max_input_tokens: int = Field(transform.MAX_INPUT_TOKENS, gt=0)
+    min_output_tokens: int = Field(transform.MIN_OUTPUT_TOKENS, ge=0)
+    max_output_tokens: int = Field(transform.MAX_OUTPUT_TOKENS, gt=0)
+
+
+Step = Union[WindowStep, ScaleStep, ResampleStep, GammaStep, ClipStep]
+
+
+class Recipe(_Strict):
+    source: str
+    source_params: dict[str, Any] = Field(default_factory=dict)
+    warmserve: WarmServeRecipe | None = None
+    zipf: ZipfRecipe | None = None
+    transforms: list[Step] = Field(default_factory=list, discriminator="kind")  # type: ignore[call-overload]
+
+    @model_validator(mode="after")
+    def _one_mapping(self) -> "Recipe":
+        if self.warmserve is not None and self.zipf is not None:
+            raise ValueError("use either [warmserve] or [zipf], not both")
+        return self
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse and validate; a syntax error or a bad key is an InputError naming file and key."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such recipe file", file=str(p))
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"not valid TOML: {exc}", file=str(p)) from None
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(part) for part in err["loc"] if not str(part).endswith("Step")) or "(top level)"
+        raise InputError(f"{err['msg']} (input: {err.get('input')!r})", file=str(p), field=key) from None
+
+
+def build(recipe: Recipe, base_dir: Path) -> Workload:
+    """Run a validated recipe: source -> multi-model mapping -> transforms, all recorded in meta."""
+    from workloads.multimodel import warmserve_recipe, zipf_models
+    from workloads.resolve import PRESETS, resolve
+    source: str | Path = recipe.source if recipe.source in PRESETS else base_dir / recipe.source
+    workload = resolve(source, **recipe.source_params)
+    if recipe.warmserve is not None:
+        workload = warmserve_recipe(workload, **recipe.warmserve.model_dump())
+    if recipe.zipf is not None:
+        workload = zipf_models(workload, **recipe.zipf.model_dump())
+    for step in recipe.transforms:
+        params = step.model_dump(exclude={"kind"})
+        if step.kind == "window":
+            workload = transform.select_window(workload, **params)
+        else:
+            workload = getattr(transform, step.kind)(workload, **params)
+    workload.meta["recipe_file"] = str(base_dir)
+    return workload
+
+
+def workload_from_recipe(path: str | Path) -> Workload:
+    """A Workload from a recipe file (what resolve() does for `.toml`)."""
+    p = Path(path)
+    workload = build(load_recipe(p), p.resolve().parent)
+    workload.meta["recipe_file"] = str(p)
+    return workload
