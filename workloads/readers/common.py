@@ -118,7 +118,7 @@ def seconds_column(values: pa.ChunkedArray | pd.Series | np.ndarray, name: str, 
 
 
 def timestamp_column(values: pa.ChunkedArray, name: str, path: Path, row_offset: int = 1) -> np.ndarray:
-    """Timestamps as float64 seconds since the Unix epoch (UTC).
+    """Timestamps as int64 nanoseconds since the Unix epoch (UTC): float64 epoch seconds would lose the 7th digit.
 
     Accepts 0-9 fractional digits, `+00:00`-style offsets and rows without a fraction, in
     any mix: pyarrow's ISO-8601 parser handles the common case; pandas the mixed rest.
@@ -127,8 +127,8 @@ def timestamp_column(values: pa.ChunkedArray, name: str, path: Path, row_offset:
         if values.null_count:
             i = _first_bad(values.is_null().to_numpy(zero_copy_only=False))
             raise InputError("missing timestamp", file=str(path), row=i + row_offset, field=name)
-        ns = pc.cast(values, pa.timestamp("ns", tz=values.type.tz)).cast(pa.int64()).to_numpy()
-        return ns.astype(np.float64) / 1e9
+        return np.asarray(pc.cast(values, pa.timestamp("ns", tz=values.type.tz)).cast(pa.int64()).to_numpy(),
+                          dtype=np.int64)
     strings = values.to_pandas()
     try:
         parsed = pd.to_datetime(strings, format="ISO8601", utc=True, errors="coerce")
@@ -139,7 +139,15 @@ def timestamp_column(values: pa.ChunkedArray, name: str, path: Path, row_offset:
         i = _first_bad(bad)
         raise InputError(f"cannot parse timestamp {strings.iloc[i]!r} (expected e.g. "
                          "2024-05-10 00:00:00.0099300+00:00)", file=str(path), row=i + row_offset, field=name)
-    return parsed.astype("datetime64[ns, UTC]").to_numpy().astype("datetime64[ns]").astype(np.int64) / 1e9
+    naive = parsed.dt.tz_convert("UTC").dt.tz_localize(None).dt.as_unit("ns")
+    return np.asarray(naive, dtype="datetime64[ns]").astype(np.int64)
+
+
+def relative_seconds(ns: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Seconds since the first timestamp (exact to the ns before the float conversion), and the origin for meta."""
+    origin_ns = int(ns.min())
+    origin = pd.Timestamp(origin_ns, unit="ns", tz="UTC")
+    return (ns - origin_ns) / 1e9, {"clock_origin_s": origin_ns / 1e9, "clock_origin": origin.isoformat()}
 
 
 def finish(path: Path | None, fmt: str, clock_s: np.ndarray, model: np.ndarray | str,

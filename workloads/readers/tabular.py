@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import InputError, WarmbenchError
-from workloads.readers.common import (check_file, finish, read_csv, require_columns, seconds_column,
-                                      timestamp_column, token_column)
+from workloads.readers.common import (check_file, finish, read_csv, relative_seconds, require_columns,
+                                      seconds_column, timestamp_column, token_column)
 from workloads.workload import Workload
 
 CANONICAL = ["arrival_s", "model", "input_tokens", "output_tokens"]
@@ -60,8 +60,10 @@ def read_mapped(path: str | Path, *, columns: Mapping[str, str] | None = None, t
         needed.append(mapping["model"])
     require_columns(names, needed, p)
     time_col = table.column(mapping["arrival_s"])
+    extra = None
     if time_unit == "timestamp" or pa.types.is_timestamp(time_col.type):
-        clock_s = timestamp_column(time_col, mapping["arrival_s"], p)
+        clock_s, extra = relative_seconds(timestamp_column(time_col, mapping["arrival_s"], p))
+        origin_s = 0.0
     else:
         clock_s = seconds_column(time_col, mapping["arrival_s"], p) * TIME_UNITS[time_unit]
     inputs = token_column(table.column(mapping["input_tokens"]), mapping["input_tokens"], p)
@@ -76,7 +78,8 @@ def read_mapped(path: str | Path, *, columns: Mapping[str, str] | None = None, t
     else:
         model_values = model if model is not None else "llama-2-7b"
     return finish(p, fmt, clock_s, model_values, inputs, outputs, rows_read=table.num_rows, dropped={},
-                  params={"columns": dict(mapping), "time_unit": time_unit, "model": model}, origin_s=origin_s)
+                  params={"columns": dict(mapping), "time_unit": time_unit, "model": model}, origin_s=origin_s,
+                  extra=extra)
 
 
 def read_canonical(path: str | Path) -> Workload:
