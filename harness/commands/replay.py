@@ -1,0 +1,140 @@
+"""`warmbench replay`: replay a workload against live endpoints (open loop) and write the run.
+
+One machine: `replay --workload W --system S ... --out DIR`. Across machines, with locust's
+master/worker mode: the master runs `replay ... --master --expect-workers N --out DIR` and each
+worker `replay --worker --master-host HOST ...` (same workload and system flags); the master
+deals out shards, sets a common start time and merges the records into one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.errors import WarmbenchError
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key or not rest:
+            raise WarmbenchError(f"{flag} {value!r}: expected MODEL=VALUE")
+        out[key] = rest
+    return out
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("replay", help="replay a workload against live endpoints (locust, open loop)",
+                              description=__doc__)
+    p.add_argument("--workload", help="preset name, trace file, canonical CSV/Parquet or recipe TOML")
+    p.add_argument("--system", choices=["openai", "vllm", "warmserve", "serverlessllm"], default="openai")
+    p.add_argument("--endpoint", action="append", default=[], metavar="MODEL=URL",
+                   help="base URL per model (openai); a bare URL serves every model")
+    p.add_argument("--model", action="append", default=[], metavar="MODEL=PATH",
+                   help="local model directory per model (vllm)")
+    p.add_argument("--mode", choices=["dedicated", "ondemand", "sleep"], default="dedicated",
+                   help="vllm: all up front, start on first request / stop when idle, or sleep/wake (GPU)")
+    p.add_argument("--idle-s", type=float, default=30.0, help="vllm ondemand/sleep: idle time before stop/sleep")
+    p.add_argument("--vllm-python", help="interpreter with vLLM installed (default $WARMBENCH_VLLM_PYTHON)")
+    p.add_argument("--token-ids", choices=["auto", "yes", "no"], default="auto",
+                   help="openai: token-id prompts for exact input lengths; auto probes each endpoint once")
+    p.add_argument("--vocab-size", type=int, default=32000, help="openai --token-ids: ids drawn below this")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="multiply arrival times by X (0.5 replays twice as fast)")
+    p.add_argument("--timeout-s", type=float, default=600.0, help="per-request time limit")
+    p.add_argument("--drain-s", type=float, default=30.0, help="after Ctrl-C, wait this long for in-flight requests")
+    p.add_argument("--overload-threshold-ms", type=float, default=10.0,
+                   help="flag the run 'client overloaded' when P99 send lag exceeds this")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="run directory to create")
+    dist = p.add_argument_group("distributed (locust master/worker)")
+    dist.add_argument("--master", action="store_true", help="deal shards to workers and merge their records")
+    dist.add_argument("--worker", action="store_true", help="replay the shard a master sends")
+    dist.add_argument("--master-host", default="127.0.0.1", help="worker: master's address")
+    dist.add_argument("--master-port", type=int, default=5557, help="master's locust port")
+    dist.add_argument("--master-bind-host", default="*", help="master: interface to listen on")
+    dist.add_argument("--expect-workers", type=int, default=1, help="master: workers to wait for")
+    dist.add_argument("--start-delay-s", type=float, default=3.0,
+                      help="master: common start this long after the shards are sent")
+    p.set_defaults(handler=run)
+
+
+def options_from_args(args: argparse.Namespace) -> dict:
+    """The `run_live` options dict the flags describe."""
+    opts: dict = {"time_scale": args.time_scale, "timeout_s": args.timeout_s, "drain_s": args.drain_s,
+                  "overload_threshold_ms": args.overload_threshold_ms}
+    endpoints = [e for e in args.endpoint if "=" in e]
+    bare = [e for e in args.endpoint if "=" not in e]
+    if len(bare) > 1:
+        raise WarmbenchError(f"--endpoint: give MODEL=URL pairs or one bare URL for all, not {bare}")
+    if args.system == "vllm":
+        if not args.model:
+            raise WarmbenchError("--system vllm needs --model MODEL=PATH for each workload model")
+        opts.update(models=_pairs(args.model, "--model"), mode=args.mode, idle_s=args.idle_s)
+        if args.vllm_python:
+            opts["python"] = args.vllm_python
+    elif args.system == "openai":
+        if not args.endpoint:
+            raise WarmbenchError("--system openai needs --endpoint MODEL=URL (or one URL for all)")
+        opts.update(endpoints=_pairs(endpoints, "--endpoint"), token_ids={"auto": "auto", "yes": True, "no": False}[args.token_ids],
+                    vocab_size=args.vocab_size)
+        if bare:
+            opts["url"] = bare[0]
+    elif bare:
+        opts["url"] = bare[0]
+    return opts
+
+
+def load_workload(spec: str):
+    """Resolve a workload through workloads.resolve (presets, trace files, recipes)."""
+    try:
+        from workloads import resolve
+    except ImportError as exc:
+        raise WarmbenchError(f"workloads.resolve is not available yet ({exc})") from None
+    return resolve(spec)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    if args.worker:
+        from harness.loadgen.distributed import run_worker
+
+        return run_worker(args.master_host, args.master_port)
+    if not args.workload or not args.out:
+        raise WarmbenchError("replay needs --workload and --out")
+    options = options_from_args(args)
+    workload = load_workload(args.workload)
+    if args.master:
+        from harness.loadgen.distributed import run_master
+
+        result = run_master(workload, args.system, options, args.out, seed=args.seed,
+                            bind_host=args.master_bind_host, port=args.master_port,
+                            expect_workers=args.expect_workers, start_delay_s=args.start_delay_s)
+    else:
+        from systems.live import run_live
+
+        result = run_live(workload, args.system, options, args.out, seed=args.seed)
+    _summary(result, args.out, console)
+    return 0 if result.manifest.get("status") == "complete" else 1
+
+
+def _summary(result, out: Path, console: Console) -> None:
+    req = result.requests
+    ok = req[req["status"] == "ok"]
+    ttft = (ok["first_token_s"] - ok["scheduled_s"]).dropna()
+    client = result.manifest.get("client", {})
+    console.print(f"[bold]{result.manifest.get('status')}[/]: {len(req)} requests, {len(ok)} ok, "
+                  f"{len(req) - len(ok)} failed -> {out}", highlight=False)
+    if len(ttft):
+        console.print(f"TTFT P50 {ttft.median() * 1000:.1f} ms, P99 {ttft.quantile(0.99) * 1000:.1f} ms "
+                      "(from scheduled send time)", highlight=False)
+    else:
+        console.print("TTFT: unavailable (no streamed first token)")
+    if client.get("send_lag_p99_ms") is not None:
+        console.print(f"client: send lag P99 {client['send_lag_p99_ms']:.2f} ms, "
+                      f"CPU {client.get('cpu_percent') or 0:.0f}%", highlight=False)
+    for warning in result.manifest.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)

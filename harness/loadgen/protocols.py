@@ -1,0 +1,153 @@
+"""Wire formats: how a request is put on the wire and how a response stream is read.
+
+Three formats: `openai` (completions with SSE streaming, vLLM and any OpenAI-compatible
+server), `warmserve` (the reference PrewarmManager: `POST /` with `{"id","model","prompt",
+"max_tokens","stream"}`, answered by raw text chunks then `#<completion tokens>`), and
+`serverlessllm` (OpenAI chat completions without streaming: no first-token time exists).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Protocol = Literal["openai", "warmserve", "serverlessllm"]
+PROTOCOLS: tuple[str, ...] = ("openai", "warmserve", "serverlessllm")
+
+#: Lowest token id used for id prompts: keeps clear of the special tokens most vocabularies
+#: put first (pad, bos, eos, unk).
+FIRST_PROMPT_TOKEN_ID = 16
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one model is served and how to talk to it.
+
+    `token_ids`: send prompts as token ids (exact input length; vLLM accepts them) drawn from
+    `[FIRST_PROMPT_TOKEN_ID, vocab_size)`. `ignore_eos`: ask for exactly `max_tokens` through
+    vLLM's `ignore_eos` and `min_tokens` extensions.
+    """
+
+    url: str
+    protocol: Protocol = "openai"
+    served_name: str = ""
+    token_ids: bool = False
+    vocab_size: int = 32000
+    ignore_eos: bool = True
+
+
+def prompt_token_ids(request_id: int, n_tokens: int, vocab_size: int, seed: int) -> list[int]:
+    """Random token ids, fixed by (seed, request id): no prefix-cache hits between requests."""
+    rng = np.random.default_rng((seed, request_id))
+    high = max(vocab_size, FIRST_PROMPT_TOKEN_ID + 1)
+    return rng.integers(FIRST_PROMPT_TOKEN_ID, high, size=max(1, n_tokens)).tolist()
+
+
+def text_prompt(n_tokens: int) -> str:
+    """`a a a ...`: one token per word for common tokenizers; exact only for some."""
+    return " ".join(["a"] * max(1, n_tokens))
+
+
+def build_request(ep: Endpoint, request_id: int, input_tokens: int, output_tokens: int,
+                  seed: int) -> tuple[str, bytes]:
+    """Path and JSON body for one request; output length pinned where the server allows."""
+    max_tokens = max(1, int(output_tokens))
+    if ep.protocol == "openai":
+        prompt: object = (prompt_token_ids(request_id, input_tokens, ep.vocab_size, seed)
+                          if ep.token_ids else text_prompt(input_tokens))
+        body: dict[str, object] = {
+            "model": ep.served_name, "prompt": prompt, "max_tokens": max_tokens, "stream": True,
+            "stream_options": {"include_usage": True}, "temperature": 0.0,
+        }
+        if ep.ignore_eos:
+            body.update(ignore_eos=True, min_tokens=max_tokens)
+        return "/v1/completions", json.dumps(body).encode()
+    if ep.protocol == "warmserve":
+        # The PrewarmManager wraps the prompt in a chat template (about 8 tokens), as its own
+        # request generator assumes; it always sets ignore_eos itself.
+        body = {"id": int(request_id), "model": ep.served_name,
+                "prompt": text_prompt(max(1, input_tokens - 8)), "max_tokens": max_tokens,
+                "stream": True}
+        return "/", json.dumps(body).encode()
+    if ep.protocol == "serverlessllm":
+        body = {"model": ep.served_name, "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": text_prompt(max(1, input_tokens - 8))}]}
+        return "/v1/chat/completions", json.dumps(body).encode()
+    raise ValueError(f"unknown protocol {ep.protocol!r}; expected one of {PROTOCOLS}")
+
+
+class StreamReader:
+    """Turns arriving body bytes into token events and a final token count, per protocol."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self.pending = b""
+        self.usage_tokens: int | None = None
+        self.prompt_tokens: int | None = None
+        self.done = False
+        self.error: str | None = None
+        self.raw = bytearray()
+
+    def feed(self, data: bytes) -> int:
+        """Consume bytes; returns how many token-bearing events they completed."""
+        if self.protocol == "openai":
+            return self._feed_sse(data)
+        if self.protocol == "warmserve":
+            self.raw += data
+            return 0 if data.startswith(b"#") and data[1:].strip().isdigit() else 1
+        self.raw += data  # serverlessllm: one JSON body, parsed at the end
+        return 0
+
+    def _feed_sse(self, data: bytes) -> int:
+        self.pending += data
+        events = 0
+        while True:
+            cut = self.pending.find(b"\n")
+            if cut < 0:
+                return events
+            line, self.pending = self.pending[:cut].strip(), self.pending[cut + 1:]
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                self.done = True
+                continue
+            try:
+                obj = json.loads(payload)
+            except json.JSONDecodeError:
+                self.error = f"bad SSE data: {payload[:120]!r}"
+                continue
+            if "error" in obj and not obj.get("choices"):
+                self.error = str(obj["error"])[:300]
+                continue
+            if obj.get("choices"):
+                events += 1
+            usage = obj.get("usage")
+            if usage:
+                self.usage_tokens = usage.get("completion_tokens")
+                self.prompt_tokens = usage.get("prompt_tokens")
+
+    def finish(self) -> None:
+        """Called when the body ended cleanly: read trailing counts."""
+        if self.protocol == "warmserve":
+            text = self.raw.decode("utf-8", "replace")
+            pos = text.rfind("#")
+            if pos >= 0 and text[pos + 1:].strip().isdigit():
+                self.usage_tokens = int(text[pos + 1:].strip())
+                self.done = True
+            else:
+                self.error = "no '#<tokens>' trailer: stream ended early"
+        elif self.protocol == "serverlessllm":
+            try:
+                obj = json.loads(bytes(self.raw))
+                usage = obj.get("usage") or {}
+                self.usage_tokens = usage.get("completion_tokens")
+                self.prompt_tokens = usage.get("prompt_tokens")
+                self.done = True
+            except (json.JSONDecodeError, AttributeError):
+                self.error = f"bad JSON body: {bytes(self.raw[:120])!r}"
+        elif not self.done:
+            self.error = "stream ended without [DONE]"

@@ -1,0 +1,171 @@
+"""Open-loop replay: each request gets its own greenlet at its scheduled time, whatever the
+server is doing, so slow responses never delay later sends (no coordinated omission).
+
+Times are seconds on the run clock (`Clock.now()`: 0 = the workload's t=0). A stop event
+ends sending; in-flight requests then have `drain_s` to finish before they are cancelled, and
+requests never sent are recorded as `unfinished`: every request is accounted for.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import gevent
+import numpy as np
+import pandas as pd
+from gevent.event import Event
+from gevent.pool import Group
+
+from harness.loadgen.client import ClientPool, send
+from harness.loadgen.protocols import Endpoint
+from harness.loadgen.recorder import JsonlRecorder
+
+NAN = math.nan
+
+
+class Clock:
+    """Run time in seconds from `t0` (a perf_counter instant)."""
+
+    def __init__(self, t0: float | None = None) -> None:
+        self.t0 = time.perf_counter() if t0 is None else t0
+
+    def now(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def at(self, perf_s: float) -> float:
+        return perf_s - self.t0
+
+
+class Unavailable(Exception):
+    """The system could not give an endpoint for this request (e.g. its server failed to start)."""
+
+
+class Router(Protocol):
+    """What a live system gives the load generator: an endpoint per request."""
+
+    def acquire(self, model: str) -> tuple[Endpoint, str, float]:
+        """(endpoint, start_kind, seconds spent waiting for an instance). May block (cold start)."""
+
+    def release(self, model: str) -> None:
+        """The request that acquired `model` has ended."""
+
+
+@dataclass
+class ReplayConfig:
+    """Client settings. `timeout_s` bounds a whole request; `drain_s` the wait after a stop."""
+
+    timeout_s: float = 600.0
+    connect_timeout_s: float = 10.0
+    drain_s: float = 30.0
+    max_connections: int = 8192
+    seed: int = 0
+
+
+@dataclass
+class ReplayStats:
+    """What the client itself did: how late it sent and how busy it was."""
+
+    send_lag_s: np.ndarray
+    cpu_s: float
+    wall_s: float
+    stopped_early: bool
+    n_unsent: int
+    cpu_samples: list[float] = field(default_factory=list)
+
+
+def new_record(row: Any) -> dict[str, Any]:
+    return {
+        "request_id": int(row.request_id), "model": str(row.model),
+        "scheduled_s": float(row.scheduled_s), "sent_s": NAN, "first_token_s": NAN, "end_s": NAN,
+        "input_tokens": int(row.input_tokens), "output_tokens": int(row.output_tokens),
+        "received_tokens": 0, "status": "unfinished", "error": "", "start_kind": "",
+        "queue_s": NAN, "load_s": NAN, "prefill_s": NAN, "itl_s": [], "endpoint": "",
+        "server_input_tokens": None,
+    }
+
+
+def _one(pool: ClientPool, router: Router, record: dict[str, Any], clock: Clock,
+         recorder: JsonlRecorder, config: ReplayConfig) -> None:
+    record["sent_s"] = clock.now()
+    acquired = False
+    try:
+        try:
+            ep, record["start_kind"], wait_s = router.acquire(record["model"])
+            acquired = True
+        except Unavailable as exc:
+            record["end_s"] = clock.now()
+            record["status"], record["error"] = "error", f"no instance: {exc}"[:300]
+            return
+        except gevent.GreenletExit:
+            record["end_s"] = clock.now()
+            record["status"], record["error"] = "cancelled", "cancelled while waiting for an instance"
+            return
+        if wait_s > 0:
+            record["load_s"] = wait_s
+        record["endpoint"] = ep.url
+        remaining_s = config.timeout_s - (clock.now() - record["sent_s"])
+        send(pool, ep, record, clock.now, config.seed, max(remaining_s, 0.001))
+    finally:
+        if acquired:
+            router.release(record["model"])
+        recorder.write(record)
+
+
+def replay(requests: pd.DataFrame, router: Router, recorder: JsonlRecorder, clock: Clock,
+           config: ReplayConfig, stop: Event | None = None) -> ReplayStats:
+    """Send every request of `requests` (columns request_id, model, scheduled_s, input_tokens,
+    output_tokens; sorted by scheduled_s) at its time; returns when all have ended."""
+    stop = stop or Event()
+    pool = ClientPool(config.timeout_s, config.connect_timeout_s, config.max_connections)
+    group = Group()
+    rows = list(requests.sort_values("scheduled_s", kind="stable").itertuples(index=False))
+    lags: list[float] = []
+    usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    sent = 0
+    try:
+        for row in rows:
+            delay = float(row.scheduled_s) - clock.now()
+            if delay > 0 and stop.wait(delay):
+                break
+            if stop.is_set():
+                break
+            record = new_record(row)
+            group.spawn(_one, pool, router, record, clock, recorder, config)
+            sent += 1
+        if stop.is_set():
+            group.join(timeout=config.drain_s)
+            group.kill(block=True, timeout=5)
+        else:
+            group.join()
+        for row in rows[sent:]:
+            record = new_record(row)
+            record["error"] = "not sent: the replay was stopped"
+            recorder.write(record)
+    finally:
+        pool.close()
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    lags = [r["sent_s"] - r["scheduled_s"] for r in recorder.records if not math.isnan(r["sent_s"])]
+    return ReplayStats(
+        send_lag_s=np.asarray(lags, dtype=float),
+        cpu_s=(usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime),
+        wall_s=time.perf_counter() - wall0, stopped_early=stop.is_set(), n_unsent=len(rows) - sent)
+
+
+class StaticRouter:
+    """Fixed endpoints, one per model (several models may share one URL); always warm."""
+
+    def __init__(self, endpoints: dict[str, Endpoint]) -> None:
+        self.endpoints = endpoints
+
+    def acquire(self, model: str) -> tuple[Endpoint, str, float]:
+        ep = self.endpoints.get(model)
+        if ep is None:
+            raise Unavailable(f"no endpoint configured for model {model!r}")
+        return ep, "", 0.0
+
+    def release(self, model: str) -> None:
+        pass

@@ -1,0 +1,223 @@
+"""A small streaming server for the load generator's benchmark and contract tests.
+
+It speaks three real wire formats: OpenAI completions with SSE streaming (as vLLM serves it),
+the WarmServe PrewarmManager endpoint (`POST /`, raw text chunks then `#<completion tokens>`),
+and ServerlessLLM's non-streaming OpenAI chat API. Each request waits `ttft_s`, then emits one
+token every `gap_s`, so the server's own TTFT is known exactly. Faults can be injected per
+model name: HTTP 500, a stream cut mid-way, or a hang. Run it as
+`python -m harness.loadgen.standin --port P [--ttft-ms T] [--gap-ms G]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+
+import gevent
+from gevent.server import StreamServer
+
+
+@dataclass
+class Behaviour:
+    """What the server does; fault sets hold model names."""
+
+    ttft_s: float = 0.02
+    gap_s: float = 0.005
+    error_models: set[str] = field(default_factory=set)
+    cut_models: set[str] = field(default_factory=set)
+    hang_models: set[str] = field(default_factory=set)
+    accept_token_ids: bool = True
+    served: dict[str, int] = field(default_factory=dict)  # requests per model, for /metrics
+
+
+def _count_prompt_tokens(prompt: object) -> int:
+    if isinstance(prompt, list):
+        if prompt and isinstance(prompt[0], dict):  # chat messages
+            return sum(len(str(m.get("content", "")).split()) for m in prompt)
+        return len(prompt)
+    return len(str(prompt).split())
+
+
+class _Conn:
+    """One keep-alive HTTP/1.1 connection: parse requests, write chunked responses."""
+
+    def __init__(self, sock, behaviour: Behaviour) -> None:
+        self.sock, self.b, self.buf = sock, behaviour, b""
+
+    def read_request(self) -> tuple[str, str, bytes] | None:
+        while b"\r\n\r\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self.buf += data
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        while len(self.buf) < length:
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self.buf += data
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return method, path, body
+
+    def respond(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}[status]
+        self.sock.sendall(
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+    def start_stream(self, content_type: str = "text/event-stream") -> None:
+        self.sock.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n".encode())
+
+    def chunk(self, data: bytes) -> None:
+        self.sock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def end_stream(self) -> None:
+        self.sock.sendall(b"0\r\n\r\n")
+
+
+def _metrics_text(b: Behaviour) -> bytes:
+    lines = ["# HELP standin_requests_total Requests served per model.",
+             "# TYPE standin_requests_total counter"]
+    lines += [f'standin_requests_total{{model_name="{m}"}} {n}' for m, n in sorted(b.served.items())]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def handle(sock, _address, behaviour: Behaviour) -> None:
+    """Serve one connection until the client closes it (or a fault cuts it)."""
+    conn = _Conn(sock, behaviour)
+    try:
+        while True:
+            req = conn.read_request()
+            if req is None:
+                return
+            received = time.perf_counter()
+            method, path, body = req
+            if method == "GET":
+                if path == "/metrics":
+                    conn.respond(200, _metrics_text(behaviour), "text/plain; version=0.0.4")
+                else:
+                    conn.respond(200, b"{}")
+                continue
+            if not _serve(conn, path, json.loads(body or b"{}"), received):
+                return  # connection cut on purpose
+    except (ConnectionError, OSError):
+        return
+    finally:
+        sock.close()
+
+
+def _serve(conn: _Conn, path: str, payload: dict, received: float) -> bool:
+    """Answer one POST; returns False when the connection was cut on purpose."""
+    b = conn.b
+    model = str(payload.get("model", ""))
+    b.served[model] = b.served.get(model, 0) + 1
+    if model in b.hang_models:
+        gevent.sleep(3600)
+    if model in b.error_models:
+        conn.respond(500, json.dumps({"error": {"message": f"injected error for {model}"}}).encode())
+        return True
+    prompt = payload.get("prompt", payload.get("messages", ""))
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int) and not b.accept_token_ids:
+        conn.respond(400, b'{"error": {"message": "token id prompts are not accepted"}}')
+        return True
+    n_out = max(1, int(payload.get("max_tokens") or 16))
+    n_in = _count_prompt_tokens(prompt)
+    cut_after = n_out // 2 if model in b.cut_models else None
+    if path == "/":
+        return _warmserve(conn, payload, n_out, received, cut_after)
+    if path == "/v1/chat/completions" and not payload.get("stream"):
+        gevent.sleep(max(0.0, received + b.ttft_s + b.gap_s * (n_out - 1) - time.perf_counter()))
+        conn.respond(200, json.dumps({
+            "id": "chatcmpl-standin", "object": "chat.completion", "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": " tok" * n_out},
+                         "finish_reason": "length"}],
+            "usage": {"prompt_tokens": n_in, "completion_tokens": n_out,
+                      "total_tokens": n_in + n_out}}).encode())
+        return True
+    if path != "/v1/completions":
+        conn.respond(404, b'{"error": {"message": "not found"}}')
+        return True
+    return _openai_stream(conn, model, n_in, n_out, received, cut_after)
+
+
+def _pace(b: Behaviour, received: float, i: int) -> None:
+    """Sleep until token i is due: first at ttft_s after receipt, then one per gap_s."""
+    delay = received + b.ttft_s + b.gap_s * i - time.perf_counter()
+    if delay > 0:
+        gevent.sleep(delay)
+
+
+def _openai_stream(conn: _Conn, model: str, n_in: int, n_out: int, received: float,
+                   cut_after: int | None) -> bool:
+    conn.start_stream()
+    head = '{"id":"cmpl-standin","object":"text_completion","created":0,"model":%s,"choices":[' % (
+        json.dumps(model))
+    for i in range(n_out):
+        _pace(conn.b, received, i)
+        if cut_after is not None and i == cut_after:
+            return False
+        finish = '"length"' if i == n_out - 1 else "null"
+        conn.chunk(('data: ' + head + '{"index":0,"text":" tok","logprobs":null,"finish_reason":%s}]}\n\n'
+                    % finish).encode())
+    usage = '{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (n_in, n_out, n_in + n_out)
+    conn.chunk(('data: ' + head + '],"usage":' + usage + '}\n\ndata: [DONE]\n\n').encode())
+    conn.end_stream()
+    return True
+
+
+def _warmserve(conn: _Conn, payload: dict, n_out: int, received: float, cut_after: int | None) -> bool:
+    """The PrewarmManager's format: raw delta text chunks, then `#<completion_tokens>`."""
+    stream = str(payload.get("stream", False)).lower() == "true"
+    if not stream:
+        gevent.sleep(max(0.0, received + conn.b.ttft_s + conn.b.gap_s * (n_out - 1) - time.perf_counter()))
+        conn.respond(200, json.dumps(" tok" * n_out).encode())
+        return True
+    conn.start_stream()
+    for i in range(n_out):
+        _pace(conn.b, received, i)
+        if cut_after is not None and i == cut_after:
+            return False
+        conn.chunk(b" tok")
+    conn.chunk(b"#%d" % n_out)
+    conn.end_stream()
+    return True
+
+
+def serve(port: int, behaviour: Behaviour, host: str = "127.0.0.1") -> StreamServer:
+    """Start serving in the current gevent hub; returns the started server."""
+    server = StreamServer((host, port), lambda s, a: handle(s, a, behaviour), backlog=4096)
+    server.start()
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--ttft-ms", type=float, default=20.0)
+    parser.add_argument("--gap-ms", type=float, default=5.0)
+    parser.add_argument("--error-model", action="append", default=[])
+    parser.add_argument("--cut-model", action="append", default=[])
+    parser.add_argument("--hang-model", action="append", default=[])
+    parser.add_argument("--no-token-ids", action="store_true", help="reject token-id prompts (HTTP 400)")
+    args = parser.parse_args(argv)
+    behaviour = Behaviour(ttft_s=args.ttft_ms / 1000, gap_s=args.gap_ms / 1000,
+                          error_models=set(args.error_model), cut_models=set(args.cut_model),
+                          hang_models=set(args.hang_model), accept_token_ids=not args.no_token_ids)
+    server = StreamServer((args.host, args.port), lambda s, a: handle(s, a, behaviour), backlog=4096)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""`run_live`: stand up (or reach) a system, replay a workload against it, write the run.
+
+The run directory gets `requests.jsonl` while the replay runs (flushed at least every second)
+and `manifest.json` with status `running`; at the end the Parquet tables, `metrics.parquet`
+(Prometheus scrapes) and the final manifest (status `complete`, or `incomplete` after Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import gevent
+import numpy as np
+import pandas as pd
+from gevent.event import Event
+
+from harness.errors import WarmbenchError
+from harness.loadgen import Clock, Endpoint, ReplayConfig, replay
+from harness.loadgen.recorder import JsonlRecorder
+from harness.loadgen.replay import ReplayStats
+from harness.loadgen.telemetry import METRIC_COLUMNS, GpuMemory, Scraper
+from harness.result import EVENT_COLUMNS, MEMORY_COLUMNS, REQUEST_COLUMNS, RunResult
+from harness.store import write_json, write_run
+from systems.live.base import EventLog, LiveSystem
+from systems.live.options import ClientOptions, parse_options
+from workloads.workload import Workload
+
+#: Extra request columns of live runs: gaps between streamed tokens, the URL that served it,
+#: and the prompt length the server reported (usage.prompt_tokens; None if not reported).
+#: t=0 of the replay is this long after the system is up, so that setting up the schedule and
+#: the telemetry greenlets never makes the first sends late.
+START_LEAD_S = 0.3
+
+EXTRA_REQUEST_COLUMNS: tuple[str, ...] = ("itl_s", "endpoint", "server_input_tokens")
+
+
+def _endpoint_map(models: list[str], urls: dict[str, str], one_url: str | None, protocol: str,
+                  served: dict[str, str], **kw: Any) -> dict[str, Endpoint]:
+    missing = [m for m in models if m not in urls and one_url is None]
+    if missing:
+        raise WarmbenchError(f"no endpoint for workload models {missing}: give --endpoint MODEL=URL "
+                             "for each, or one URL for all")
+    return {m: Endpoint(url=urls.get(m, one_url or "").rstrip("/"), protocol=protocol,  # type: ignore[arg-type]
+                        served_name=served.get(m, m), **kw) for m in models}
+
+
+def build_system(system: str, sys_opts: Any, client: ClientOptions, models: list[str],
+                 events: EventLog, run_dir: Path, gpu_present: bool) -> LiveSystem:
+    """The adapter for `system`, configured for the workload's models."""
+    served = client.served_names
+    if system == "openai":
+        from systems.live.openai import OpenAISystem
+
+        eps = _endpoint_map(models, sys_opts.endpoints, sys_opts.url, "openai", served,
+                            token_ids=sys_opts.token_ids is True, vocab_size=sys_opts.vocab_size,
+                            ignore_eos=sys_opts.ignore_eos)
+        return OpenAISystem(eps, events, run_dir, metrics=sys_opts.metrics,
+                            probe_token_ids=sys_opts.token_ids == "auto")
+    if system in ("warmserve", "serverlessllm"):
+        eps = _endpoint_map(models, {}, sys_opts.url, system, served)
+        sys_cls = type(f"{system}System", (LiveSystem,), {"name": system})
+        return sys_cls(eps, events, run_dir, metrics=sys_opts.metrics)
+    from systems.live.vllm import VllmSystem
+
+    missing = [m for m in models if m not in sys_opts.models]
+    if missing:
+        raise WarmbenchError(f"no model directory for workload models {missing}: give --model MODEL=PATH")
+    return VllmSystem({m: sys_opts.models[m] for m in models}, events, run_dir, mode=sys_opts.mode,
+                      idle_s=sys_opts.idle_s, python=sys_opts.python, gpus=sys_opts.gpus,
+                      host=sys_opts.host, max_model_len=sys_opts.max_model_len, dtype=sys_opts.dtype,
+                      extra_args=sys_opts.extra_args, env=sys_opts.env,
+                      startup_timeout_s=sys_opts.startup_timeout_s, gpu_present=gpu_present)
+
+
+def schedule(workload: Workload, time_scale: float) -> pd.DataFrame:
+    """The workload's requests with `scheduled_s` = arrival_s x time_scale."""
+    frame = workload.requests.copy()
+    frame["scheduled_s"] = frame["arrival_s"].astype(float) * time_scale
+    return frame
+
+
+def client_health(stats: ReplayStats, threshold_ms: float) -> dict[str, Any]:
+    """Send-lag percentiles and the generator's CPU; `overloaded` when P99 lag > threshold."""
+    lag_ms = stats.send_lag_s * 1000
+    pct = {f"send_lag_p{p}_ms": (float(np.percentile(lag_ms, p)) if len(lag_ms) else None)
+           for p in (50, 90, 99)}
+    p99 = pct["send_lag_p99_ms"]
+    return {**pct, "send_lag_max_ms": float(lag_ms.max()) if len(lag_ms) else None,
+            "cpu_s": stats.cpu_s, "wall_s": stats.wall_s,
+            "cpu_percent": 100 * stats.cpu_s / stats.wall_s if stats.wall_s > 0 else None,
+            "overload_threshold_ms": threshold_ms,
+            "overloaded": bool(p99 is not None and p99 > threshold_ms)}
+
+
+def requests_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Records -> the requests table (REQUEST_COLUMNS + live extras), sorted by request id."""
+    columns = [*REQUEST_COLUMNS, *EXTRA_REQUEST_COLUMNS]
+    frame = pd.DataFrame(records, columns=columns)
+    for col in ("scheduled_s", "sent_s", "first_token_s", "end_s", "queue_s", "load_s", "prefill_s"):
+        frame[col] = frame[col].astype(float)
+    for col in ("request_id", "input_tokens", "output_tokens", "received_tokens"):
+        frame[col] = frame[col].astype("int64")
+    frame["server_input_tokens"] = frame["server_input_tokens"].astype("Int64")
+    return frame.sort_values("request_id", kind="stable").reset_index(drop=True)
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parents[2])
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("warmbench", "locust", "gevent", "geventhttpclient", "pandas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def run_live(workload: Workload, system: str, options: dict | None, out_dir: Path, *,
+             seed: int = 0, stop: Event | None = None) -> RunResult:
+    """Replay `workload` against a live `system` (openai | vllm | warmserve | serverlessllm).
+
+    `options`: see systems.live.options. Returns the RunResult also written to `out_dir`.
+    Ctrl-C (SIGINT, main thread) or setting `stop` ends sending, drains for `drain_s`, and
+    leaves a readable run whose manifest says `incomplete`.
+    """
+    client, sys_opts = parse_options(system, options)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl = out / "requests.jsonl"
+    if jsonl.exists():
+        raise WarmbenchError(f"{out} already holds a run (requests.jsonl); choose a new --out")
+    stop = stop or Event()
+    node = socket.gethostname()
+    gpu = GpuMemory(node)
+    events = EventLog(node=node)
+    live = build_system(system, sys_opts, client, workload.models, events, out, gpu.available)
+    manifest: dict[str, Any] = {
+        "kind": "live", "system": system, "status": "running", "seed": seed,
+        "options": {"client": client.model_dump(), "system": sys_opts.model_dump()},
+        "workload": workload.meta, "n_requests": len(workload), "models": workload.models,
+        "host": node, "platform": platform.platform(), "argv": sys.argv,
+        "git_revision": _git_revision(), "versions": _versions(),
+        "started_at": datetime.now(timezone.utc).isoformat(),
+        "gpu_memory": "measured (NVML)" if gpu.available else gpu.reason,
+    }
+    write_json(out / "manifest.json", manifest)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_handler = signal.getsignal(signal.SIGINT) if main_thread else None
+    sig = gevent.signal_handler(signal.SIGINT, stop.set) if main_thread else None
+    recorder = JsonlRecorder(jsonl)
+    scraper: Scraper | None = None
+    stats: ReplayStats | None = None
+    clock = Clock()
+    try:
+        live.start()
+        manifest["system_detail"] = live.describe()
+        clock = Clock(time.perf_counter() + START_LEAD_S)
+        scraper = Scraper(live.metrics_targets, clock.now, client.scrape_period_s)
+        scraper.start()
+        gpu.start(clock.now, live.gpu_pids, client.scrape_period_s)
+        config = ReplayConfig(timeout_s=client.timeout_s, connect_timeout_s=client.connect_timeout_s,
+                              drain_s=client.drain_s, max_connections=client.max_connections, seed=seed)
+        stats = replay(schedule(workload, client.time_scale), live, recorder, clock, config, stop)
+        scraper.stop()
+        scraper.scrape_once()  # final counters, after the last request
+    except BaseException as exc:
+        manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+        write_json(out / "manifest.json", manifest)
+        raise
+    finally:
+        if scraper is not None:
+            scraper.stop()
+        gpu.stop()
+        recorder.close()
+        live.stop()
+        if sig is not None:
+            sig.cancel()
+            signal.signal(signal.SIGINT, old_handler)
+    incomplete = stats is None or stats.stopped_early
+    manifest.update(
+        status="incomplete" if incomplete else "complete",
+        ended_at=datetime.now(timezone.utc).isoformat(),
+        client=client_health(stats, client.overload_threshold_ms),
+        scrape_failures=scraper.failures if scraper else {},
+        metrics_table="metrics.parquet",
+    )
+    if manifest["client"]["overloaded"]:
+        manifest.setdefault("warnings", []).append(
+            f"client overloaded: P99 send lag {manifest['client']['send_lag_p99_ms']:.1f} ms > "
+            f"{client.overload_threshold_ms:g} ms; latencies include the client's own delay")
+    if not gpu.available:
+        manifest.setdefault("warnings", []).append(f"GPU memory: {gpu.reason}")
+    result = RunResult(
+        requests=requests_table(recorder.records),
+        events=pd.DataFrame(events.table_rows(clock.t0), columns=list(EVENT_COLUMNS)),
+        memory=pd.DataFrame(gpu.rows, columns=list(MEMORY_COLUMNS)),
+        manifest=manifest,
+    )
+    write_run(result, out)
+    pd.DataFrame(scraper.rows if scraper else [], columns=list(METRIC_COLUMNS)).to_parquet(
+        out / "metrics.parquet", index=False)
+    return result
+
+
+def read_metrics(run_dir: Path) -> pd.DataFrame:
+    """The Prometheus scrapes of a live run (empty table if none)."""
+    path = Path(run_dir) / "metrics.parquet"
+    return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=list(METRIC_COLUMNS))
+
+
+__all__ = ["EXTRA_REQUEST_COLUMNS", "read_metrics", "run_live"]

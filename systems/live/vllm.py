@@ -1,0 +1,323 @@
+"""Local vLLM servers the adapter starts and stops itself, one per model.
+
+Modes: `dedicated` (all up before the replay), `ondemand` (a model's server starts on its first
+request, the real engine start being the cold start, and stops after `idle_s` without
+requests), `sleep` (GPU only: all start with sleep mode; idle models are put to sleep and woken
+on their next request). Each server runs `python -m vllm.entrypoints.openai.api_server` with the
+interpreter given (vLLM may live in its own virtual environment), logs to
+`<run>/logs/vllm-<model>.log`, and is listed with its pid in `<run>/servers.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.subprocess
+from gevent.event import Event
+from geventhttpclient import HTTPClient
+
+from harness.errors import WarmbenchError
+from harness.loadgen import Endpoint, Unavailable
+from harness.store import write_json
+from systems.live.base import EventLog, LiveSystem
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def vocab_size(model_dir: str) -> int:
+    """The model's vocabulary size from its config.json (bounds token-id prompts)."""
+    config = Path(model_dir) / "config.json"
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WarmbenchError(f"cannot read {config}: {exc}; --model needs a local model directory") from exc
+    size = data.get("vocab_size") or data.get("text_config", {}).get("vocab_size")
+    if not size:
+        raise WarmbenchError(f"{config} has no vocab_size")
+    return int(size)
+
+
+def default_python() -> str:
+    """$WARMBENCH_VLLM_PYTHON (what `make test` sets to the vLLM environment), else this Python."""
+    return os.environ.get("WARMBENCH_VLLM_PYTHON") or sys.executable
+
+
+def _get_status(url: str, path: str, method: str = "GET", timeout_s: float = 2.0) -> int:
+    host, port = url.split("//", 1)[1].split(":")
+    client = HTTPClient(host, int(port), connection_timeout=timeout_s, network_timeout=timeout_s)
+    try:
+        resp = client.request(method, path, body=b"")
+        resp.read()
+        return resp.status_code
+    finally:
+        client.close()
+
+
+@dataclass
+class VllmServer:
+    """One vLLM OpenAI server process (and its children, in their own process group)."""
+
+    model: str
+    model_dir: str
+    port: int
+    python: str
+    log_path: Path
+    host: str = "127.0.0.1"
+    gpus: str | None = None
+    max_model_len: int = 2048
+    dtype: str = "auto"
+    extra_args: tuple[str, ...] = ()
+    env: dict[str, str] | None = None
+    proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
+                "--served-model-name", self.model, "--host", self.host, "--port", str(self.port),
+                "--max-model-len", str(self.max_model_len), "--dtype", self.dtype, *self.extra_args]
+
+    def start(self) -> None:
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+               **(self.env or {})}
+        if self.gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = gevent.subprocess.Popen(self.command(), stdout=log, stderr=gevent.subprocess.STDOUT,
+                                            stdin=gevent.subprocess.DEVNULL, env=env,
+                                            start_new_session=True)
+        log.close()
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll /health until 200; raise Unavailable (with the log's tail) if it dies or times out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise Unavailable(f"vLLM for {self.model} exited with code {self.proc.returncode}: "
+                                  f"{self.log_tail()}")
+            try:
+                if _get_status(self.url, "/health") == 200:
+                    return
+            except (OSError, gevent.Timeout):
+                pass
+            gevent.sleep(0.5)
+        raise Unavailable(f"vLLM for {self.model} not healthy after {timeout_s:.0f} s: {self.log_tail()}")
+
+    def log_tail(self, n_chars: int = 600) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-n_chars:].splitlines()[-6:])
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM the process group, SIGKILL what is left after `grace_s`."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout=grace_s)
+        except gevent.subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class _Instance:
+    """A model's server and its state: down, starting, up (or asleep in sleep mode)."""
+
+    def __init__(self, server: VllmServer) -> None:
+        self.server = server
+        self.state = "down"
+        self.ready = Event()
+        self.error: str | None = None
+        self.inflight = 0
+        self.last_used = time.monotonic()
+
+
+class VllmSystem(LiveSystem):
+    """vLLM servers started and stopped by the adapter; see the module docstring for modes."""
+
+    name = "vllm"
+
+    def __init__(self, models: dict[str, str], events: EventLog, run_dir: Path, *,
+                 mode: str = "dedicated", idle_s: float = 30.0, python: str | None = None,
+                 gpus: dict[str, str] | None = None, host: str = "127.0.0.1",
+                 max_model_len: int = 2048, dtype: str | None = None,
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 startup_timeout_s: float = 600.0, gpu_present: bool = False) -> None:
+        if mode == "sleep" and not gpu_present:
+            raise WarmbenchError("vllm mode 'sleep' needs a GPU (vLLM's CPU build has no sleep mode); "
+                                 "use 'dedicated' or 'ondemand'")
+        self.mode, self.idle_s, self.startup_timeout_s = mode, idle_s, startup_timeout_s
+        dtype = dtype or ("auto" if gpu_present else "float32")
+        python = python or default_python()
+        extra = list(extra_args or [])
+        if not gpu_present and "--enforce-eager" not in extra:
+            extra.append("--enforce-eager")  # on CPU, compiling the graph takes ~45 s per start
+        env = dict(env or {})
+        if mode == "sleep":
+            extra.append("--enable-sleep-mode")
+            env.setdefault("VLLM_SERVER_DEV_MODE", "1")
+        self.instances: dict[str, _Instance] = {}
+        endpoints: dict[str, Endpoint] = {}
+        for model, model_dir in models.items():
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", model)
+            server = VllmServer(model=model, model_dir=str(model_dir), port=free_port(host), python=python,
+                                log_path=run_dir / "logs" / f"vllm-{safe}.log", host=host,
+                                gpus=(gpus or {}).get(model), max_model_len=max_model_len, dtype=dtype,
+                                extra_args=tuple(extra), env=env)
+            self.instances[model] = _Instance(server)
+            endpoints[model] = Endpoint(url=server.url, protocol="openai", served_name=model,
+                                        token_ids=True, vocab_size=vocab_size(model_dir), ignore_eos=True)
+        super().__init__(endpoints, events, run_dir)
+        self._reaper: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _launch(self, model: str) -> None:
+        """Start one server and wait for it; sets the instance's state and ready event."""
+        inst = self.instances[model]
+        inst.state, inst.error = "starting", None
+        inst.ready.clear()
+        self.events.add("instance_start", model, f"port {inst.server.port}", inst.server.gpus or "")
+        try:
+            inst.server.start()
+            self._write_servers()
+            inst.server.wait_ready(self.startup_timeout_s)
+            inst.state = "up"
+            self.events.add("instance_ready", model, f"pid {inst.server.proc.pid}", inst.server.gpus or "")
+        except Unavailable as exc:
+            inst.state, inst.error = "down", str(exc)
+            inst.server.stop(grace_s=5)
+            self.events.add("instance_failed", model, str(exc)[:300])
+        finally:
+            inst.last_used = time.monotonic()
+            inst.ready.set()
+
+    def start(self) -> None:
+        if self.mode == "ondemand":
+            self._reaper = gevent.spawn(self._reap)
+            return
+        jobs = [gevent.spawn(self._launch, m) for m in self.instances]
+        gevent.joinall(jobs)
+        failed = {m: i.error for m, i in self.instances.items() if i.state != "up"}
+        if failed:
+            self.stop()
+            raise WarmbenchError(f"vLLM failed to start for {sorted(failed)}: {next(iter(failed.values()))}")
+        if self.mode == "sleep":
+            self._reaper = gevent.spawn(self._reap)
+
+    def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.kill()
+            self._reaper = None
+        jobs = []
+        for model, inst in self.instances.items():
+            if inst.server.alive():
+                jobs.append(gevent.spawn(self._stop_one, model))
+        gevent.joinall(jobs)
+
+    def _stop_one(self, model: str) -> None:
+        inst = self.instances[model]
+        inst.server.stop()
+        inst.state = "down"
+        self.events.add("instance_stop", model)
+
+    def _reap(self) -> None:
+        """Stop (ondemand) or put to sleep (sleep mode) models idle for `idle_s`."""
+        while True:
+            gevent.sleep(min(1.0, self.idle_s / 4))
+            for model, inst in self.instances.items():
+                idle = time.monotonic() - inst.last_used
+                if inst.state != "up" or inst.inflight or idle < self.idle_s:
+                    continue
+                if self.mode == "ondemand":
+                    inst.state = "stopping"
+                    self._stop_one(model)
+                else:
+                    self._sleep(model, inst)
+
+    def _sleep(self, model: str, inst: _Instance) -> None:
+        if _get_status(inst.server.url, "/sleep?level=1", "POST", timeout_s=60) == 200:
+            inst.state = "asleep"
+            self.events.add("sleep", model, "level 1")
+
+    # -- routing ---------------------------------------------------------------------------
+    def acquire(self, model: str) -> tuple[Endpoint, str, float]:
+        inst = self.instances.get(model)
+        if inst is None:
+            raise Unavailable(f"no vLLM model configured for {model!r}")
+        inst.inflight += 1
+        t = time.perf_counter()
+        try:
+            if inst.state == "up":
+                return self.endpoints[model], "warm", 0.0
+            if inst.state == "asleep":
+                inst.state = "waking"
+                inst.ready.clear()
+                self.events.add("wake_begin", model)
+                _get_status(inst.server.url, "/wake_up", "POST", timeout_s=120)
+                inst.state = "up"
+                inst.ready.set()
+                self.events.add("wake_end", model)
+                return self.endpoints[model], "cold", time.perf_counter() - t
+            if inst.state in ("down", "stopping") and self.mode == "ondemand":
+                if inst.state == "stopping":
+                    while inst.state == "stopping":
+                        gevent.sleep(0.1)
+                if inst.state == "down":
+                    gevent.spawn(self._launch, model)
+                    gevent.sleep(0)
+            inst.ready.wait()
+            if inst.state != "up":
+                raise Unavailable(inst.error or f"vLLM for {model} is {inst.state}")
+            return self.endpoints[model], "cold", time.perf_counter() - t
+        except BaseException:
+            inst.inflight -= 1
+            raise
+
+    def release(self, model: str) -> None:
+        inst = self.instances[model]
+        inst.inflight -= 1
+        inst.last_used = time.monotonic()
+
+    # -- telemetry -------------------------------------------------------------------------
+    def metrics_targets(self) -> dict[str, tuple[str, str]]:
+        return {m: (i.server.url + "/metrics", m) for m, i in self.instances.items() if i.state == "up"}
+
+    def gpu_pids(self) -> dict[int, str]:
+        return {i.server.proc.pid: m for m, i in self.instances.items() if i.server.alive()}
+
+    def _write_servers(self) -> None:
+        write_json(self.run_dir / "servers.json", {
+            m: {"url": i.server.url, "pid": i.server.proc.pid if i.server.proc else None,
+                "log": str(i.server.log_path), "command": i.server.command()}
+            for m, i in self.instances.items()})
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.mode, "idle_s": self.idle_s,
+                "servers": {m: {"url": i.server.url, "model_dir": i.server.model_dir, "gpus": i.server.gpus,
+                                "command": i.server.command()} for m, i in self.instances.items()}}
