@@ -1,0 +1,306 @@
+"""`warmserve`: CSP-forecast prewarming of universal workers, evict-aware placement, KV lending.
+
+Models: per-window CSP forecast from the workload history, prewarm replicas placed by the
+reference's evict-aware algorithm (re-planned every window and after cluster changes), instance
+start from a prewarmed replica (engine init only, or the rest of a partial load) that evicts
+what overlaps it, dedicated instances lending unneeded KV to prewarms (evicted first when KV
+needs room), the reference router and autoscaler. Leaves out: CUDA VMM chunk mapping costs,
+NCCL communicator prewarming (folded into `warm_engine_init_s`), multi-node TP.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Mapping
+
+from systems.sim.autoscale import Autoscaler
+from systems.sim.policies.warmserve.forecast import Forecast, history_series, predict
+from systems.sim.policies.warmserve.load import ConcurrencyTracker, autoscale_delta, kv_reserved_bytes
+from systems.sim.policies.warmserve.placement import (
+    Demand, Replica, align_up, place, place_round_robin, rescore,
+)
+from systems.sim.policy import Policy
+
+if TYPE_CHECKING:
+    from systems.sim.core import Instance, Prewarm, Request, Simulator
+
+#: Score that makes a running instance's GPUs the last choice for prewarms lent inside its KV.
+INSTANCE_SCORE = 1e9
+
+
+class WarmServe(Policy):
+    """The full system; the ablations switch off `prewarm`, `kv_prewarm` or `placement`."""
+
+    OPTIONS: dict[str, Any] = {
+        "window_s": 300.0,          # forecast and re-planning window
+        "capacity": 32,             # concurrent requests per instance (reference BATCH_SIZE)
+        "tick_s": 0.5,              # controller period (autoscaler, KV reservation, prewarm checks)
+        "warm_engine_init_s": 0.5,  # engine start with device + engine prewarming (an assumption)
+        "prewarm": True,            # model prewarming (False: autoscaler only)
+        "kv_prewarm": True,         # lend unneeded KV of dedicated instances to prewarms
+        "placement": True,          # evict-aware placement (False: round-robin)
+        "host_cache": True,         # checkpoints of every model pinned in host memory where they fit
+        "replan_s": 5.0,            # after cluster changes, re-plan prewarms at most this often
+        "n_recent": 10,             # CSP correction windows
+    }
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        o = self.options
+        self.window_s = float(o["window_s"])
+        self.capacity = int(o["capacity"])
+        self.tick_s = float(o["tick_s"])
+        self.init_s = float(o["warm_engine_init_s"])
+        self.prewarm_on = _flag(o["prewarm"])
+        self.kv_on = _flag(o["kv_prewarm"]) and self.prewarm_on
+        self.placement_on = _flag(o["placement"])
+        self.host_cache = _flag(o["host_cache"])
+        self.replan_s = float(o["replan_s"])
+        self.n_recent = int(o["n_recent"])
+        self.scaler = Autoscaler(capacity=self.capacity)
+        self.trackers: dict[str, ConcurrencyTracker] = {}
+        self.history: dict[str, dict[int, tuple[float, float]]] = {}
+        self.observed: dict[str, dict[int, tuple[float, float]]] = {}
+        self.forecast: dict[str, Forecast | None] = {}
+        self.window = 0
+        self.full_kv: dict[int, int] = {}
+        self.scores: dict[int, float] = {}     # prewarm id -> current score
+        self.dirty = True
+        self.last_plan_s = -math.inf
+
+    # ---- setup and forecasting ------------------------------------------------------------
+    def setup(self, sim: "Simulator") -> None:
+        models = sim.workload_models
+        self.trackers = {m: ConcurrencyTracker() for m in models}
+        self.observed = {m: {} for m in models}
+        if self.host_cache:
+            for node in range(len(sim.cluster.nodes)):
+                for m in sorted(models, key=lambda m: sim.model(m).weight_bytes):
+                    if sim.model(m).weight_bytes <= sim.host_free_bytes(node):
+                        sim.host_put(node, m)
+        if self.prewarm_on:
+            hist_w = float(sim.workload.meta.get("window_s", 300.0) or 300.0)
+            self.history = history_series(sim.workload.history, hist_w, self.window_s)
+            self._predict(sim)
+            self._plan(sim)
+
+    def _predict(self, sim: "Simulator") -> None:
+        for m in sim.workload_models:
+            f = predict(self.history.get(m, {}), self.observed[m], self.window, window_s=self.window_s,
+                        n_recent=self.n_recent)
+            self.forecast[m] = f
+            detail = "reactive (no history)" if f is None else f"window={self.window} mean={f.mean:.2f} peak={f.peak:.2f}"
+            sim.log("forecast", m, (), detail)
+
+    def _roll_window(self, sim: "Simulator") -> None:
+        while sim.now_s >= (self.window + 1) * self.window_s - 1e-9:
+            end = (self.window + 1) * self.window_s
+            for m, t in self.trackers.items():
+                self.observed[m][self.window] = t.close_window(end)
+            self.window += 1
+            self.dirty = True
+            if self.prewarm_on:
+                self._predict(sim)
+
+    # ---- prewarm planning -----------------------------------------------------------------
+    def _plan(self, sim: "Simulator") -> None:
+        """Re-score existing prewarms and place the missing replicas (reference `Scheduler.prewarm`)."""
+        self.dirty = False
+        self.last_plan_s = sim.now_s
+        demands = []
+        for m in sim.workload_models:
+            f = self.forecast.get(m)
+            if f is None:
+                continue
+            spec = sim.model(m)
+            n = sum(1 for i in sim.instances(m) if i.accepting)
+            demands.append(Demand(m, spec.weight_bytes, spec.tp, f.mean, f.peak, n))
+        pws = sorted(sim.prewarms(), key=lambda p: p.id)
+        existing = [Replica(p.model, p.tp, align_up(p.shard_bytes), 0.0, p.gpus) for p in pws]
+        existing, new = rescore(existing, demands, self.capacity)
+        self.scores = {p.id: r.score for p, r in zip(pws, existing)}
+        if not new:
+            return
+        placed = self._place(sim, new, existing)
+        if len(placed) < len(new):
+            # make room: drop prewarms no forecast wants (the reference leaves this as a TODO)
+            dropped = False
+            for p, r in zip(pws, existing):
+                if r.score == 0.0 and not self._on_instance_gpus(sim, p):
+                    sim.evict(p)
+                    dropped = True
+            if dropped:
+                pws = sorted(sim.prewarms(), key=lambda p: p.id)
+                existing = [Replica(p.model, p.tp, align_up(p.shard_bytes), self.scores.get(p.id, 0.0), p.gpus) for p in pws]
+                placed = self._place(sim, new, existing)
+        for r in placed:
+            pw = sim.prewarm(r.model, r.gpus)
+            self.scores[pw.id] = r.score
+
+    def _place(self, sim: "Simulator", new: list[Replica], existing: list[Replica]) -> list[Replica]:
+        free = [self._prewarm_free(sim, g.id) for g in sim.gpus]
+        occupied = [Replica(i.model, i.tp, 0, INSTANCE_SCORE, i.gpus) for i in sim.instances()]
+        per_node = sim.cluster.nodes[0].gpus_per_node
+        if self.placement_on:
+            return place(new, free, per_node, existing + occupied)
+        return place_round_robin(new, free, per_node, existing + occupied)
+
+    def _prewarm_free(self, sim: "Simulator", gpu: int) -> int:
+        """Memory a prewarm may take on `gpu`: up to the utilisation cap; on an instance's GPU only
+        the KV it lent (none without KV prewarming)."""
+        cap = int(sim.gpu_util * sim.gpus[gpu].capacity_bytes)
+        if not self.kv_on and sim.used_bytes(gpu, "weights") > 0:
+            return 0
+        return max(0, min(cap - sim.used_bytes(gpu), sim.free_bytes(gpu)))
+
+    @staticmethod
+    def _on_instance_gpus(sim: "Simulator", pw: "Prewarm") -> bool:
+        return any(sim.used_bytes(g, "weights") > 0 for g in pw.gpus)
+
+    # ---- instance start (reference `_get_available_workers`) -------------------------------
+    def _busy_gpus(self, sim: "Simulator") -> set[int]:
+        return {g for i in sim.instances() for g in i.gpus}
+
+    def start(self, sim: "Simulator", model: str) -> "Instance | None":
+        tp = sim.model(model).tp
+        busy = self._busy_gpus(sim)
+        group = None
+        if self.prewarm_on:
+            mine = [p for p in sim.prewarms(model) if p.tp == tp and len(p.gpus) == tp and not busy & set(p.gpus)]
+            done = [p for p in mine if p.done]
+            loading = sorted((p for p in mine if not p.done), key=lambda p: -p.progress)
+            if done or loading:
+                group = (done or loading)[0].gpus
+        if group is None:
+            group = self._free_workers(sim, tp, busy)
+        if group is None:
+            return None
+        keep = set(group)
+        for pw in list(sim.prewarms()):
+            if keep & set(pw.gpus) and not (pw.model == model and set(pw.gpus) == keep):
+                sim.evict(pw)
+                self.scores.pop(pw.id, None)
+        inst = sim.start_instance(model, group, engine_init_s=self.init_s)
+        self.full_kv[inst.id] = inst.kv_bytes_per_gpu
+        self.dirty = True
+        return inst
+
+    def _free_workers(self, sim: "Simulator", tp: int, busy: set[int]) -> tuple[int, ...] | None:
+        """`tp` free GPUs of one node with the fewest prewarmed models on them."""
+        for node in range(len(sim.cluster.nodes)):
+            ids = [g for g in sim.node_gpus(node) if g not in busy]
+            if len(ids) < tp:
+                continue
+            if len(ids) > tp and self.prewarm_on and self.placement_on:
+                ids = sorted(ids, key=lambda g: (len(sim.prewarms_on(g)), g))
+            return tuple(sorted(ids[:tp]))
+        return None
+
+    # ---- routing and autoscaling ----------------------------------------------------------
+    def on_request(self, sim: "Simulator", req: "Request") -> None:
+        self.trackers[req.model].change(sim.now_s, +1)
+        if len(sim.parked(req.model)) > 1:
+            return
+        inst = self.pick_instance(sim, req.model) or self.start(sim, req.model)
+        if inst is not None:
+            sim.dispatch(req, inst)
+
+    def serve_parked(self, sim: "Simulator") -> None:
+        for model in sim.parked_models():
+            parked = sim.parked(model)
+            while parked:
+                inst = self.pick_instance(sim, model) or self.start(sim, model)
+                if inst is None:
+                    break
+                sim.dispatch(parked[0], inst)
+
+    def on_finished(self, sim: "Simulator", req: "Request", inst: "Instance") -> None:
+        self.trackers[req.model].change(sim.now_s, -1)
+        if sim.parked(req.model):
+            self.serve_parked(sim)
+
+    def on_ready(self, sim: "Simulator", inst: "Instance") -> None:
+        if sim.parked(inst.model):
+            self.serve_parked(sim)
+
+    def on_stopped(self, sim: "Simulator", inst: "Instance") -> None:
+        self.full_kv.pop(inst.id, None)
+        self.dirty = True
+        self.serve_parked(sim)
+
+    def on_prewarm_done(self, sim: "Simulator", pw: "Prewarm") -> None:
+        if sim.parked(pw.model):
+            self.serve_parked(sim)
+
+    def on_tick(self, sim: "Simulator") -> None:
+        self._roll_window(sim)
+        for model in sim.workload_models:
+            self._autoscale(sim, model, self.scaler.sample(sim, model))
+        if self.kv_on:
+            self._reserve_kv(sim)
+        if self.prewarm_on and self.dirty and sim.now_s - self.last_plan_s >= self.replan_s:
+            self._plan(sim)
+
+    def _autoscale(self, sim: "Simulator", model: str, mean: float) -> None:
+        """Reference `_check_engines`: create ceil(load / 0.8 / B) - n instances above 0.8 x capacity,
+        stop n - ceil(load / 0.5 / B) of the least loaded ones older than 5 s below 0.5 x."""
+        insts = [i for i in sim.instances(model) if i.accepting]
+        delta = autoscale_delta(mean, len(insts), self.capacity, self.scaler.up, self.scaler.down)
+        if delta > 0:
+            started = 0
+            for _ in range(delta):
+                if self.start(sim, model) is None:
+                    break
+                started += 1
+            if started:
+                sim.log("scale_up", model, (), f"mean_in_flight={mean:.2f} started={started}")
+                self.serve_parked(sim)
+        elif delta < 0:
+            old = sorted((i for i in insts if sim.now_s - i.started_s > self.scaler.min_age_s),
+                         key=lambda i: (i.in_flight, i.id))
+            for inst in old[:-delta]:
+                sim.log("scale_down", model, inst.gpus, f"id={inst.id} mean_in_flight={mean:.2f}")
+                sim.stop_instance(inst, drain=True, keep_weights=self.prewarm_on)
+                self.dirty = True
+
+    # ---- KV reservation and lending -------------------------------------------------------
+    def _reserve_kv(self, sim: "Simulator") -> None:
+        """Shrink each ready instance's KV to what it is predicted to need (lending the rest);
+        grow it back, evicting lent prewarms, when its load rises."""
+        for inst in sim.instances():
+            if not inst.ready:
+                continue
+            full = self.full_kv.get(inst.id, inst.kv_bytes_per_gpu)
+            target = kv_reserved_bytes(full, inst.in_flight, sim.kv_needed_bytes(inst), self.capacity)
+            slack = full // 8
+            if inst.kv_bytes_per_gpu - target > slack:
+                sim.set_kv_bytes(inst, target)
+                self.dirty = True
+            elif target > inst.kv_bytes_per_gpu:
+                self._grow_kv(sim, inst, min(full, target + slack))
+
+    def _grow_kv(self, sim: "Simulator", inst: "Instance", want: int) -> None:
+        delta = want - inst.kv_bytes_per_gpu
+        if delta <= 0:
+            return
+        lent = sorted({p.id: p for g in inst.gpus for p in sim.prewarms_on(g)}.values(),
+                      key=lambda p: (self.scores.get(p.id, 0.0), p.id))
+        for pw in lent:
+            if all(sim.free_bytes(g) >= delta for g in inst.gpus):
+                break
+            sim.evict(pw)
+            self.scores.pop(pw.id, None)
+            self.dirty = True
+        room = min(sim.free_bytes(g) for g in inst.gpus)
+        sim.set_kv_bytes(inst, inst.kv_bytes_per_gpu + min(delta, room))
+
+    def on_kv_full(self, sim: "Simulator", inst: "Instance") -> None:
+        full = self.full_kv.get(inst.id, inst.kv_bytes_per_gpu)
+        if self.kv_on and inst.kv_bytes_per_gpu < full:
+            self._grow_kv(sim, inst, full)
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
