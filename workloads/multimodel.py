@@ -29,7 +29,9 @@ def resample_indices(arrival_s: np.ndarray, ratio: float, rng: np.random.Generat
     idx = np.repeat(np.arange(n), 1 + extra)
     first = np.r_[True, idx[1:] != idx[:-1]]
     gap = np.r_[np.diff(arrival_s), 0.0][idx]
-    return idx, arrival_s[idx] + np.where(first, 0.0, rng.random(len(idx)) * gap)
+    new = arrival_s[idx] + np.where(first, 0.0, rng.random(len(idx)) * gap)
+    order = np.argsort(new, kind="stable")
+    return idx[order], new[order]
 
 
 def warmserve_recipe(trace: Workload, *, models: Sequence[str] = PAPER_MODELS, total_rps: float = 5.0,
@@ -64,7 +66,9 @@ def warmserve_recipe(trace: Workload, *, models: Sequence[str] = PAPER_MODELS, t
     parts, past, per_model_meta = [], {}, {}
     for i, model in enumerate(models):
         slice_start = midnight0 + (start_day + i) * DAY_S + start_hour * 3600.0
-        hist_start = max(slice_start - history_days * DAY_S, float(clock.min()))
+        # Back to the first window that holds any request (a partly covered first window counts).
+        observed_s = window_s * np.ceil((slice_start - float(clock.min())) / window_s - 1e-9)
+        hist_start = slice_start - max(min(history_days * DAY_S, observed_s), 0.0)
         lo, mid, hi = np.searchsorted(clock, [hist_start, slice_start, slice_start + duration_s])
         n_slice = int(hi - mid)
         if n_slice == 0:
