@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]  # `python run.py --quick` = the default experiment's quick variant
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

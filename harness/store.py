@@ -110,16 +110,16 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename) so a crash never leaves half a manifest."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_strict(obj), indent=2, default=str, sort_keys=True))
+    tmp.write_text(json.dumps(strict(obj), indent=2, default=str, sort_keys=True))
     tmp.replace(path)
 
 
-def _strict(obj: Any) -> Any:
-    """NaN / inf become null: strict JSON, and "unavailable" stays distinguishable from 0."""
+def strict(obj: Any) -> Any:
+    """Make `obj` strict JSON: NaN / inf become null, so "unavailable" stays distinguishable from 0."""
     if isinstance(obj, dict):
-        return {str(k): _strict(v) for k, v in obj.items()}
+        return {str(k): strict(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_strict(v) for v in obj]
+        return [strict(v) for v in obj]
     if isinstance(obj, (float, np.floating)):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, np.integer):

@@ -1,0 +1,33 @@
+"""`warmbench report PATH`: terminal table, figures, report.html and report.md for a run or experiment."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.report.document import build, default_baseline
+from harness.report.load import load_runs
+from harness.report.table import print_tables, rich_tables
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("report", help="write report.html / report.md for a run or experiment directory")
+    p.add_argument("path", type=Path, help="a run directory or an experiment directory (results/<experiment>)")
+    p.add_argument("--baseline", help="system the ratios are against (default: the experiment's, else the first)")
+    p.add_argument("--memory-run", help="run id whose GPU memory is drawn (default: one at the highest load)")
+    p.add_argument("--model", default="all", help="model for the terminal table (default: all)")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    console = Console()
+    runs = load_runs(args.path)
+    baseline = args.baseline or default_baseline(args.path, runs)
+    print_tables(console, rich_tables(runs, baseline, args.model))
+    report = build(args.path, baseline=baseline, memory_run=args.memory_run)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(f"report: [bold]{report.html_path}[/] (and {report.md_path.name}, figures/)")
+    return 0

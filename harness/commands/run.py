@@ -1,0 +1,79 @@
+"""`warmbench run [EXPERIMENT]`: run an experiment grid (default: the `default` preset), then report."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from harness import experiment
+from harness.errors import WarmbenchError
+from harness.report.document import build
+from harness.report.load import load_runs
+from harness.report.table import fmt, print_tables, rich_tables
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("run", help="run an experiment (TOML file or preset; default: the default experiment)")
+    p.add_argument("experiment", nargs="?", default=experiment.DEFAULT_PRESET,
+                   help="experiment TOML file or preset name (see `presets`)")
+    p.add_argument("--results", type=Path, default=experiment.DEFAULT_RESULTS, help="results root (default: results/)")
+    p.add_argument("--quick", action="store_true", help="the experiment's quick variant (a smoke test, < 20 s)")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="runs in parallel (default: 2)")
+    p.add_argument("--baseline", help="system the table's ratios are against (default: the experiment's)")
+    p.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
+    p.set_defaults(handler=handle)
+
+
+def _describe(spec: experiment.RunSpec) -> str:
+    rest = ", ".join(f"{k}={v}" for k, v in spec.point.items() if k != "system")
+    return f"{spec.point['system']}  {rest}"
+
+
+def handle(args: argparse.Namespace) -> int:
+    console = Console()
+    config, source = experiment.load(args.experiment, quick=args.quick)
+    specs = experiment.grid(config)
+    console.print(f"[bold]{config.name}[/]: {len(specs)} runs ({config.backend}) -> {args.results / config.name}")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
+                  TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console) as progress:
+        overall = progress.add_task("[bold]all runs", total=len(specs), state="")
+        tasks = {s.run_id: progress.add_task(_describe(s), total=1, state="queued", start=False) for s in specs}
+
+        def on_start(spec: experiment.RunSpec) -> None:
+            progress.start_task(tasks[spec.run_id])
+            progress.update(tasks[spec.run_id], state="running")
+
+        def on_done(outcome: experiment.RunOutcome) -> None:
+            task = tasks[outcome.spec.run_id]
+            progress.start_task(task)
+            p99 = outcome.summary.get("p99_ttft_s")
+            state = {"complete": f"[green]done[/] P99 TTFT {fmt('x_s', p99)}",
+                     "skipped": f"[cyan]already complete[/] P99 TTFT {fmt('x_s', p99)}",
+                     "failed": "[red]failed[/]"}[outcome.status]
+            progress.update(task, completed=1, state=state)
+            progress.stop_task(task)
+            progress.advance(overall)
+
+        exp_dir, outcomes = experiment.run(config, args.results, jobs=args.jobs, source=source,
+                                           on_start=on_start, on_done=on_done)
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in failed:
+        console.print(f"[red]failed[/] {o.spec.run_id}: {o.error}", highlight=False)
+    if len(failed) == len(outcomes):
+        if all(o.user_error for o in failed):
+            raise WarmbenchError(f"every run failed; first error: {failed[0].error}")
+        return 1
+    runs = load_runs(exp_dir)
+    runs = [r for r in runs if r.complete]
+    baseline = args.baseline or (config.baseline if config.baseline in {r.system for r in runs} else None) \
+        or (runs[0].system if runs else None)
+    print_tables(console, rich_tables(runs, baseline))
+    if not args.no_report:
+        report = build(exp_dir, baseline=baseline)
+        console.print(f"report: [bold]{report.html_path}[/] (and {report.md_path.name})")
+    return 1 if failed else 0
