@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -78,7 +78,7 @@ class ClipStep(_Strict):
     max_output_tokens: int = Field(transform.MAX_OUTPUT_TOKENS, gt=0)
 
 
-Step = Union[WindowStep, ScaleStep, ResampleStep, GammaStep, ClipStep]
+Step = Annotated[Union[WindowStep, ScaleStep, ResampleStep, GammaStep, ClipStep], Field(discriminator="kind")]
 
 
 class Recipe(_Strict):
@@ -86,13 +86,16 @@ class Recipe(_Strict):
     source_params: dict[str, Any] = Field(default_factory=dict)
     warmserve: WarmServeRecipe | None = None
     zipf: ZipfRecipe | None = None
-    transforms: list[Step] = Field(default_factory=list, discriminator="kind")  # type: ignore[call-overload]
+    transforms: list[Step] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_mapping(self) -> "Recipe":
         if self.warmserve is not None and self.zipf is not None:
             raise ValueError("use either [warmserve] or [zipf], not both")
         return self
+
+
+_STEP_KINDS = {"window", "scale_time", "resample_rate", "gamma_cv", "clip_lengths"}
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -108,7 +111,7 @@ def load_recipe(path: str | Path) -> Recipe:
         return Recipe.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(str(part) for part in err["loc"] if not str(part).endswith("Step")) or "(top level)"
+        key = ".".join(str(part) for part in err["loc"] if str(part) not in _STEP_KINDS) or "(top level)"
         raise InputError(f"{err['msg']} (input: {err.get('input')!r})", file=str(p), field=key) from None
 
 
