@@ -1,0 +1,169 @@
+"""`serverlessllm`: ServerlessLLM-style autoscaling on GPUs (the paper's SLLM-GPU baseline).
+
+Models: scale from zero per model (a request that finds no instance with room starts one),
+a keep-alive after which idle instances stop, checkpoints cached in each node's host memory
+(LRU within `host_memory_bytes`; loads from there run at PCIe speed, else from SSD), and
+locality-aware placement preferring a node whose host memory holds the checkpoint. Leaves out:
+live migration of running requests and the loader's chunked pipelining (a load is one flow).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from systems.sim.policy import Policy
+from systems.sim.registry import register
+
+if TYPE_CHECKING:
+    from systems.sim.core import Instance, Request, Simulator
+
+
+class ServerlessLLM(Policy):
+    OPTIONS: dict[str, Any] = {
+        "keep_alive_s": 30.0,       # an instance idle this long stops
+        "host_memory_bytes": -1,    # checkpoint cache per node; < 0: the node's host memory
+        "capacity": 32,             # concurrent requests per instance
+        "tick_s": 1.0,              # keep-alive check period
+    }
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        o = self.options
+        self.keep_alive_s = float(o["keep_alive_s"])
+        self.host_budget = int(float(o["host_memory_bytes"]))
+        self.capacity = int(o["capacity"])
+        self.tick_s = float(o["tick_s"])
+        self.idle_since: dict[int, float] = {}
+        self.lru: list[dict[str, float]] = []
+
+    # ---- host-memory checkpoint cache ------------------------------------------------------
+    def _budget(self, sim: "Simulator", node: int) -> int:
+        own = sim.cluster.nodes[node].host_memory_bytes
+        return own if self.host_budget < 0 else min(own, self.host_budget)
+
+    def _cache(self, sim: "Simulator", node: int, model: str) -> None:
+        """Keep `model`'s checkpoint in node's host memory, evicting least recently used ones."""
+        size = sim.model(model).weight_bytes
+        budget = self._budget(sim, node)
+        lru = self.lru[node]
+        if model in lru:
+            lru[model] = sim.now_s
+            return
+        if size > budget:
+            return
+        used = sum(sim.model(m).weight_bytes for m in sim.host_models(node))
+        for victim in sorted(lru, key=lambda m: lru[m]):
+            if used + size <= budget:
+                break
+            sim.host_evict(node, victim)
+            used -= sim.model(victim).weight_bytes
+            del lru[victim]
+        if used + size <= budget:
+            sim.host_put(node, model)
+            lru[model] = sim.now_s
+
+    def setup(self, sim: "Simulator") -> None:
+        self.lru = [{} for _ in sim.cluster.nodes]
+        counts = sim.workload.requests["model"].value_counts()
+        popular = sorted(sim.workload_models, key=lambda m: (-int(counts.get(m, 0)), m))
+        for node in range(len(sim.cluster.nodes)):
+            for m in popular:   # checkpoints that fit are cached before the run (most requested first)
+                size = sim.model(m).weight_bytes
+                used = sum(sim.model(x).weight_bytes for x in sim.host_models(node))
+                if used + size <= self._budget(sim, node):
+                    sim.host_put(node, m)
+                    self.lru[node][m] = 0.0
+
+    # ---- placement -------------------------------------------------------------------------
+    def _free_group(self, sim: "Simulator", node: int, tp: int) -> tuple[int, ...] | None:
+        ids = sim.node_gpus(node)
+        for start in range(0, len(ids) - tp + 1, tp):
+            group = tuple(ids[start:start + tp])
+            if all(sim.used_bytes(g) == 0 for g in group):
+                return group
+        return None
+
+    def start(self, sim: "Simulator", model: str) -> "Instance | None":
+        """Locality first: a node caching the checkpoint, else any node (SSD); idle instances
+        of other models are stopped to make room when no group is free."""
+        tp = sim.model(model).tp
+        nodes = range(len(sim.cluster.nodes))
+        order = sorted(nodes, key=lambda n: (model not in sim.host_models(n), n))
+        for n in order:
+            group = self._free_group(sim, n, tp)
+            if group is not None:
+                return self._launch(sim, model, group)
+        for n in order:
+            if self._reclaim(sim, n, tp):
+                group = self._free_group(sim, n, tp)
+                if group is not None:
+                    return self._launch(sim, model, group)
+        return None
+
+    def _launch(self, sim: "Simulator", model: str, group: tuple[int, ...]) -> "Instance":
+        node = sim.gpus[group[0]].node
+        cached = model in sim.host_models(node)
+        inst = sim.start_instance(model, group)
+        sim.log("placement", model, group, f"id={inst.id} locality={'host' if cached else 'ssd'}")
+        self._cache(sim, node, model)  # the loader stages the checkpoint through host memory
+        return inst
+
+    def _reclaim(self, sim: "Simulator", node: int, tp: int) -> bool:
+        """Stop idle instances on `node` (longest idle first) until an aligned group of `tp` is free."""
+        idle = sorted((i for i in sim.instances() if i.node == node and i.ready and i.in_flight == 0),
+                      key=lambda i: (self.idle_since.get(i.id, i.ready_s), i.id))
+        for inst in idle:
+            sim.log("keep_alive_evict", inst.model, inst.gpus, f"id={inst.id} reason=room")
+            self._stop(sim, inst)
+            if self._free_group(sim, node, tp) is not None:
+                return True
+        return False
+
+    def _stop(self, sim: "Simulator", inst: "Instance") -> None:
+        self.idle_since.pop(inst.id, None)
+        sim.stop_instance(inst, drain=True)
+
+    # ---- routing and keep-alive ------------------------------------------------------------
+    def on_request(self, sim: "Simulator", req: "Request") -> None:
+        if len(sim.parked(req.model)) > 1:
+            return
+        inst = self.pick_instance(sim, req.model) or self.start(sim, req.model)
+        if inst is not None:
+            self.idle_since.pop(inst.id, None)
+            sim.dispatch(req, inst)
+
+    def serve_parked(self, sim: "Simulator") -> None:
+        for model in sim.parked_models():
+            parked = sim.parked(model)
+            while parked:
+                inst = self.pick_instance(sim, model) or self.start(sim, model)
+                if inst is None:
+                    break
+                self.idle_since.pop(inst.id, None)
+                sim.dispatch(parked[0], inst)
+
+    def on_finished(self, sim: "Simulator", req: "Request", inst: "Instance") -> None:
+        if inst.in_flight == 0:
+            self.idle_since[inst.id] = sim.now_s
+        if sim.parked(req.model) or any(sim.parked(m) for m in sim.parked_models()):
+            self.serve_parked(sim)
+
+    def on_ready(self, sim: "Simulator", inst: "Instance") -> None:
+        if inst.in_flight == 0:
+            self.idle_since[inst.id] = sim.now_s
+        self.serve_parked(sim)
+
+    def on_stopped(self, sim: "Simulator", inst: "Instance") -> None:
+        self.idle_since.pop(inst.id, None)
+        self.serve_parked(sim)
+
+    def on_tick(self, sim: "Simulator") -> None:
+        now = sim.now_s
+        for inst in list(sim.instances()):
+            since = self.idle_since.get(inst.id)
+            if since is not None and inst.ready and inst.in_flight == 0 and now - since >= self.keep_alive_s:
+                sim.log("keep_alive_evict", inst.model, inst.gpus, f"id={inst.id} idle_s={now - since:.1f}")
+                self._stop(sim, inst)
+
+
+register("serverlessllm", ServerlessLLM)
