@@ -11,6 +11,7 @@ import dataclasses
 import json
 from urllib.parse import urlsplit
 
+import gevent
 from geventhttpclient import HTTPClient
 
 from harness.loadgen import Endpoint
@@ -18,7 +19,7 @@ from harness.loadgen.protocols import FIRST_PROMPT_TOKEN_ID
 from systems.live.base import LiveSystem
 
 
-def accepts_token_ids(ep: Endpoint, timeout_s: float = 30.0) -> bool:
+def accepts_token_ids(ep: Endpoint, timeout_s: float = 10.0) -> bool:
     """Whether the endpoint answers a token-id prompt with 200."""
     parts = urlsplit(ep.url)
     client = HTTPClient(parts.hostname, parts.port, connection_timeout=timeout_s, network_timeout=timeout_s,
@@ -29,7 +30,7 @@ def accepts_token_ids(ep: Endpoint, timeout_s: float = 30.0) -> bool:
         resp = client.request("POST", "/v1/completions", body=json.dumps(body).encode())
         resp.read()
         return resp.status_code == 200
-    except OSError:
+    except (OSError, gevent.Timeout):
         return False
     finally:
         client.close()
