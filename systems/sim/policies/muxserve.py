@@ -11,6 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+from harness.errors import WarmbenchError
+from systems.sim.policy import Policy
+from systems.sim.registry import register
+
+if TYPE_CHECKING:
+    from systems.sim.core import Instance, Request, Simulator
 
 
 @dataclass(frozen=True)
@@ -96,3 +104,65 @@ def kv_split(models: Sequence[MuxModel], tp: int, free_bytes_per_gpu: int) -> di
         return {m.name: 0 for m in models}
     tokens = max(free_bytes_per_gpu, 0) // total
     return {name: tokens * b for name, b in per_token.items()}
+
+
+def model_demand(sim: "Simulator", model: str) -> float:
+    """Compute demand of a model over the workload: requests x tokens x weight bytes (FLOPs ~ 2 x params x tokens)."""
+    frame = sim.workload.requests
+    rows = frame[frame["model"] == model]
+    tokens = float((rows["input_tokens"] + rows["output_tokens"]).sum())
+    return tokens * sim.model(model).weight_bytes
+
+
+class MuxServe(Policy):
+    """Every model on its group for the whole run: warm at t = 0, compute and KV shared."""
+
+    OPTIONS: dict[str, Any] = {
+        "group_size": 0,        # GPUs per shared group; 0: the largest TP among the models
+        "max_num_seqs": 32,     # per model engine (bounded, as MuxServe's configs set it)
+        "min_kv_fraction": 0.1, # a group must keep this share of usable memory for KV
+    }
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self.max_num_seqs = int(self.options["max_num_seqs"])
+        self.capacity = self.max_num_seqs
+
+    def setup(self, sim: "Simulator") -> None:
+        models = [MuxModel(m, sim.model(m).weight_bytes, sim.model(m).kv_bytes_per_token, sim.model(m).tp,
+                           model_demand(sim, m)) for m in sim.workload_models]
+        per_node = [n.gpus_per_node for n in sim.cluster.nodes]
+        size = int(self.options["group_size"]) or max([m.min_tp for m in models] or [1])
+        size = min(size, max(per_node))
+        usable = int(sim.gpu_util * min(n.gpu.memory_bytes for n in sim.cluster.nodes))
+        groups, unplaced = place_models(models, split_groups(per_node, size), usable,
+                                        float(self.options["min_kv_fraction"]))
+        if unplaced:
+            sim.log("placement", "", (), "unplaced=" + ",".join(unplaced))
+        by_name = {m.name: m for m in models}
+        for g in groups:
+            if not g.models:
+                continue
+            tp = len(g.gpus)
+            members = [by_name[n] for n in g.models]
+            for m in members:
+                if sim.model(m.name).heads % tp:
+                    raise WarmbenchError(f"muxserve: {m.name} cannot run with TP {tp}; set option group_size")
+            weights = sum(-(-m.weight_bytes // tp) for m in members)
+            kv = kv_split(members, tp, usable - weights)
+            shares = compute_shares(members)
+            for m in members:
+                sim.start_instance(m.name, g.gpus, kv_bytes_per_gpu=kv[m.name], max_num_seqs=self.max_num_seqs,
+                                   compute_share=shares[m.name], already_warm=True)
+            sim.log("placement", ",".join(g.models), g.gpus,
+                    " ".join(f"{n}:share={shares[n]:.2f},kv_gib={kv[n] / 2**30:.1f}" for n in g.models))
+
+    def on_request(self, sim: "Simulator", req: "Request") -> None:
+        if len(sim.parked(req.model)) > 1:
+            return
+        inst = self.pick_instance(sim, req.model)
+        if inst is not None:
+            sim.dispatch(req, inst)
+
+
+register("muxserve", MuxServe)

@@ -1,0 +1,70 @@
+"""`ideal`: an oracle with warm instances ready for the whole run (a lower bound on TTFT).
+
+Models: it reads the future workload, computes each model's peak concurrency (requests busy for
+their prefill plus decode time on an idle instance) and starts, already warm at t = 0, enough
+instances to hold that peak at `capacity` requests each; requests go to the least loaded one.
+Leaves out: any cost of holding those GPUs; when the cluster is too small the oracle fills it
+in proportion to need and logs a `placement` event saying it is capacity-limited.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from systems.sim.autoscale import first_free_group
+from systems.sim.policy import Policy
+from systems.sim.registry import register
+from workloads.concurrency import window_concurrency
+
+if TYPE_CHECKING:
+    from systems.sim.core import Request, Simulator
+
+
+def peak_concurrency(sim: "Simulator", model: str) -> float:
+    """Peak number of `model`'s requests in service if each ran alone on a warm instance."""
+    frame = sim.workload.requests
+    rows = frame[frame["model"] == model]
+    if rows.empty:
+        return 0.0
+    perf = sim.perf(model)
+    inp = rows["input_tokens"].to_numpy()
+    out = rows["output_tokens"].to_numpy()
+    prefill = np.array([perf.prefill_s(int(i), 1, float(i) * float(i)) for i in inp])
+    decode = np.maximum(out - 1, 0) * perf.decode_s(1, int(inp.mean() + out.mean() / 2))
+    arrival = rows["arrival_s"].to_numpy()
+    span = max(float(arrival.max()) + float((prefill + decode).max()), 1.0)
+    _, peak = window_concurrency(arrival, prefill + decode, 0.0, 1, math.ceil(span / 0.25) * 0.25)
+    return float(peak[0])
+
+
+class Ideal(Policy):
+    """Warm capacity for every request from t = 0; routing never parks while an instance exists."""
+
+    def setup(self, sim: "Simulator") -> None:
+        models = sorted(sim.workload_models, key=lambda m: (-sim.model(m).tp, m))
+        want = {m: max(1, math.ceil(peak_concurrency(sim, m) / self.capacity)) for m in models}
+        have = {m: 0 for m in models}
+        limited = False
+        while any(have[m] < want[m] for m in models):
+            # the model furthest below its need (relative) goes next
+            m = min((m for m in models if have[m] < want[m]), key=lambda m: (have[m] / want[m], m))
+            group = first_free_group(sim, sim.model(m).tp)
+            if group is None:
+                limited = True
+                want[m] = have[m]
+                continue
+            sim.start_instance(m, group, already_warm=True)
+            have[m] += 1
+        detail = " ".join(f"{m}={have[m]}" for m in sorted(models))
+        sim.log("placement", "", (), detail + (" capacity-limited" if limited else ""))
+
+    def on_request(self, sim: "Simulator", req: "Request") -> None:
+        insts = sim.instances(req.model)
+        if insts:
+            sim.dispatch(req, min(insts, key=lambda i: (i.in_flight, i.id)))
+
+
+register("ideal", Ideal)
