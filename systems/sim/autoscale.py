@@ -8,6 +8,7 @@ exceeds `up * instances * capacity`, or stops the least loaded instance older th
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -19,22 +20,32 @@ if TYPE_CHECKING:
 def free_groups(sim: "Simulator", tp: int) -> list[tuple[int, ...]]:
     """TP-aligned groups of `tp` GPUs on one node with nothing on them, in GPU order."""
     groups = []
+    if sim.empty_gpus() < tp:
+        return groups
     for node in range(len(sim.cluster.nodes)):
+        empty = sim.empty_gpus(node)
+        if len(empty) < tp:
+            continue
         ids = sim.node_gpus(node)
         for start in range(0, len(ids) - tp + 1, tp):
             group = tuple(ids[start:start + tp])
-            if all(sim.used_bytes(g) == 0 for g in group):
+            if all(g in empty for g in group):
                 groups.append(group)
     return groups
 
 
 def first_free_group(sim: "Simulator", tp: int) -> tuple[int, ...] | None:
-    """The lowest TP-aligned empty group of `tp` GPUs, or None."""
+    """The lowest TP-aligned empty group of `tp` GPUs, or None (O(1) when the cluster is full)."""
+    if sim.empty_gpus() < tp:
+        return None
     for node in range(len(sim.cluster.nodes)):
+        empty = sim.empty_gpus(node)
+        if len(empty) < tp:
+            continue
         ids = sim.node_gpus(node)
         for start in range(0, len(ids) - tp + 1, tp):
             group = tuple(ids[start:start + tp])
-            if all(sim.used_bytes(g) == 0 for g in group):
+            if all(g in empty for g in group):
                 return group
     return None
 
@@ -63,14 +74,17 @@ class Autoscaler:
             q.popleft()
         return sum(v for _, v in q) / len(q)
 
-    def decide(self, sim: "Simulator", model: str, mean_load: float) -> "int | Instance":
-        """+1: start one instance; an Instance: stop (drain) it; 0: nothing."""
+    def decide(self, sim: "Simulator", model: str, mean_load: float) -> "tuple[int, list[Instance]]":
+        """(instances to start, instances to stop) for `model`, as the reference computes them:
+        start ceil(load / up / capacity) - n, or stop n - ceil(load / down / capacity) of the least
+        loaded instances older than `min_age_s` (n counts instances still starting)."""
         insts = [i for i in sim.instances(model) if i.accepting]
         n = len(insts)
         if mean_load > self.up * n * self.capacity:
-            return 1
+            return max(0, math.ceil(mean_load / self.up / self.capacity) - n), []
         if n and mean_load < self.down * n * self.capacity:
-            old = [i for i in insts if i.ready and sim.now_s - i.started_s >= self.min_age_s]
-            if old:
-                return min(old, key=lambda i: (i.in_flight, -i.id))
-        return 0
+            k = n - math.ceil(mean_load / self.down / self.capacity)
+            old = [i for i in insts if sim.now_s - i.started_s > self.min_age_s]
+            old.sort(key=lambda i: (i.in_flight, i.id))
+            return 0, old[:max(0, k)]
+        return 0, []

@@ -46,7 +46,7 @@ CORE_OPTIONS: dict[str, Any] = {
     "gpu_memory_utilization": 0.9,   # share of GPU memory an instance may use (weights + KV) by default
     "block_size": 16,                # KV block size in tokens
     "max_num_seqs": 256,             # engine batch limit
-    "max_num_batched_tokens": 2048,  # prefill token budget per iteration (without chunking)
+    "max_num_batched_tokens": 100_000,  # prefill token budget per iteration (the reference's setting)
     "chunked_prefill_tokens": 0,     # > 0: chunked prefill with this token budget per iteration
     "max_drain_s": 600.0,            # after the last arrival, how long to let requests finish
 }
@@ -145,7 +145,7 @@ class Prewarm:
         return f"Prewarm({self.id}, {self.model}, gpus={self.gpus}, progress={self.progress:.2f})"
 
 
-LOADING, INIT, READY, DRAINING, STOPPED = "loading", "init", "ready", "draining", "stopped"
+LOADING, INIT, READY, STOPPED = "loading", "init", "ready", "stopped"
 
 
 class Instance:
@@ -154,7 +154,8 @@ class Instance:
     def __init__(self, iid: int, model: str, spec: ModelSpec, node: int, gpus: tuple[int, ...], perf: PerfModel) -> None:
         self.id, self.model, self.spec, self.node, self.gpus, self.tp = iid, model, spec, node, gpus, len(gpus)
         self.perf = perf
-        self.state = LOADING
+        self.state = LOADING            # loading -> init -> ready -> stopped
+        self.draining = False           # takes no new requests; stops when the last one ends
         self.started_s = math.nan
         self.ready_s = math.nan
         self.start_kind = "cold"        # cold | prewarmed (how its weights were obtained)
@@ -198,7 +199,7 @@ class Instance:
     @property
     def accepting(self) -> bool:
         """Takes new requests: loading, initialising or ready (not draining or stopped)."""
-        return self.state in (LOADING, INIT, READY)
+        return not self.draining and self.state != STOPPED
 
     @property
     def num_running(self) -> int:
@@ -243,6 +244,9 @@ class Simulator:
             self._node_gpus.append(ids)
             self._ssd.append(Link(f"ssd{n}", node.ssd_bytes_per_s))
         self._host: list[dict[str, int]] = [{} for _ in cluster.nodes]
+        #: per node, GPUs holding nothing at all (kept up to date by _alloc)
+        self._empty: list[set[int]] = [set(ids) for ids in self._node_gpus]
+        self._empty_count = len(self.gpus)
         self._instances: dict[int, Instance] = {}
         self._by_model: dict[str, list[Instance]] = {}
         self._prewarms: dict[int, Prewarm] = {}
@@ -297,13 +301,18 @@ class Simulator:
         return pm
 
     def node_gpus(self, node: int) -> list[int]:
-        return list(self._node_gpus[node])
+        """Global GPU ids of `node`, in order (do not mutate)."""
+        return self._node_gpus[node]
 
     def instances(self, model: str | None = None) -> list[Instance]:
         """Live (not stopped) instances, of one model or all, in creation order."""
         if model is None:
             return [i for i in self._instances.values()]
         return self._by_model.get(model, [])
+
+    def empty_gpus(self, node: int | None = None) -> int | set[int]:
+        """GPUs with nothing on them: the set of one node's (do not mutate), or the cluster's count."""
+        return self._empty_count if node is None else self._empty[node]
 
     def prewarms(self, model: str | None = None) -> list[Prewarm]:
         return [p for p in self._prewarms.values() if model is None or p.model == model]
@@ -451,8 +460,8 @@ class Simulator:
             return
         inst.keep_weights = keep_weights
         if drain and inst.in_flight > 0:
-            if inst.state != DRAINING:
-                inst.state = DRAINING
+            if not inst.draining:
+                inst.draining = True
                 self.log("instance_drain", inst.model, inst.gpus, f"id={inst.id} in_flight={inst.in_flight}")
             return
         self._finalize_stop(inst)
@@ -617,7 +626,14 @@ class Simulator:
             g.usage[key] = val
         else:
             g.usage.pop(key, None)
+        was = g.used_bytes
         g.used_bytes += nbytes
+        if was == 0 and g.used_bytes:
+            self._empty[g.node].discard(gpu)
+            self._empty_count -= 1
+        elif was and g.used_bytes == 0:
+            self._empty[g.node].add(gpu)
+            self._empty_count += 1
         self._sample(g)
 
     def _sample(self, g: Gpu) -> None:
@@ -770,14 +786,14 @@ class Simulator:
     # ------------------------------------------------------------------ engine internals
     def _kick(self, inst: Instance) -> None:
         """Run the scheduler of an idle ready instance at the current time (once per instant)."""
-        if inst.kick_pending or inst.busy or inst.state not in (READY, DRAINING):
+        if inst.kick_pending or inst.busy or inst.state != READY:
             return
         inst.kick_pending = True
         self._push(self.now_s, self._on_kick, inst)
 
     def _on_kick(self, inst: Instance) -> None:
         inst.kick_pending = False
-        if not inst.busy and inst.state in (READY, DRAINING):
+        if not inst.busy and inst.state == READY:
             self._next_iteration(inst)
 
     def _kv_fits(self, inst: Instance, tokens: int, seqs: int, watermark: bool) -> bool:
@@ -864,7 +880,7 @@ class Simulator:
             # nothing runs and the head still cannot be admitted: it can never fit
             self._reject_head(inst)
             return
-        if inst.state == DRAINING and inst.in_flight == 0:
+        if inst.draining and inst.in_flight == 0:
             self._finalize_stop(inst)
 
     def _reject_head(self, inst: Instance) -> None:
@@ -1019,7 +1035,7 @@ class Simulator:
                 else:
                     still.append(r)
             inst.prefilling = still
-        if inst.state in (READY, DRAINING):
+        if inst.state == READY:
             self._next_iteration(inst)
 
     def _pop_finished(self, inst: Instance) -> None:
@@ -1053,7 +1069,7 @@ class Simulator:
         inst.in_flight -= 1
         self._finished += 1
         self.policy.on_finished(self, r, inst)
-        if inst.state == DRAINING and inst.in_flight == 0 and not inst.busy:
+        if inst.draining and inst.in_flight == 0 and not inst.busy:
             self._finalize_stop(inst)
 
     # ------------------------------------------------------------------ checks and output

@@ -61,14 +61,17 @@ class VllmOnDemand(Policy):
     def on_tick(self, sim: "Simulator") -> None:
         for model in sim.workload_models:
             mean = self.scaler.sample(sim, model)
-            decision = self.scaler.decide(sim, model, mean)
-            if decision == 1:
-                if self.start(sim, model) is not None:
-                    sim.log("scale_up", model, (), f"mean_in_flight={mean:.2f}")
-                    self.serve_parked(sim)
-            elif decision:
-                sim.log("scale_down", model, decision.gpus, f"id={decision.id} mean_in_flight={mean:.2f}")
-                sim.stop_instance(decision, drain=True)
+            start, stop = self.scaler.decide(sim, model, mean)
+            for _ in range(start):
+                inst = self.start(sim, model)
+                if inst is None:
+                    break
+                sim.log("scale_up", model, inst.gpus, f"id={inst.id} mean_in_flight={mean:.2f}")
+            if start and sim.parked(model):
+                self.serve_parked(sim)
+            for inst in stop:
+                sim.log("scale_down", model, inst.gpus, f"id={inst.id} mean_in_flight={mean:.2f}")
+                sim.stop_instance(inst, drain=True)
 
 
 register("vllm-ondemand", VllmOnDemand)
