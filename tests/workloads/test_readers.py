@@ -239,3 +239,14 @@ def test_real_conv_trace(azure_2023_dir):
     assert w.requests["input_tokens"].median() == 1020
     assert w.meta["clock_origin"] == "2023-11-16T18:15:46.680590+00:00"
     assert w.requests["arrival_s"].iloc[1] == 4.3145790  # exact to the 7th digit
+
+
+def test_fast_request_frame_equals_canonical_frame():
+    from workloads.readers.common import request_frame
+    from workloads.workload import canonical_frame
+    rng = np.random.default_rng(0)
+    a, i, o = rng.random(200), rng.integers(0, 9, 200), rng.integers(0, 9, 200)
+    m = rng.choice(["x", "y"], 200).astype(object)
+    pd.testing.assert_frame_equal(request_frame(a, m, i, o, already_sorted=False), canonical_frame(a, m, i, o))
+    s = np.sort(a)
+    pd.testing.assert_frame_equal(request_frame(s, "z", i, o, already_sorted=True), canonical_frame(s, "z", i, o))
