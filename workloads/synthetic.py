@@ -59,7 +59,7 @@ NOISE_SIGMA = 0.2  # stationary std of the log-rate noise
 NOISE_PHI = 0.9  # minute-to-minute correlation of the noise
 BURSTS_PER_HOUR = 1.0
 BURST_MINUTES = (1, 5)
-BURST_FACTOR = (2.0, 4.0)
+BURST_FACTOR = (1.5, 3.0)
 #: Expected rate gain from bursts, divided out so `total_rps` is the expected mean rate.
 BURST_GAIN = 1.0 + BURSTS_PER_HOUR / 60.0 * (sum(BURST_MINUTES) / 2.0) * (sum(BURST_FACTOR) / 2.0 - 1.0)
 
