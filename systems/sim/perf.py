@@ -45,11 +45,14 @@ class Coefficients:
 
 #: Per GPU preset; a GPU not listed uses DEFAULT_COEFFICIENTS.
 DEFAULT_COEFFICIENTS = Coefficients()
+#: Linear-layer terms fitted by `systems.sim.calibrate.fit_linear` to Vidur's profiles (RMS
+#: relative error 7.2% on A100 over 5,736 rows, 9.6% on H100 over 2,088 rows). H200 shares the
+#: H100's compute die; its HBM bandwidth comes from GpuSpec.
 COEFFICIENTS: dict[str, Coefficients] = {
-    "A100-80GB": Coefficients(),
-    "H100-80GB": Coefficients(),
-    "H200": Coefficients(),
+    "A100-80GB": Coefficients(flops_eff=0.66, hbm_eff=0.75, layer_fixed_s=5.74e-05, layer_token_s=9.28e-08),
+    "H100-80GB": Coefficients(flops_eff=0.61, hbm_eff=0.84, layer_fixed_s=4.77e-05, layer_token_s=5.41e-08),
 }
+COEFFICIENTS["H200"] = COEFFICIENTS["H100-80GB"]
 
 
 def coefficients_for(gpu: GpuSpec) -> Coefficients:

@@ -1,0 +1,125 @@
+"""Ground the roofline in measurements: compare and fit it to Vidur's A100/H100 operator profiles.
+
+`../shared/profiles/vidur/compute/<gpu>/meta-llama/<model>/mlp.csv` holds, per token count and
+TP degree, the median time of every non-attention operator of one transformer layer. Their sum
+is what `PerfModel.linear_layer_s` predicts. `profile_error()` reports the error by token count;
+`fit_linear(gpu)` refits the four linear-layer coefficients (flops_eff, hbm_eff, layer_fixed_s,
+layer_token_s) by least relative squared error (grid over the efficiencies, exact least squares
+for the two fixed costs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from systems.sim.perf import Coefficients, PerfModel, coefficients_for
+from systems.sim.specs import GPUS, GpuSpec, ModelSpec
+
+PROFILES_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "profiles" / "vidur" / "compute"
+#: Vidur's GPU folder -> our GPU preset.
+GPU_DIRS = {"a100": "A100-80GB", "h100": "H100-80GB"}
+#: Token-count buckets of the error report (inclusive upper bounds).
+BUCKETS: tuple[tuple[str, int, int], ...] = (
+    ("1", 1, 1), ("2-16", 2, 16), ("17-128", 17, 128), ("129-512", 129, 512),
+    ("513-2048", 513, 2048), ("2049+", 2049, 1 << 30),
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str              # e.g. a100/Llama-2-7b-hf
+    gpu: GpuSpec
+    model: ModelSpec
+    tokens: np.ndarray     # num_tokens per row
+    tp: np.ndarray         # TP degree per row
+    measured_s: np.ndarray  # sum of operator medians per layer, seconds
+
+
+def load_profiles(root: Path = PROFILES_DIR) -> list[Profile]:
+    """Every mlp.csv under `root` (empty when ../shared is absent)."""
+    out = []
+    for gpu_dir, gpu_name in GPU_DIRS.items():
+        for csv in sorted((root / gpu_dir).glob("*/*/mlp.csv")):
+            frame = pd.read_csv(csv)
+            medians = [c for c in frame.columns if c.endswith(".median")]
+            row = frame.iloc[0]
+            heads, kv_heads = int(row["n_head"]), int(row["n_kv_head"])
+            hidden, inter = int(row["n_embd"]), int(row["n_expanded_embd"])
+            model = ModelSpec(csv.parent.name, 1, hidden, heads, kv_heads, inter, int(row["vocab_size"]), 0)
+            out.append(Profile(f"{gpu_dir}/{csv.parent.name}", GPUS[gpu_name], model,
+                               frame["num_tokens"].to_numpy(np.int64),
+                               frame["num_tensor_parallel_workers"].to_numpy(np.int64),
+                               frame[medians].sum(axis=1).to_numpy(np.float64) / 1e3))
+    return out
+
+
+def predict(profile: Profile, coeffs: Coefficients | None = None) -> np.ndarray:
+    """The model's linear-layer time per layer for each profile row, seconds."""
+    out = np.empty(len(profile.tokens))
+    models: dict[int, PerfModel] = {}
+    for i, (n, tp) in enumerate(zip(profile.tokens, profile.tp)):
+        pm = models.get(tp)
+        if pm is None:
+            pm = models[tp] = PerfModel(profile.model, profile.gpu, int(tp), coeffs or coefficients_for(profile.gpu))
+        out[i] = pm.linear_layer_s(int(n))
+    return out
+
+
+def profile_error(coeffs_by_gpu: dict[str, Coefficients] | None = None) -> dict[str, Any] | None:
+    """Median absolute % error of the roofline's linear-layer time against every profile, by
+    token-count bucket; None when the profiles are absent."""
+    profiles = load_profiles()
+    if not profiles:
+        return None
+    rows: dict[str, Any] = {}
+    for p in profiles:
+        coeffs = (coeffs_by_gpu or {}).get(p.gpu.name)
+        err = np.abs(predict(p, coeffs) / p.measured_s - 1.0) * 100
+        by = {}
+        for label, lo, hi in BUCKETS:
+            mask = (p.tokens >= lo) & (p.tokens <= hi)
+            if mask.any():
+                by[label] = round(float(np.median(err[mask])), 1)
+        rows[p.name] = {"by_tokens": by, "all": round(float(np.median(err)), 1), "rows": int(len(err)),
+                        "max": round(float(err.max()), 1)}
+    return {"buckets": [b[0] for b in BUCKETS], "profiles": rows,
+            "metric": "median |model/measured - 1| in %, linear layers of one transformer layer"}
+
+
+def fit_linear(gpu_name: str, base: Coefficients | None = None) -> tuple[Coefficients, float]:
+    """Refit flops_eff, hbm_eff, layer_fixed_s, layer_token_s on every profile of one GPU; returns
+    the coefficients and their RMS relative error."""
+    profiles = [p for p in load_profiles() if p.gpu.name == gpu_name]
+    if not profiles:
+        raise FileNotFoundError(f"no Vidur profiles for {gpu_name} under {PROFILES_DIR}")
+    base = base or coefficients_for(GPUS[gpu_name])
+    flops, bytes_, tokens, measured = [], [], [], []
+    for p in profiles:
+        h, kvd = p.model.hidden, p.model.kv_heads * p.model.head_dim
+        layer_params = 2 * h * h + 2 * h * kvd + 3 * h * p.model.intermediate
+        flops.append(2.0 * layer_params / p.tp * p.tokens)
+        bytes_.append(layer_params * 2.0 / p.tp)
+        tokens.append(p.tokens.astype(float))
+        measured.append(p.measured_s)
+    f, b, n, y = (np.concatenate(x) for x in (flops, bytes_, tokens, measured))
+    gpu = GPUS[gpu_name]
+    best = (np.inf, base)
+    for ef in np.arange(0.30, 0.96, 0.01):
+        for em in np.arange(0.30, 0.96, 0.01):
+            roof = np.maximum(f / (gpu.peak_flops * ef), b / (gpu.hbm_bytes_per_s * em))
+            # relative least squares for y ~ roof + c + d * n
+            w = 1.0 / y
+            a = np.stack([w, n * w], axis=1)
+            rhs = (y - roof) * w
+            (c, d), *_ = np.linalg.lstsq(a, rhs, rcond=None)
+            c, d = max(c, 0.0), max(d, 0.0)
+            rms = float(np.sqrt(np.mean(((roof + c + d * n) / y - 1.0) ** 2)))
+            if rms < best[0]:
+                best = (rms, replace(base, flops_eff=round(float(ef), 2), hbm_eff=round(float(em), 2),
+                                     layer_fixed_s=float(f"{c:.3g}"), layer_token_s=float(f"{d:.3g}")))
+    return best[1], best[0]
