@@ -265,39 +265,39 @@ class WarmServe(Policy):
 
     # ---- KV reservation and lending -------------------------------------------------------
     def _reserve_kv(self, sim: "Simulator") -> None:
-        """Shrink each ready instance's KV to what it is predicted to need (lending the rest);
-        grow it back, evicting lent prewarms, when its load rises."""
+        """Shrink each ready instance's KV to what it is predicted to need, lending the rest to
+        prewarms; `on_kv_full` takes it back (evicting lent prewarms) when requests need it."""
         for inst in sim.instances():
             if not inst.ready:
                 continue
             full = self.full_kv.get(inst.id, inst.kv_bytes_per_gpu)
             target = kv_reserved_bytes(full, inst.in_flight, sim.kv_needed_bytes(inst), self.capacity)
-            slack = full // 8
-            if inst.kv_bytes_per_gpu - target > slack:
-                sim.set_kv_bytes(inst, target)
+            if inst.kv_bytes_per_gpu - target > full // 4:
+                before = inst.kv_bytes_per_gpu
+                after = sim.set_kv_bytes(inst, target)
+                sim.log("kv_lend", inst.model, inst.gpus, f"id={inst.id} kv_bytes={after} lent_bytes={before - after}")
                 self.dirty = True
-            elif target > inst.kv_bytes_per_gpu:
-                self._grow_kv(sim, inst, min(full, target + slack))
 
-    def _grow_kv(self, sim: "Simulator", inst: "Instance", want: int) -> None:
-        delta = want - inst.kv_bytes_per_gpu
-        if delta <= 0:
+    def on_kv_full(self, sim: "Simulator", inst: "Instance") -> None:
+        full = self.full_kv.get(inst.id, inst.kv_bytes_per_gpu)
+        if not self.kv_on or inst.kv_bytes_per_gpu >= full:
             return
+        target = kv_reserved_bytes(full, inst.in_flight, sim.kv_needed_bytes(inst), self.capacity)
+        want = min(full, max(target, inst.kv_bytes_per_gpu + full // 8))
+        delta = want - inst.kv_bytes_per_gpu
         lent = sorted({p.id: p for g in inst.gpus for p in sim.prewarms_on(g)}.values(),
                       key=lambda p: (self.scores.get(p.id, 0.0), p.id))
-        for pw in lent:
+        for pw in lent:   # lowest-scored lent prewarms go first
             if all(sim.free_bytes(g) >= delta for g in inst.gpus):
                 break
             sim.evict(pw)
             self.scores.pop(pw.id, None)
             self.dirty = True
         room = min(sim.free_bytes(g) for g in inst.gpus)
-        sim.set_kv_bytes(inst, inst.kv_bytes_per_gpu + min(delta, room))
-
-    def on_kv_full(self, sim: "Simulator", inst: "Instance") -> None:
-        full = self.full_kv.get(inst.id, inst.kv_bytes_per_gpu)
-        if self.kv_on and inst.kv_bytes_per_gpu < full:
-            self._grow_kv(sim, inst, full)
+        before = inst.kv_bytes_per_gpu
+        after = sim.set_kv_bytes(inst, before + max(0, min(delta, room)))
+        if after != before:
+            sim.log("kv_reclaim", inst.model, inst.gpus, f"id={inst.id} kv_bytes={after} reclaimed_bytes={after - before}")
 
 
 def _flag(value: Any) -> bool:
