@@ -15,6 +15,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import gevent
+import numpy as np
 from geventhttpclient import HTTPClient
 from geventhttpclient.response import HTTPSocketPoolResponse
 
@@ -135,7 +136,7 @@ def _fill_tokens(record: dict[str, Any], reader: StreamReader, token_times: list
         record["itl_s"] = []
     else:
         record["first_token_s"] = token_times[0] if token_times else NAN
-        record["itl_s"] = [round(b - a, 6) for a, b in zip(token_times, token_times[1:])]
+        record["itl_s"] = np.diff(token_times).round(6).tolist() if len(token_times) > 1 else []
     if reader.usage_tokens is not None:
         record["received_tokens"] = int(reader.usage_tokens)
     else:

@@ -9,6 +9,7 @@ server), `warmserve` (the reference PrewarmManager: `POST /` with `{"id","model"
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,6 +17,9 @@ import numpy as np
 
 Protocol = Literal["openai", "warmserve", "serverlessllm"]
 PROTOCOLS: tuple[str, ...] = ("openai", "warmserve", "serverlessllm")
+
+#: An SSE event that carries a token: a non-empty `choices` list (OpenAI chunks, any spacing).
+_TOKEN_EVENT = re.compile(rb'"choices"\s*:\s*\[\s*\{')
 
 #: Lowest token id used for id prompts: keeps clear of the special tokens most vocabularies
 #: put first (pad, bos, eos, unk).
@@ -102,33 +106,44 @@ class StreamReader:
         return 0
 
     def _feed_sse(self, data: bytes) -> int:
-        self.pending += data
-        events = 0
-        while True:
-            cut = self.pending.find(b"\n")
-            if cut < 0:
-                return events
-            line, self.pending = self.pending[:cut].strip(), self.pending[cut + 1:]
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                self.done = True
-                continue
-            try:
-                obj = json.loads(payload)
-            except json.JSONDecodeError:
-                self.error = f"bad SSE data: {payload[:120]!r}"
-                continue
-            if "error" in obj and not obj.get("choices"):
-                self.error = str(obj["error"])[:300]
-                continue
-            if obj.get("choices"):
-                events += 1
-            usage = obj.get("usage")
-            if usage:
-                self.usage_tokens = usage.get("completion_tokens")
-                self.prompt_tokens = usage.get("prompt_tokens")
+        # Hot path (one call per network read, tens of thousands per second): count token
+        # events with one C-level regex over the complete lines; JSON-decode only the rare lines
+        # that carry usage, an error or the end marker.
+        buf = self.pending + data
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            self.pending = buf
+            return 0
+        complete, self.pending = buf[:cut + 1], buf[cut + 1:]
+        events = len(_TOKEN_EVENT.findall(complete))
+        marks = [i for i in (complete.find(b'"usage"'), complete.find(b'"error"'), complete.find(b"[DONE]"))
+                 if i >= 0]
+        if marks:
+            start = complete.rfind(b"\n", 0, min(marks)) + 1
+            for line in complete[start:].split(b"\n"):
+                self._parse_line(line.strip())
+        return events
+
+    def _parse_line(self, line: bytes) -> None:
+        if not line.startswith(b"data:"):
+            return
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            self.done = True
+            return
+        if b'"usage"' not in payload and b'"error"' not in payload:
+            return
+        try:
+            obj = json.loads(payload)
+        except json.JSONDecodeError:
+            self.error = f"bad SSE data: {payload[:120]!r}"
+            return
+        if obj.get("error") and not obj.get("choices"):
+            self.error = str(obj["error"])[:300]
+        usage = obj.get("usage")
+        if usage:
+            self.usage_tokens = usage.get("completion_tokens")
+            self.prompt_tokens = usage.get("prompt_tokens")
 
     def finish(self) -> None:
         """Called when the body ended cleanly: read trailing counts."""

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 import gevent
+from gevent.event import AsyncResult as Event
 from gevent.server import StreamServer
 
 
@@ -151,29 +152,103 @@ def _serve(conn: _Conn, path: str, payload: dict, received: float) -> bool:
     return _openai_stream(conn, model, n_in, n_out, received, cut_after)
 
 
-def _pace(b: Behaviour, received: float, i: int) -> None:
-    """Sleep until token i is due: first at ttft_s after receipt, then one per gap_s."""
-    delay = received + b.ttft_s + b.gap_s * i - time.perf_counter()
-    if delay > 0:
-        gevent.sleep(delay)
+class _Stream:
+    """One streaming response in progress: the ticker writes its tokens as they fall due."""
+
+    __slots__ = ("conn", "token", "last", "trailer", "n_out", "next_i", "due", "cut_after", "done")
+
+    def __init__(self, conn: _Conn, token: bytes, last: bytes, trailer: bytes, n_out: int,
+                 received: float, cut_after: int | None) -> None:
+        self.conn, self.n_out, self.cut_after = conn, n_out, cut_after
+        # Pre-framed HTTP chunks: writing a token is one send, no formatting.
+        self.token = b"%x\r\n%s\r\n" % (len(token), token)
+        self.last = b"%x\r\n%s\r\n" % (len(last), last)
+        self.trailer = b"%x\r\n%s\r\n0\r\n\r\n" % (len(trailer), trailer)
+        self.next_i, self.due = 0, received + conn.b.ttft_s
+        self.done = Event()
+
+    def write_due(self, now: float) -> bool:
+        """Write every token due by `now`; True when the stream has ended (or was cut)."""
+        gap = self.conn.b.gap_s
+        while self.due <= now:
+            i = self.next_i
+            if self.cut_after is not None and i == self.cut_after:
+                self.done.set(False)
+                return True
+            if i == self.n_out - 1:
+                self.conn.sock.sendall(self.last + self.trailer)
+                self.done.set(True)
+                return True
+            self.conn.sock.sendall(self.token)
+            self.next_i, self.due = i + 1, self.due + gap
+        return False
+
+
+class _Ticker:
+    """Writes due tokens of all open streams, like one engine iteration every `gap_s`.
+
+    The first token of each stream is written by its own greenlet at exactly `ttft_s` after the
+    request arrived (the TTFT the benchmark relies on); later tokens ride the shared tick, so the
+    server needs one timer per tick rather than one per token.
+    """
+
+    def __init__(self, gap_s: float) -> None:
+        self.gap_s = gap_s
+        self.streams: list[_Stream] = []
+        self._greenlet = None
+
+    def add(self, stream: _Stream) -> None:
+        delay = stream.due - time.perf_counter()
+        if delay > 0:
+            gevent.sleep(delay)
+        try:
+            finished = stream.write_due(time.perf_counter())
+        except OSError:
+            stream.done.set(False)
+            return
+        if finished:
+            return
+        self.streams.append(stream)
+        if self._greenlet is None:
+            self._greenlet = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        while self.streams:
+            gevent.sleep(max(0.0005, self.gap_s))
+            now = time.perf_counter()
+            keep = []
+            for stream in self.streams:
+                try:
+                    if not stream.write_due(now):
+                        keep.append(stream)
+                except OSError:
+                    stream.done.set(False)
+            self.streams = keep
+        self._greenlet = None
+
+
+_TICKERS: dict[float, _Ticker] = {}
+
+
+def _stream(conn: _Conn, token: bytes, last: bytes, trailer: bytes, n_out: int, received: float,
+            cut_after: int | None) -> bool:
+    """Stream `n_out` tokens then the trailer; False if the stream was cut (close the socket)."""
+    ticker = _TICKERS.setdefault(conn.b.gap_s, _Ticker(conn.b.gap_s))
+    conn.start_stream()
+    stream = _Stream(conn, token, last, trailer, n_out, received, cut_after)
+    ticker.add(stream)
+    return bool(stream.done.get())
 
 
 def _openai_stream(conn: _Conn, model: str, n_in: int, n_out: int, received: float,
                    cut_after: int | None) -> bool:
-    conn.start_stream()
-    head = '{"id":"cmpl-standin","object":"text_completion","created":0,"model":%s,"choices":[' % (
+    head = 'data: {"id":"cmpl-standin","object":"text_completion","created":0,"model":%s,"choices":[' % (
         json.dumps(model))
-    for i in range(n_out):
-        _pace(conn.b, received, i)
-        if cut_after is not None and i == cut_after:
-            return False
-        finish = '"length"' if i == n_out - 1 else "null"
-        conn.chunk(('data: ' + head + '{"index":0,"text":" tok","logprobs":null,"finish_reason":%s}]}\n\n'
-                    % finish).encode())
+    token = (head + '{"index":0,"text":" tok","logprobs":null,"finish_reason":null}]}\n\n').encode()
+    last = (head + '{"index":0,"text":" tok","logprobs":null,"finish_reason":"length"}]}\n\n').encode()
     usage = '{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (n_in, n_out, n_in + n_out)
-    conn.chunk(('data: ' + head + '],"usage":' + usage + '}\n\ndata: [DONE]\n\n').encode())
-    conn.end_stream()
-    return True
+    trailer = (head + '],"usage":' + usage + '}\n\ndata: [DONE]\n\n').encode()
+    return _stream(conn, token, last, trailer, n_out, received, cut_after)
 
 
 def _warmserve(conn: _Conn, payload: dict, n_out: int, received: float, cut_after: int | None) -> bool:
@@ -183,15 +258,7 @@ def _warmserve(conn: _Conn, payload: dict, n_out: int, received: float, cut_afte
         gevent.sleep(max(0.0, received + conn.b.ttft_s + conn.b.gap_s * (n_out - 1) - time.perf_counter()))
         conn.respond(200, json.dumps(" tok" * n_out).encode())
         return True
-    conn.start_stream()
-    for i in range(n_out):
-        _pace(conn.b, received, i)
-        if cut_after is not None and i == cut_after:
-            return False
-        conn.chunk(b" tok")
-    conn.chunk(b"#%d" % n_out)
-    conn.end_stream()
-    return True
+    return _stream(conn, b" tok", b" tok", b"#%d" % n_out, n_out, received, cut_after)
 
 
 def serve(port: int, behaviour: Behaviour, host: str = "127.0.0.1") -> StreamServer:
