@@ -58,15 +58,22 @@ def window_concurrency(arrival_s: np.ndarray, duration_s: np.ndarray, start_s: f
     arrival = np.asarray(arrival_s, dtype=np.float64) - start_s
     end = arrival + np.asarray(duration_s, dtype=np.float64)
     span = n_windows * window_s
-    a = np.clip(arrival, 0.0, span)
-    e = np.clip(end, 0.0, span)
-    mean = _busy_per_window(a, e, n_windows, window_s) / window_s
+    if len(arrival):
+        # Keep requests that overlap [0, span) (a zero-length one counts where it arrives).
+        keep = (arrival < span) & ((end > 0) | (arrival >= 0))
+        if not keep.all():
+            arrival, end = arrival[keep], end[keep]
+    if len(arrival):
+        if arrival.min() < 0:
+            arrival = np.maximum(arrival, 0.0)
+        if end.max() > span:
+            end = np.minimum(end, span)
+    mean = _busy_per_window(arrival, end, n_windows, window_s) / window_s
     n_bins = int(np.ceil(span / PEAK_RESOLUTION_S))
-    first = np.minimum((a // PEAK_RESOLUTION_S).astype(np.int64), n_bins)
-    last = np.minimum(np.ceil(e / PEAK_RESOLUTION_S).astype(np.int64), n_bins)
-    last = np.maximum(last, first + 1)  # a zero-length request still occupies its interval
-    inside = arrival < span
-    delta = np.bincount(first[inside], minlength=n_bins + 2) - np.bincount(last[inside], minlength=n_bins + 2)
+    first = (arrival * (1.0 / PEAK_RESOLUTION_S)).astype(np.int64)  # truncation = floor: arrival >= 0
+    last = np.maximum(np.ceil(end * (1.0 / PEAK_RESOLUTION_S)).astype(np.int64), first + 1)
+    np.minimum(last, n_bins, out=last)
+    delta = np.bincount(first, minlength=n_bins + 1) - np.bincount(last, minlength=n_bins + 1)
     level = np.cumsum(delta[:n_bins])
     window_first_bin = np.minimum((boundaries_s(n_windows, window_s) // PEAK_RESOLUTION_S).astype(np.int64),
                                   n_bins - 1)
@@ -82,8 +89,11 @@ def _busy_per_window(a: np.ndarray, e: np.ndarray, n_windows: int, window_s: flo
     """Busy request-seconds in each window for intervals [a, e) (any order; split at window edges)."""
     busy = np.zeros(n_windows + 1)
     cur, end = a, e
+    inverse = 1.0 / window_s
     while len(cur):
-        w = np.minimum((cur // window_s).astype(np.int64), n_windows)
+        w = (cur * inverse).astype(np.int64)  # floor for cur >= 0, much faster than //
+        w += (w + 1) * window_s <= cur  # guard rounding just below a window edge
+        np.minimum(w, n_windows, out=w)
         seg_end = np.minimum(end, (w + 1) * window_s)
         busy += np.bincount(w, weights=seg_end - cur, minlength=n_windows + 1)
         more = seg_end < end

@@ -35,12 +35,13 @@ def resample_indices(arrival_s: np.ndarray, ratio: float, rng: np.random.Generat
 
 
 def warmserve_recipe(trace: Workload, *, models: Sequence[str] = PAPER_MODELS, total_rps: float = 5.0,
-                     alpha: float = 1.0, start_day: int = 0, start_hour: float = 0.0,
+                     alpha: float = 1.0, start_day: int | None = None, start_hour: float = 0.0,
                      duration_s: float = 1200.0, seed: int = 0, history_days: int = 6,
                      window_s: float = 300.0, cv: float | None = None, clip: bool = True) -> Workload:
     """Model i replays `duration_s` from `start_hour` of day `start_day + i` of a (week-long) trace.
 
-    Day boundaries are midnights of the trace's own clock (UTC for Azure). Each model's share
+    `start_day=None` takes the last days whose slice the trace covers (days 3-6 of a week
+    for four models, as the reference does), leaving the most history. Day boundaries are midnights of the trace's own clock (UTC for Azure). Each model's share
     of `total_rps` is (i+1)^-alpha, normalised, reached by thinning / replicating the day's
     stream with seed (seed, i); the same thinning applies to the up-to-`history_days` earlier
     days and to today's windows before the slice, from which the history is measured.
@@ -56,7 +57,10 @@ def warmserve_recipe(trace: Workload, *, models: Sequence[str] = PAPER_MODELS, t
     origin = float(trace.meta.get("clock_origin_s", 0.0))
     clock = req["arrival_s"].to_numpy() + origin
     midnight0 = np.floor(origin / DAY_S) * DAY_S
-    last_day = int((clock.max() - midnight0) // DAY_S) if len(clock) else -1
+    # Last day whose whole slice lies inside the trace.
+    last_day = int((clock.max() - midnight0 - start_hour * 3600.0 - duration_s) // DAY_S) if len(clock) else -1
+    if start_day is None:
+        start_day = max(last_day - len(models) + 1, 0)
     if start_day + len(models) - 1 > last_day:
         raise WarmbenchError(f"the trace covers days 0..{last_day}; {len(models)} models from day "
                              f"{start_day} need day {start_day + len(models) - 1}")
@@ -92,7 +96,7 @@ def warmserve_recipe(trace: Workload, *, models: Sequence[str] = PAPER_MODELS, t
     meta = {**{k: v for k, v in trace.meta.items() if k not in ("params", "transforms")},
             "trace_params": trace.meta.get("params"), "recipe": "warmserve", "window_s": float(window_s),
             "params": {"models": models, "total_rps": float(total_rps), "alpha": float(alpha),
-                       "start_day": int(start_day), "start_hour": float(start_hour),
+                       "start_day": start_day, "start_hour": float(start_hour),
                        "duration_s": float(duration_s), "seed": int(seed), "history_days": int(history_days),
                        "window_s": float(window_s), "cv": cv, "clip": bool(clip)},
             "shares": {m: float(s) for m, s in zip(models, shares)}, "per_model": per_model_meta}

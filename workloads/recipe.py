@@ -32,7 +32,7 @@ class WarmServeRecipe(_Strict):
                               min_length=1)
     total_rps: float = Field(5.0, gt=0)
     alpha: float = 1.0
-    start_day: int = Field(0, ge=0)
+    start_day: int | None = Field(None, ge=0)
     start_hour: float = Field(0.0, ge=0, lt=24)
     duration_s: float = Field(1200.0, gt=0)
     seed: int = 0

@@ -99,29 +99,23 @@ def resample_rate(workload: Workload, target_rps: float, seed: int = 0) -> Workl
 
 
 def gamma_cv(workload: Workload, cv: float, seed: int = 0) -> Workload:
-    """Redraw each model's inter-arrival times from a Gamma with coefficient of variation `cv`.
+    """Redraw the inter-arrival times of the whole stream from a Gamma with coefficient of variation `cv`.
 
-    Per model, the first and last arrival and the request count are kept: the gaps are
-    scaled to sum to the original span (the WarmServe / MuxServe recipe). Lengths stay with
-    their requests in order.
+    As the WarmServe reference does: the request count, the order of requests (so each
+    model's count and the lengths), and the first and last arrival are kept; the Gamma
+    gaps are scaled to sum to the original span.
     """
     if not cv > 0:
         raise WarmbenchError(f"target CV must be > 0, got {cv}")
-    rng = np.random.default_rng(seed)
-    shape = 1.0 / cv ** 2
     out = workload.requests.copy()
-    for model in sorted(pd.unique(out["model"])):
-        mask = (out["model"] == model).to_numpy()
-        arrival = out.loc[mask, "arrival_s"].to_numpy()
-        if len(arrival) < 3:
-            continue
-        gaps = rng.gamma(shape, 1.0, len(arrival) - 1)
-        total = gaps.sum()
-        span = arrival[-1] - arrival[0]
-        new = arrival[0] + np.r_[0.0, np.cumsum(gaps)] * (span / total if total > 0 else 0.0)
+    arrival = out["arrival_s"].to_numpy()
+    if len(arrival) >= 3 and arrival[-1] > arrival[0]:
+        rng = np.random.default_rng(seed)
+        gaps = rng.gamma(1.0 / cv ** 2, 1.0, len(arrival) - 1)
+        new = arrival[0] + np.r_[0.0, np.cumsum(gaps)] * ((arrival[-1] - arrival[0]) / gaps.sum())
         new[-1] = arrival[-1]
-        out.loc[mask, "arrival_s"] = new
-    return _derive(workload, _renumber(out), "gamma_cv", {"cv": float(cv), "seed": int(seed)})
+        out["arrival_s"] = np.maximum.accumulate(new)  # cumsum rounding must not reorder
+    return _derive(workload, out, "gamma_cv", {"cv": float(cv), "seed": int(seed)})
 
 
 def clip_lengths(workload: Workload, max_input_tokens: int = MAX_INPUT_TOKENS,

@@ -34,3 +34,18 @@ def test_history_windows_are_anchored_at_the_replay_start():
     h = history_frame({"m": (np.array([950.0]), np.array([10]))}, 0.0, 1000.0, 300.0)
     assert h["window_start_s"].tolist() == [-900.0, -600.0, -300.0]
     assert h["peak_concurrency"].tolist() == [0.0, 0.0, 1.0]
+
+
+def test_requests_outside_the_windows_do_not_count():
+    arrival = np.array([-50.0, -5.0, 150.0, 400.0])  # ends before 0, overlaps 0, inside, after the span
+    duration = np.array([10.0, 10.0, 10.0, 10.0])
+    mean, peak = window_concurrency(arrival, duration, 0.0, 2, 100.0)
+    assert mean == pytest.approx([5 / 100, 10 / 100])
+    assert peak.tolist() == [1.0, 1.0]
+
+
+def test_peak_counts_overlap_within_one_second():
+    # Three 0.2 s requests in the same second, one after another: at most 1 at once, 3 in the interval.
+    mean, peak = window_concurrency(np.array([0.0, 0.3, 0.6]), np.full(3, 0.2), 0.0, 1, 10.0)
+    assert mean == pytest.approx([0.06])
+    assert peak.tolist() == [3.0]

@@ -69,3 +69,9 @@ def test_resample_indices_thins_and_replicates():
     assert len(idx) == pytest.approx(3000, rel=0.1) and np.all(np.diff(new) > 0)
     idx, new = resample_indices(arrival, 2.5, rng)
     assert len(idx) == pytest.approx(25_000, rel=0.05) and np.all(np.diff(new) >= 0)
+
+
+def test_default_start_day_takes_the_last_days():
+    w = warmserve_recipe(week_trace(), models=["a-7b", "b-7b", "c-13b", "d-70b"], total_rps=2.0, duration_s=600)
+    assert [w.meta["per_model"][m]["day"] for m in ["a-7b", "b-7b", "c-13b", "d-70b"]] == [3, 4, 5, 6]
+    assert w.meta["params"]["start_day"] == 3

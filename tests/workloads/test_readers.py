@@ -250,3 +250,11 @@ def test_fast_request_frame_equals_canonical_frame():
     pd.testing.assert_frame_equal(request_frame(a, m, i, o, already_sorted=False), canonical_frame(a, m, i, o))
     s = np.sort(a)
     pd.testing.assert_frame_equal(request_frame(s, "z", i, o, already_sorted=True), canonical_frame(s, "z", i, o))
+
+
+def test_ragged_row_is_located(tmp_path):
+    path = write(tmp_path, "r.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00,1,2\n"
+                                    "2024-05-10 00:00:01,1,2,9\n")
+    with pytest.raises(InputError, match="4 fields where the header has 3") as info:
+        resolve(path)
+    assert info.value.row == 2

@@ -71,7 +71,7 @@ def test_gamma_cv_keeps_count_first_last_and_lengths(arrival, cv, seed):
     a = out.requests["arrival_s"].to_numpy()
     assert np.all(np.diff(a) >= 0)
     assert a[0] == pytest.approx(arrival[0]) and a[-1] == pytest.approx(arrival[-1])
-    assert sorted(out.requests["input_tokens"]) == sorted(w.requests["input_tokens"])
+    assert out.requests["input_tokens"].tolist() == w.requests["input_tokens"].tolist()
 
 
 def test_gamma_cv_reaches_the_target_cv_on_a_long_stream():
@@ -82,12 +82,14 @@ def test_gamma_cv_reaches_the_target_cv_on_a_long_stream():
         assert gaps.std() / gaps.mean() == pytest.approx(cv, rel=0.08)
 
 
-def test_gamma_cv_is_per_model():
+def test_gamma_cv_keeps_the_order_of_models_and_lengths():
     a = make([0, 10, 20, 30], model="a")
-    b = make([5, 6, 7, 8], model="b")
-    out = gamma_cv(merge([a, b]), 1.0, seed=0)
-    per = out.requests.groupby("model")["arrival_s"].agg(["min", "max", "size"])
-    assert per.loc["a"].tolist() == [0, 30, 4] and per.loc["b"].tolist() == [5, 8, 4]
+    b = make([5, 6, 7, 8], model="b", inputs=np.array([50, 60, 70, 80]))
+    merged = merge([a, b])
+    out = gamma_cv(merged, 1.0, seed=0)
+    assert out.requests["model"].tolist() == merged.requests["model"].tolist()
+    assert out.requests["input_tokens"].tolist() == merged.requests["input_tokens"].tolist()
+    assert out.requests["arrival_s"].iloc[[0, -1]].tolist() == [0.0, 30.0]
 
 
 @SETTINGS

@@ -52,10 +52,25 @@ def read_csv(path: Path, column_types: dict[str, pa.DataType] | None = None,
         message = str(exc).splitlines()[0]
         if "Empty CSV file" in message:
             raise InputError("the file is empty", file=str(path)) from None
+        row, found, expected = _ragged_row(path)
+        if row is not None:
+            raise InputError(f"has {found} fields where the header has {expected}", file=str(path), row=row) from None
         raise InputError(f"cannot parse as CSV: {message}", file=str(path)) from None
     if table.num_rows == 0:
         raise InputError("no data rows after the header", file=str(path))
     return table
+
+
+def _ragged_row(path: Path) -> tuple[int | None, int, int]:
+    """First data row (1-based) whose field count differs from the header's; only on the error path."""
+    import csv
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        for row_no, fields in enumerate(reader, start=1):
+            if fields and len(fields) != len(header):
+                return row_no, len(fields), len(header)
+    return None, 0, len(header)
 
 
 def require_columns(columns: list[str], needed: list[str], path: Path) -> None:
