@@ -29,5 +29,5 @@ def handle(args: argparse.Namespace) -> int:
     report = build(args.path, baseline=baseline, memory_run=args.memory_run)
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    console.print(f"report: [bold]{report.html_path}[/] (and {report.md_path.name}, figures/)")
+    console.print(f"report: [bold]{report.html_path}[/] (and {report.md_path.name}, figures/)", soft_wrap=True)
     return 0

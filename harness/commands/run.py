@@ -37,7 +37,7 @@ def handle(args: argparse.Namespace) -> int:
     console = Console()
     config, source = experiment.load(args.experiment, quick=args.quick)
     specs = experiment.grid(config)
-    console.print(f"[bold]{config.name}[/]: {len(specs)} runs ({config.backend}) -> {args.results / config.name}")
+    console.print(f"[bold]{config.name}[/]: {len(specs)} runs ({config.backend}) -> {args.results / config.name}", soft_wrap=True)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
                   TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=console) as progress:
@@ -75,5 +75,5 @@ def handle(args: argparse.Namespace) -> int:
     print_tables(console, rich_tables(runs, baseline))
     if not args.no_report:
         report = build(exp_dir, baseline=baseline)
-        console.print(f"report: [bold]{report.html_path}[/] (and {report.md_path.name})")
+        console.print(f"report: [bold]{report.html_path}[/] (and {report.md_path.name})", soft_wrap=True)
     return 1 if failed else 0

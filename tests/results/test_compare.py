@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
 
 import pytest
 
+from harness.cli import main
 from harness.errors import WarmbenchError
 from harness.report.compare import Bound, compare, failures, parse_bound
 from harness.report.load import load_runs
@@ -16,8 +19,11 @@ from tests.results.factory import write_experiment
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "run.py", "compare", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    """The real command line, in-process (a subprocess per call costs seconds of imports)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["compare", *args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_parse_bound() -> None:
@@ -82,3 +88,9 @@ def test_cli_bad_input_exits_2(tmp_path) -> None:
     other = write_experiment(tmp_path / "other", systems=("c", "d"))
     proc = cli(str(base), str(other))
     assert proc.returncode == 2 and "share no run" in " ".join(proc.stderr.split())
+
+
+def test_bad_input_through_the_real_entry_point(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "run.py", "compare", str(tmp_path / "a"), str(tmp_path / "b")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr

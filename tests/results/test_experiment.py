@@ -1,0 +1,177 @@
+"""Experiment files: validation that names the key, the sweep grid, and runs on the real simulator with resume."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import experiment
+from harness.cli import main
+from harness.errors import InputError, WarmbenchError
+from harness.store import read_run
+
+TINY = """
+name = "tiny"
+cluster = "paper-16gpu"
+models = ["llama-2-7b", "llama-2-13b"]
+systems = ["dedicated", "vllm-ondemand"]
+seeds = [0]
+[workload]
+spec = "synthetic-week"
+[workload.params]
+total_rps = [2.0, 4.0]
+duration_s = 60.0
+history_days = 1
+[quick]
+"workload.params.total_rps" = [2.0]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), " ".join(err.getvalue().split())
+
+
+@pytest.mark.parametrize("text, field", [
+    ('backend = "cloud"', "backend"),
+    ('seeds = "zero"', "seeds"),
+    ('colour = "red"', "colour"),
+    ('[slo]\nttft_s = -1', "slo.ttft_s"),
+    ('systems = []', "systems"),
+])
+def test_validation_errors_name_the_key(tmp_path, text, field) -> None:
+    top = field.split(".")[0]
+    body = "\n".join(line for line in TINY.splitlines() if not line.startswith(f"{top} ="))
+    head, rest = body.split("[workload]", 1)
+    path = write(tmp_path, f"{body}\n{text}\n" if text.startswith("[") else f"{head}\n{text}\n[workload]{rest}")
+    with pytest.raises(InputError) as info:
+        experiment.load(path)
+    assert info.value.field == field and info.value.file == str(path)
+    code, _, err = cli("run", str(path))
+    assert code == 2 and f"field '{field}'" in err and "Traceback" not in err
+
+
+def test_missing_file_and_bad_toml_exit_2(tmp_path) -> None:
+    code, _, err = cli("run", str(tmp_path / "nope.toml"))
+    assert code == 2 and "no such experiment file" in err
+    code, _, err = cli("run", str(write(tmp_path, "name = [")))
+    assert code == 2 and "not valid TOML" in err
+    code, _, err = cli("run", "no-such-preset")
+    assert code == 2 and "no experiment preset 'no-such-preset'" in err
+
+
+def test_grid_is_the_product_of_list_valued_fields(tmp_path) -> None:
+    text = TINY.replace("seeds = [0]", "seeds = [0, 1]\noptions = {engine_init_s = [2.0, 4.0]}") \
+        .replace("history_days = 1", "history_days = 1\nalpha = [0.5, 1.0]\nmodels = [[\"llama-2-7b\"]]")
+    config, _ = experiment.load(write(tmp_path, text))
+    specs = experiment.grid(config)
+    assert len(specs) == 2 * 2 * 2 * 2 * 2  # systems x total_rps x alpha x engine_init_s x seeds
+    first = specs[0]
+    assert first.point == {"system": "dedicated", "total_rps": 2.0, "alpha": 0.5, "engine_init_s": 2.0, "seed": 0}
+    assert first.run_id == "dedicated_total_rps-2_alpha-0.5_engine_init_s-2_seed-0"
+    assert first.workload_params["models"] == ["llama-2-7b"]  # a list of lists passes one list through
+    assert first.options == {"engine_init_s": 2.0}
+    assert len({s.run_id for s in specs}) == len(specs)
+    assert [s.point["system"] for s in specs[:16]] == ["dedicated"] * 16  # systems outermost
+
+
+def test_systems_all_system_options_and_labels(tmp_path) -> None:
+    config = experiment.parse({"name": "x", "workload": {"spec": "synthetic-week"}}, tmp_path / "x.toml")
+    assert [s.system for s in experiment.grid(config)] == experiment.registered_systems()
+    raw = {"name": "x", "workload": {"spec": "synthetic-week"}, "options": {"engine_init_s": 3.0},
+           "systems": [{"name": "vllm-ondemand", "label": "slow-init", "options": {"engine_init_s": 6.0}},
+                       "vllm-ondemand"]}
+    specs = experiment.grid(experiment.parse(raw, tmp_path / "x.toml"))
+    assert [(s.point["system"], s.options["engine_init_s"]) for s in specs] == [("slow-init", 6.0), ("vllm-ondemand", 3.0)]
+    raw["systems"] = ["dedicated", "dedicated"]
+    with pytest.raises(WarmbenchError, match="distinct `label`"):
+        experiment.grid(experiment.parse(raw, tmp_path / "x.toml"))
+
+
+def test_quick_applies_its_overrides(tmp_path) -> None:
+    config, _ = experiment.load(write(tmp_path, TINY), quick=True)
+    assert config.name == "tiny-quick"
+    assert config.workload.params["total_rps"] == [2.0]
+    assert len(experiment.grid(config)) == 2
+
+
+def test_default_preset_validates_and_covers_every_system() -> None:
+    config, path = experiment.load("default")
+    specs = experiment.grid(config)
+    assert path.name == "default.toml" and config.cluster == "paper-16gpu"
+    assert {s.system for s in specs} == set(experiment.registered_systems())
+    assert len({s.point.get("total_rps") for s in specs}) in (2, 3)
+    assert config.models == ["llama-2-7b", "llama-2-7b#1", "llama-2-13b", "llama-2-70b"]
+    for name in experiment.preset_names():
+        experiment.grid(experiment.load(name)[0])
+
+
+def test_run_writes_the_store_and_resumes(tmp_path) -> None:
+    config, path = experiment.load(write(tmp_path, TINY), quick=True)
+    exp_dir, outcomes = experiment.run(config, tmp_path / "results", jobs=1, source=path)
+    assert [o.status for o in outcomes] == ["complete", "complete"]
+    run = read_run(exp_dir / outcomes[0].spec.run_id)
+    m = run.manifest
+    assert m["status"] == "complete" and m["seed"] == 0 and m["point"]["system"] == "dedicated"
+    assert m["config"]["workload_params"]["total_rps"] == 2.0 and m["config"]["cluster"] == "paper-16gpu"
+    assert m["versions"]["pandas"] and "revision" in m["git"] and m["host"]["hostname"]
+    assert len(m["workload_sha256"]) == 64 and "trace_sha256" in m
+    assert m["started_at"] <= m["ended_at"]
+    assert len(run.requests) == m["workload_requests"] > 0
+    assert set(run.requests["model"]) <= {"llama-2-7b", "llama-2-13b"}
+    summary = json.loads((exp_dir / outcomes[0].spec.run_id / "summary.json").read_text())
+    assert summary["models"]["all"]["requests"] == len(run.requests)
+    assert json.loads((exp_dir / "experiment.json").read_text())["runs"] == [o.spec.run_id for o in outcomes]
+
+    _, again = experiment.run(config, tmp_path / "results", jobs=1)
+    assert [o.status for o in again] == ["skipped", "skipped"]
+    assert again[0].summary["p99_ttft_s"] == outcomes[0].summary["p99_ttft_s"]
+
+    changed = experiment.parse({**__import__("tomllib").loads(TINY), "options": {"engine_init_s": 9.0}}, path, quick=True)
+    _, rerun = experiment.run(changed, tmp_path / "results", jobs=1)
+    assert [o.status for o in rerun] == ["complete", "complete"]  # same run ids, new config: not skipped
+
+
+def test_a_run_interrupted_midway_is_incomplete_and_rerun(tmp_path) -> None:
+    config, _ = experiment.load(write(tmp_path, TINY), quick=True)
+    spec = experiment.grid(config)[0]
+    run_dir = tmp_path / "results" / config.name / spec.run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "manifest.json").write_text(json.dumps({"status": "incomplete", "config_sha256": spec.config_sha256()}))
+    assert not experiment.is_done(spec, run_dir)
+    _, outcomes = experiment.run(config, tmp_path / "results", jobs=1)
+    assert outcomes[0].status == "complete"
+
+
+def test_a_failing_run_is_recorded_and_the_grid_goes_on(tmp_path) -> None:
+    text = TINY.replace('systems = ["dedicated", "vllm-ondemand"]',
+                        'systems = ["dedicated", {name = "vllm-ondemand", options = {no_such_option = 1}}]')
+    config, _ = experiment.load(write(tmp_path, text), quick=True)
+    exp_dir, outcomes = experiment.run(config, tmp_path / "results", jobs=1)
+    assert [o.status for o in outcomes] == ["complete", "failed"]
+    manifest = json.loads((exp_dir / outcomes[1].spec.run_id / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "no_such_option" in manifest["error"]
+    assert outcomes[1].user_error
+
+
+def test_run_command_prints_the_table_and_the_report_path(tmp_path) -> None:
+    code, out, err = cli("run", str(write(tmp_path, TINY)), "--quick", "--results", str(tmp_path / "r"), "--jobs", "2")
+    assert code == 0, err
+    assert "TTFT p99" in out and "vllm-ondemand" in out
+    assert (tmp_path / "r" / "tiny-quick" / "report.html").is_file()
+    assert "report.html" in out
+    bad = write(tmp_path, TINY.replace('systems = ["dedicated", "vllm-ondemand"]', 'systems = ["no-such-system"]'), "b.toml")
+    code, _, err = cli("run", str(bad), "--results", str(tmp_path / "r"))
+    assert code == 2 and "unknown system 'no-such-system'" in err
