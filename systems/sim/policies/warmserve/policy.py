@@ -67,10 +67,15 @@ class WarmServe(Policy):
         self.scores: dict[int, float] = {}     # prewarm id -> current score
         self.dirty = True
         self.last_plan_s = -math.inf
+        self.busy: set[int] = set()             # GPUs held by instances
+        self.free_per_node: list[int] = []
+        self.free_gpus = 0
 
     # ---- setup and forecasting ------------------------------------------------------------
     def setup(self, sim: "Simulator") -> None:
         models = sim.workload_models
+        self.free_per_node = [len(sim.node_gpus(n)) for n in range(len(sim.cluster.nodes))]
+        self.free_gpus = sum(self.free_per_node)
         self.trackers = {m: ConcurrencyTracker() for m in models}
         self.observed = {m: {} for m in models}
         if self.host_cache:
@@ -158,12 +163,11 @@ class WarmServe(Policy):
         return any(sim.used_bytes(g, "weights") > 0 for g in pw.gpus)
 
     # ---- instance start (reference `_get_available_workers`) -------------------------------
-    def _busy_gpus(self, sim: "Simulator") -> set[int]:
-        return {g for i in sim.instances() for g in i.gpus}
-
     def start(self, sim: "Simulator", model: str) -> "Instance | None":
         tp = sim.model(model).tp
-        busy = self._busy_gpus(sim)
+        if self.free_gpus < tp:
+            return None
+        busy = self.busy
         group = None
         if self.prewarm_on:
             mine = [p for p in sim.prewarms(model) if p.tp == tp and len(p.gpus) == tp and not busy & set(p.gpus)]
@@ -182,15 +186,18 @@ class WarmServe(Policy):
                 self.scores.pop(pw.id, None)
         inst = sim.start_instance(model, group, engine_init_s=self.init_s)
         self.full_kv[inst.id] = inst.kv_bytes_per_gpu
+        self.busy.update(group)
+        self.free_per_node[inst.node] -= len(group)
+        self.free_gpus -= len(group)
         self.dirty = True
         return inst
 
     def _free_workers(self, sim: "Simulator", tp: int, busy: set[int]) -> tuple[int, ...] | None:
         """`tp` free GPUs of one node with the fewest prewarmed models on them."""
-        for node in range(len(sim.cluster.nodes)):
-            ids = [g for g in sim.node_gpus(node) if g not in busy]
-            if len(ids) < tp:
+        for node, n_free in enumerate(self.free_per_node):
+            if n_free < tp:
                 continue
+            ids = [g for g in sim.node_gpus(node) if g not in busy]
             if len(ids) > tp and self.prewarm_on and self.placement_on:
                 ids = sorted(ids, key=lambda g: (len(sim.prewarms_on(g)), g))
             return tuple(sorted(ids[:tp]))
@@ -225,6 +232,9 @@ class WarmServe(Policy):
 
     def on_stopped(self, sim: "Simulator", inst: "Instance") -> None:
         self.full_kv.pop(inst.id, None)
+        self.busy.difference_update(inst.gpus)
+        self.free_per_node[inst.node] += len(inst.gpus)
+        self.free_gpus += len(inst.gpus)
         self.dirty = True
         self.serve_parked(sim)
 
