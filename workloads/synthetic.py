@@ -104,6 +104,8 @@ def synthetic_week(*, models: list[str] | tuple[str, ...] = PAPER_MODELS, total_
     length limits (input <= 1024, 3 <= output <= 1023). Results are memoised per parameter
     set (every run of the default experiment asks for the same week); callers get copies.
     """
+    if isinstance(models, str):  # e.g. `-p models=a,b` on the command line
+        models = [m.strip() for m in models.split(",") if m.strip()]
     key = (tuple(models), float(total_rps), float(alpha), float(duration_s), int(seed), float(start_hour),
            int(history_days), float(window_s), bool(clip))
     if key not in _CACHE:

@@ -36,6 +36,8 @@ def test_recipe_rates_days_history_and_clipping():
     assert w.requests["arrival_s"].between(0, 1200).all()
     assert w.requests["input_tokens"].max() <= 1024 and w.requests["output_tokens"].between(3, 1023).all()
     assert [w.meta["per_model"][m]["day"] for m in models] == [2, 3, 4]
+    import json
+    json.dumps(w.meta)
     h = w.history
     n_windows = h.groupby("model").size()
     assert (n_windows == 2 * DAY / 300).all()  # two days back from the slice start, today included

@@ -88,6 +88,14 @@ def test_history_matches_concurrency_measured_from_requests():
         assert 0.2 < mean.mean() / hist["mean_concurrency"].mean() < 5
 
 
+def test_models_as_a_comma_separated_string_and_meta_is_plain_json():
+    import json
+    w = resolve("synthetic-week", models="llama-2-7b,qwen2.5-72b", duration_s=300, history_days=0)
+    assert sorted(w.models) == ["llama-2-7b", "qwen2.5-72b"]
+    assert json.loads(json.dumps(w.meta))["params"]["models"] == ["llama-2-7b", "qwen2.5-72b"]
+    assert len(w.history) == 0 and list(w.history.columns) == list(HISTORY_COLUMNS)
+
+
 def test_bad_parameters_are_user_errors():
     with pytest.raises(WarmbenchError):
         resolve("synthetic-week", total_rps=0)
