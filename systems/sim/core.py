@@ -128,6 +128,7 @@ class Prewarm:
         self.started_s = math.nan
         self.done_s = math.nan
         self.evicted = False
+        self.clock: Callable[[], float] = lambda: self.started_s
 
     @property
     def done(self) -> bool:
@@ -138,7 +139,8 @@ class Prewarm:
         """Share of this prewarm's bytes resident on its GPUs (1.0 when done)."""
         if not self.gpus:
             return 0.0
-        left = sum(f.bytes_left for f in self.flows.values())
+        now = self.clock()
+        left = sum(max(0.0, f.bytes_left - f.rate * (now - f.last_s)) for f in self.flows.values())
         return 1.0 - left / (self.shard_bytes * len(self.gpus))
 
     def __repr__(self) -> str:
@@ -256,7 +258,7 @@ class Simulator:
         self._perf: dict[tuple, PerfModel] = {}
         self._next_id = 0
         self._events: list[tuple] = []
-        self._memory: list[tuple] = []
+        self._memory: dict[tuple[float, int], list[tuple]] = {}   # (time, gpu) -> last snapshot then
         self.engine_init_s = float(options["engine_init_s"])
         self.gpu_util = float(options["gpu_memory_utilization"])
         self.block_size = int(options["block_size"])
@@ -348,8 +350,14 @@ class Simulator:
         return self.cluster.nodes[node].host_memory_bytes - sum(self._host[node].values())
 
     def kv_needed_bytes(self, inst: Instance) -> int:
-        """KV bytes per GPU the instance's requests hold now (conservative block bound)."""
-        return self._blocks_to_bytes(inst, inst.blocks_used)
+        """KV bytes per GPU that the instance's requests hold now plus what its waiting requests'
+        prompts need (conservative block bound)."""
+        bs = inst.block_size
+        waiting = sum(-(-(r.input_tokens + r.gen) // bs) + 1 for r in inst.waiting)
+        return self._blocks_to_bytes(inst, inst.blocks_used + waiting)
+
+    def _clock(self) -> float:
+        return self.now_s
 
     # ------------------------------------------------------------------ control-plane ops
     def log(self, kind: str, model: str = "", gpus: Iterable[int] = (), detail: str = "") -> None:
@@ -478,6 +486,7 @@ class Simulator:
             if self.free_bytes(g) < pw.shard_bytes:
                 raise SimError(f"GPU {g} has {self.free_bytes(g)} bytes free, {model} shard needs {pw.shard_bytes}")
         pw.started_s = self.now_s
+        pw.clock = self._clock
         self._prewarms[pw.id] = pw
         sources = set()
         for g in group:
@@ -637,11 +646,11 @@ class Simulator:
         self._sample(g)
 
     def _sample(self, g: Gpu) -> None:
+        """Snapshot one GPU (every category and model, plus free); the last one per instant wins."""
         t = self.now_s
-        mem = self._memory
-        for (cat, model), b in g.usage.items():
-            mem.append((t, g.node, g.index, cat, model, b))
-        mem.append((t, g.node, g.index, "free", "", g.capacity_bytes - g.used_bytes))
+        rows = [(t, g.node, g.index, cat, model, b) for (cat, model), b in g.usage.items()]
+        rows.append((t, g.node, g.index, "free", "", g.capacity_bytes - g.used_bytes))
+        self._memory[(t, g.id)] = rows
 
     def _blocks_to_bytes(self, inst: Instance, blocks: int) -> int:
         return -(-blocks * inst.block_size * inst.spec.kv_bytes_per_token // inst.tp)
@@ -1125,7 +1134,7 @@ class Simulator:
         requests["node"] = np.array([r.inst.node if r.inst is not None else -1 for r in reqs], dtype=np.int64)
         events = pd.DataFrame(self._events, columns=list(EVENT_COLUMNS))
         events = events.astype({"time_s": "float64", "node": "int64"}) if len(events) else events
-        memory = pd.DataFrame(self._memory, columns=list(MEMORY_COLUMNS))
+        memory = pd.DataFrame([row for rows in self._memory.values() for row in rows], columns=list(MEMORY_COLUMNS))
         if len(memory):
             memory = memory.astype({"time_s": "float64", "node": "int64", "gpu": "int64", "bytes": "int64"})
         return RunResult(requests=requests, events=events, memory=memory, manifest={
