@@ -146,3 +146,25 @@ def test_muxserve_has_no_cold_starts_and_sustains_less_than_dedicated() -> None:
     mux = max((r for r in rates if _sustains("muxserve", r)), default=0.0)
     dedicated = max((r for r in rates if _sustains("dedicated", r)), default=0.0)
     assert mux < dedicated, (mux, dedicated)
+
+
+@pytest.mark.parametrize("system, options", [
+    ("warmserve", {"window_s": "abc"}),
+    ("warmserve", {"window_s": 0}),
+    ("warmserve", {"kv_prewarm": "maybe"}),
+    ("serverlessllm", {"keep_alive_s": -1}),
+    ("muxserve", {"model_max_num_seqs": 2.5}),
+    ("warmserve", {"windw_s": 300}),
+])
+def test_bad_options_are_user_errors(system: str, options: dict) -> None:
+    from harness.errors import WarmbenchError
+
+    with pytest.raises(WarmbenchError):
+        simulate(periodic_bursty(duration_s=200.0), cluster(4), system, options=options)
+
+
+def test_options_from_the_cli_arrive_as_strings() -> None:
+    result = simulate(periodic_bursty(duration_s=200.0), cluster(4), "warmserve",
+                      options={"window_s": "180", "kv_prewarm": "false", "warm_engine_init_s": "1.5"})
+    assert result.manifest["options"]["window_s"] == 180.0
+    assert result.manifest["options"]["kv_prewarm"] is False

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
+from harness.errors import WarmbenchError
+from systems.sim.policies.warmserve.options import typed
 from systems.sim.policy import Policy
 from systems.sim.registry import register
 
@@ -28,11 +30,13 @@ class ServerlessLLM(Policy):
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
-        o = self.options
-        self.keep_alive_s = float(o["keep_alive_s"])
-        self.host_budget = int(float(o["host_memory_bytes"]))
-        self.capacity = int(o["capacity"])
-        self.tick_s = float(o["tick_s"])
+        o = self.options = typed("serverlessllm", self.options, self.OPTIONS, positive=("capacity", "tick_s"))
+        if o["keep_alive_s"] < 0:
+            raise WarmbenchError(f"serverlessllm: option keep_alive_s must be >= 0, got {o['keep_alive_s']}")
+        self.keep_alive_s = o["keep_alive_s"]
+        self.host_budget = o["host_memory_bytes"]
+        self.capacity = o["capacity"]
+        self.tick_s = o["tick_s"]
         self.idle_since: dict[int, float] = {}
         self.lru: list[dict[str, float]] = []
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Mapping
 
+from harness.errors import WarmbenchError
 from systems.sim.autoscale import Autoscaler
 from systems.sim.policies.warmserve.forecast import Forecast, history_series, predict
+from systems.sim.policies.warmserve.options import typed
 from systems.sim.policies.warmserve.load import ConcurrencyTracker, autoscale_delta, kv_reserved_bytes
 from systems.sim.policies.warmserve.placement import (
     Demand, Replica, align_up, place, place_round_robin, rescore,
@@ -46,17 +48,20 @@ class WarmServe(Policy):
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
-        o = self.options
-        self.window_s = float(o["window_s"])
-        self.capacity = int(o["capacity"])
-        self.tick_s = float(o["tick_s"])
-        self.init_s = float(o["warm_engine_init_s"])
-        self.prewarm_on = _flag(o["prewarm"])
-        self.kv_on = _flag(o["kv_prewarm"]) and self.prewarm_on
-        self.placement_on = _flag(o["placement"])
-        self.host_cache = _flag(o["host_cache"])
-        self.replan_s = float(o["replan_s"])
-        self.n_recent = int(o["n_recent"])
+        o = self.options = typed("warmserve", self.options, self.OPTIONS,
+                                 positive=("window_s", "capacity", "tick_s", "replan_s", "n_recent"))
+        if o["warm_engine_init_s"] < 0:
+            raise WarmbenchError(f"warmserve: option warm_engine_init_s must be >= 0, got {o['warm_engine_init_s']}")
+        self.window_s = o["window_s"]
+        self.capacity = o["capacity"]
+        self.tick_s = o["tick_s"]
+        self.init_s = o["warm_engine_init_s"]
+        self.prewarm_on = o["prewarm"]
+        self.kv_on = o["kv_prewarm"] and self.prewarm_on
+        self.placement_on = o["placement"]
+        self.host_cache = o["host_cache"]
+        self.replan_s = o["replan_s"]
+        self.n_recent = o["n_recent"]
         self.scaler = Autoscaler(capacity=self.capacity)
         self.trackers: dict[str, ConcurrencyTracker] = {}
         self.history: dict[str, dict[int, tuple[float, float]]] = {}
@@ -308,9 +313,3 @@ class WarmServe(Policy):
         after = sim.set_kv_bytes(inst, before + max(0, min(delta, room)))
         if after != before:
             sim.log("kv_reclaim", inst.model, inst.gpus, f"id={inst.id} kv_bytes={after} reclaimed_bytes={after - before}")
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
