@@ -55,11 +55,11 @@ SHAPES: dict[str, DailyShape] = {
                        weekend_level=0.65, weekend_amplitude=0.9),
 }
 
-NOISE_SIGMA = 0.2  # stationary std of the log-rate noise
+NOISE_SIGMA = 0.15  # stationary std of the log-rate noise
 NOISE_PHI = 0.9  # minute-to-minute correlation of the noise
 BURSTS_PER_HOUR = 1.0
 BURST_MINUTES = (1, 5)
-BURST_FACTOR = (1.5, 3.0)
+BURST_FACTOR = (1.5, 2.5)
 #: Expected rate gain from bursts, divided out so `total_rps` is the expected mean rate.
 BURST_GAIN = 1.0 + BURSTS_PER_HOUR / 60.0 * (sum(BURST_MINUTES) / 2.0) * (sum(BURST_FACTOR) / 2.0 - 1.0)
 
@@ -88,9 +88,10 @@ def _minute_noise(rng: np.random.Generator, n_minutes: int) -> np.ndarray:
     starts = rng.integers(0, n_minutes, n_bursts)
     lengths = rng.integers(BURST_MINUTES[0], BURST_MINUTES[1] + 1, n_bursts)
     factors = rng.uniform(*BURST_FACTOR, n_bursts)
-    for start, length, factor in zip(starts, lengths, factors):
-        noise[start:start + length] *= factor
-    return noise
+    burst = np.ones(n_minutes)
+    for start, length, factor in zip(starts, lengths, factors):  # overlapping bursts do not compound
+        np.maximum(burst[start:start + length], factor, out=burst[start:start + length])
+    return noise * burst
 
 
 def synthetic_week(*, models: list[str] | tuple[str, ...] = PAPER_MODELS, total_rps: float = 5.0,
@@ -120,6 +121,45 @@ def synthetic_week(*, models: list[str] | tuple[str, ...] = PAPER_MODELS, total_
 _CACHE: dict[tuple, Workload] = {}
 
 
+@dataclass(frozen=True)
+class Calendar:
+    """The minute grid of a synthetic run: clock 0 is `start_hour` on the first history day."""
+
+    minute_start_s: np.ndarray
+    hour: np.ndarray  # hour of day at each minute's middle
+    weekend: np.ndarray  # Saturday or Sunday
+    replay_start_s: float
+    span_s: float
+
+    @property
+    def replay_minutes(self) -> np.ndarray:
+        return self.minute_start_s >= self.replay_start_s
+
+
+def calendar(start_hour: float, history_days: int, duration_s: float) -> Calendar:
+    """`history_days` whole days before the replay, then the replay; the replayed day is a Tuesday."""
+    replay_start_s = history_days * DAY_S
+    span_s = replay_start_s + duration_s
+    minute_start_s = 60.0 * np.arange(int(np.ceil(span_s / 60.0)))
+    clock_h = start_hour + (minute_start_s + 30.0) / 3600.0
+    weekday = np.mod(REPLAY_WEEKDAY - history_days + np.floor(clock_h / 24.0).astype(np.int64), 7)
+    return Calendar(minute_start_s, np.mod(clock_h, 24.0), weekday >= 5, replay_start_s, span_s)
+
+
+def model_arrivals(rng: np.random.Generator, kind: str, replay_rps: float, cal: Calendar) -> np.ndarray:
+    """Arrival times (unsorted within a minute) of one model over the whole calendar.
+
+    Scaled so the expected rate over the replayed minutes is `replay_rps`; Poisson counts
+    per minute around the shaped, noisy rate; arrivals uniform within their minute.
+    """
+    shape = SHAPES[kind].rate(cal.hour, cal.weekend)
+    scale = replay_rps / shape[cal.replay_minutes].mean() / BURST_GAIN
+    rate_per_min = scale * 60.0 * shape * _minute_noise(rng, len(cal.minute_start_s))
+    counts = rng.poisson(rate_per_min)
+    arrival = np.repeat(cal.minute_start_s, counts) + 60.0 * rng.random(int(counts.sum()))
+    return arrival[arrival < cal.span_s]
+
+
 def _generate(models: tuple[str, ...], total_rps: float, alpha: float, duration_s: float, seed: int,
               start_hour: float, history_days: int, window_s: float, clip: bool) -> Workload:
     """Replay `duration_s` from `start_hour` of the last day; earlier traffic becomes `history`.
@@ -136,15 +176,7 @@ def _generate(models: tuple[str, ...], total_rps: float, alpha: float, duration_
     if history_days < 0 or not 0 <= start_hour < 24:
         raise WarmbenchError("synthetic-week: history_days must be >= 0 and 0 <= start_hour < 24")
     history_days = int(history_days)
-    replay_start_s = history_days * DAY_S  # absolute clock: 0 = start_hour on the first day
-    span_s = replay_start_s + duration_s
-    n_minutes = int(np.ceil(span_s / 60.0))
-    minute_start_s = 60.0 * np.arange(n_minutes)
-    clock_h = start_hour + (minute_start_s + 30.0) / 3600.0
-    hour = np.mod(clock_h, 24.0)
-    weekday = np.mod(REPLAY_WEEKDAY - history_days + np.floor(clock_h / 24.0).astype(np.int64), 7)
-    weekend = weekday >= 5
-    replay_minutes = minute_start_s >= replay_start_s
+    cal = calendar(start_hour, history_days, duration_s)
     shares = power_law_shares(len(models), alpha)
 
     replay_parts: list[tuple[np.ndarray, str, np.ndarray, np.ndarray]] = []
@@ -152,20 +184,12 @@ def _generate(models: tuple[str, ...], total_rps: float, alpha: float, duration_
     for index, model in enumerate(models):
         rng = np.random.default_rng([int(seed), index])
         kind = model_kind(index)
-        shape = SHAPES[kind].rate(hour, weekend)
-        # Scale so the expected rate over the replayed minutes is this model's share.
-        scale = total_rps * shares[index] / shape[replay_minutes].mean() / BURST_GAIN
-        rate_per_min = scale * 60.0 * shape * _minute_noise(rng, n_minutes)
-        counts = rng.poisson(rate_per_min)
-        arrival = np.repeat(minute_start_s, counts) + 60.0 * rng.random(int(counts.sum()))
-        in_span = arrival < span_s
-        arrival = arrival[in_span]
+        arrival = model_arrivals(rng, kind, total_rps * shares[index], cal)
         output = sample_tokens(rng, kind, "output", len(arrival))
-        replay = arrival >= replay_start_s
-        n_replay = int(replay.sum())
-        inputs = sample_tokens(rng, kind, "input", n_replay)
+        replay = arrival >= cal.replay_start_s
+        inputs = sample_tokens(rng, kind, "input", int(replay.sum()))
         past[model] = (arrival[~replay], output[~replay] if not clip else np.clip(output[~replay], 3, 1023))
-        replay_parts.append((arrival[replay] - replay_start_s, model, inputs, output[replay]))
+        replay_parts.append((arrival[replay] - cal.replay_start_s, model, inputs, output[replay]))
 
     frame = canonical_frame(
         np.concatenate([p[0] for p in replay_parts]),
@@ -180,7 +204,7 @@ def _generate(models: tuple[str, ...], total_rps: float, alpha: float, duration_
             "window_s": float(window_s), "rows_read": len(frame), "rows_kept": len(frame),
             "dropped": {}, "unsorted_rows": 0, "kinds": {m: model_kind(i) for i, m in enumerate(models)},
             "shares": {m: float(s) for m, s in zip(models, shares)}}
-    workload = Workload(frame, meta, history_frame(past, 0.0, replay_start_s, window_s))
+    workload = Workload(frame, meta, history_frame(past, 0.0, cal.replay_start_s, window_s))
     if clip:
         workload = clip_lengths(workload)
         workload.meta["rows_kept"] = len(workload)

@@ -26,12 +26,12 @@ def cli_in_process(capsys, *args):
     return code, out.out, out.err
 
 
-def test_stats_json_and_plot_for_the_preset(tmp_path):
+def test_stats_json_and_plot_for_the_preset(tmp_path, capsys):
     png = tmp_path / "rate.png"
-    proc = cli("trace", "stats", "synthetic-week", "--json", "--plot", png, "-p", "duration_s=600", "-p",
-               "history_days=1")
-    assert proc.returncode == 0, proc.stderr
-    stats = json.loads(proc.stdout)
+    code, out, err = cli_in_process(capsys, "trace", "stats", "synthetic-week", "--json", "--plot", png,
+                                    "-p", "duration_s=600", "-p", "history_days=1")
+    assert code == 0, err
+    stats = json.loads(out)
     for key in ("requests", "span_s", "rate_rps", "models", "input_tokens", "output_tokens", "dropped"):
         assert key in stats
     assert set(stats["input_tokens"]) == {"p50", "p90", "p99"}

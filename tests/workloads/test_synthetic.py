@@ -101,3 +101,20 @@ def test_bad_parameters_are_user_errors():
         resolve("synthetic-week", total_rps=0)
     with pytest.raises(WarmbenchError, match="does not take"):
         resolve("synthetic-week", rps=3)
+
+
+def test_generated_week_looks_like_the_2024_pictures():
+    """Hourly counts of generated arrivals: code-like weekday peak ~9x the night, conv-like ~2.3x,
+    weekends quieter; bursts lift single minutes well above their neighbours."""
+    from workloads.synthetic import calendar, model_arrivals
+    cal = calendar(0.0, 6, 86_400.0)  # days 0..6 = Wednesday..Tuesday, clock 0 = midnight
+    for index, (kind, low, high) in enumerate([("code", 6.0, 12.0), ("conv", 1.8, 2.8)]):
+        arrival = model_arrivals(np.random.default_rng([1, index]), kind, 3.0, cal)
+        hourly = np.bincount((arrival // 3600).astype(int), minlength=7 * 24)[: 7 * 24].reshape(7, 24)
+        weekdays = hourly[[0, 1, 2, 5, 6]]
+        ratio = np.median(weekdays.max(axis=1) / weekdays.min(axis=1))
+        assert low <= ratio <= high, (kind, ratio)
+        assert hourly[[3, 4]].sum() < 0.8 * hourly[[0, 1]].sum()
+        minute = np.bincount((arrival // 60).astype(int))
+        smooth = np.convolve(minute, np.ones(31) / 31, mode="same")
+        assert (minute[30:-30] > 1.4 * smooth[30:-30]).sum() > 20  # minute-level bursts exist
