@@ -2,7 +2,8 @@
 
 Any list-valued field is a sweep axis (the `systems` list, `seeds`, `cluster`, `duration_s`, each
 value in `workload.params`, in `options` and in a system's own `options`); the grid is their
-product. To pass a list as one value, wrap it: `[[a, b]]`. Runs are independent, so the grid runs
+product. To pass a list as one value, wrap it: `[[a, b]]` (except LIST_VALUED names such as
+`models` and `extra_args`, whose plain list is one value). Runs are independent, so the grid runs
 in a process pool; a run already complete with the same config is skipped (resume).
 """
 
@@ -14,6 +15,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import time
 import tomllib
 import traceback
@@ -180,8 +182,14 @@ def registered_systems() -> list[str]:
     return list(registry.names())
 
 
+#: Parameters whose value is a list by nature: a list there is one value, not a sweep axis
+#: (sweep them with a list of lists).
+LIST_VALUED: frozenset[str] = frozenset({"models", "extra_args"})
+
+
 def _axes(values: dict[str, Any], prefix: str) -> list[tuple[str, list[Any]]]:
-    return [(f"{prefix}{k}", list(v)) for k, v in values.items() if isinstance(v, list)]
+    return [(f"{prefix}{k}", list(v)) for k, v in values.items()
+            if isinstance(v, list) and (k not in LIST_VALUED or all(isinstance(x, list) for x in v))]
 
 
 def grid(config: ExperimentConfig) -> list[RunSpec]:
@@ -234,7 +242,7 @@ def _fmt(value: Any) -> str:
 @dataclass
 class RunOutcome:
     spec: RunSpec
-    status: str  # complete | skipped | failed
+    status: str  # complete | incomplete | skipped | failed
     wall_s: float = 0.0
     error: str = ""
     user_error: bool = False
@@ -279,7 +287,9 @@ def workload_sha256(requests: pd.DataFrame) -> str:
 def execute(spec: RunSpec, run_dir: Path) -> RunOutcome:
     """Do one run and write it; a failure is recorded in the manifest, never raised."""
     started = time.time()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an earlier incomplete or outdated attempt: start clean
+    run_dir.mkdir(parents=True)
     manifest: dict[str, Any] = {
         "experiment": spec.experiment, "run_id": spec.run_id, "point": spec.point, "system": spec.point["system"],
         "backend": spec.backend, "seed": spec.seed, "config": spec.config(), "config_sha256": spec.config_sha256(),
@@ -307,10 +317,11 @@ def execute(spec: RunSpec, run_dir: Path) -> RunOutcome:
         return RunOutcome(spec, "failed", time.time() - started, error=str(exc),
                           user_error=isinstance(exc, WarmbenchError))
     ended = time.time()
-    result.manifest = {**result.manifest, **manifest, "status": COMPLETE, "ended_at": _iso(ended),
+    status = INCOMPLETE if result.manifest.get("status") == INCOMPLETE else COMPLETE  # a live run stopped early
+    result.manifest = {**result.manifest, **manifest, "status": status, "ended_at": _iso(ended),
                        "wall_s": round(ended - started, 3)}
     write_run(result, run_dir)
-    return RunOutcome(spec, COMPLETE, ended - started, summary=read_summary(run_dir)["models"].get("all", {}))
+    return RunOutcome(spec, status, ended - started, summary=read_summary(run_dir)["models"].get("all", {}))
 
 
 def _iso(t: float) -> str:

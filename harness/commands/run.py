@@ -54,7 +54,7 @@ def handle(args: argparse.Namespace) -> int:
             p99 = outcome.summary.get("p99_ttft_s")
             state = {"complete": f"[green]done[/] P99 TTFT {fmt('x_s', p99)}",
                      "skipped": f"[cyan]already complete[/] P99 TTFT {fmt('x_s', p99)}",
-                     "failed": "[red]failed[/]"}[outcome.status]
+                     "incomplete": "[yellow]incomplete[/]", "failed": "[red]failed[/]"}[outcome.status]
             progress.update(task, completed=1, state=state)
             progress.stop_task(task)
             progress.advance(overall)

@@ -47,11 +47,14 @@ def warnings_for(runs: list[RunInfo], memory_empty: dict[str, bool]) -> list[str
     for run in runs:
         s = run.summary.get(ALL_MODELS, {})
         name = f"{run.run_id}"
+        own = [str(w) for w in run.manifest.get("warnings", [])]  # what the run itself noticed (live side)
+        out += [f"{name}: {w}" for w in own]
+        said = " ".join(own).lower()
         if not run.complete:
             out.append(f"{name}: run incomplete (status {run.manifest.get('status', 'unknown')}); "
                        "numbers cover only what was recorded")
         lag = s.get("p99_send_lag_s", math.nan)
-        if isinstance(lag, float) and lag > CLIENT_LAG_LIMIT_S:
+        if isinstance(lag, float) and lag > CLIENT_LAG_LIMIT_S and "client overloaded" not in said:
             out.append(f"{name}: client overloaded: P99 send lag {fmt('x_s', lag)} > {fmt('x_s', CLIENT_LAG_LIMIT_S)}; "
                        "TTFT still counts from the scheduled time")
         if s.get("requests", 0) and math.isnan(s.get("p50_ttft_s", math.nan)) and s.get("ok", 0):
@@ -59,7 +62,7 @@ def warnings_for(runs: list[RunInfo], memory_empty: dict[str, bool]) -> list[str
         if s.get("failed", 0):
             out.append(f"{name}: {s['failed']:.0f} of {s['requests']:.0f} requests failed or unfinished "
                        "(counted in attainment; 999 s in the paper view)")
-        if memory_empty.get(run.run_id):
+        if memory_empty.get(run.run_id) and "gpu memory" not in said:
             out.append(f"{name}: GPU memory not measured")
     return out
 

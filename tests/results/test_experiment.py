@@ -85,6 +85,11 @@ def test_grid_is_the_product_of_list_valued_fields(tmp_path) -> None:
     assert first.options == {"engine_init_s": 2.0}
     assert len({s.run_id for s in specs}) == len(specs)
     assert [s.point["system"] for s in specs[:16]] == ["dedicated"] * 16  # systems outermost
+    plain = experiment.parse({"name": "x", "systems": [{"name": "dedicated", "options": {"extra_args": ["-a", "-b"]}}],
+                              "workload": {"spec": "synthetic-week", "params": {"models": ["m1", "m2"]}}},
+                             tmp_path / "x.toml")
+    (only,) = experiment.grid(plain)  # list-valued by nature: one value, no sweep
+    assert only.workload_params["models"] == ["m1", "m2"] and only.options["extra_args"] == ["-a", "-b"]
 
 
 def test_systems_all_system_options_and_labels(tmp_path) -> None:
