@@ -23,6 +23,7 @@ from workloads.lengths import sample_tokens
 from workloads.transform import clip_lengths
 from workloads.workload import Workload, canonical_frame
 
+#: The paper's four models: two distinct Llama-2 7B copies, 13B (TP2) and 70B (TP4).
 PAPER_MODELS: tuple[str, ...] = ("llama-2-7b", "llama-2-7b#1", "llama-2-13b", "llama-2-70b")
 DAY_S = 86_400.0
 REPLAY_WEEKDAY = 1  # Monday = 0: the replayed day is a Tuesday.

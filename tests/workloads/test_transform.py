@@ -123,3 +123,17 @@ def test_assign_zipf_shares():
     expected = np.array([1, 1 / 2, 1 / 3]) / (1 + 1 / 2 + 1 / 3)
     assert counts[["a", "b", "c"]].to_numpy() == pytest.approx(expected, abs=0.01)
     assert out.requests["arrival_s"].equals(w.requests["arrival_s"])
+
+
+@SETTINGS
+@given(arrivals, st.floats(0, 10_000), st.floats(0, 10_000))
+def test_window_keeps_exactly_the_arrivals_inside_in_order(arrival, a, b):
+    start, end = min(a, b), max(a, b)
+    if end <= start:
+        return
+    w = make(arrival)
+    out = select_window(w, start, end)
+    inside = [x for x in arrival if start <= x < end]
+    assert len(out) == len(inside)
+    assert out.requests["arrival_s"].to_numpy() == pytest.approx(np.array(inside) - start)
+    assert out.requests["request_id"].tolist() == list(range(len(inside)))
