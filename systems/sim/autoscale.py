@@ -35,8 +35,11 @@ def free_groups(sim: "Simulator", tp: int) -> list[tuple[int, ...]]:
 
 
 def first_free_group(sim: "Simulator", tp: int) -> tuple[int, ...] | None:
-    """The lowest TP-aligned empty group of `tp` GPUs, or None (O(1) when the cluster is full)."""
+    """The lowest TP-aligned empty group of `tp` GPUs, or None (O(1) until a GPU empties again)."""
     if sim.empty_gpus() < tp:
+        return None
+    misses = sim.__dict__.setdefault("_free_group_misses", {})
+    if misses.get(tp) == sim.empty_epoch:
         return None
     for node in range(len(sim.cluster.nodes)):
         empty = sim.empty_gpus(node)
@@ -47,12 +50,13 @@ def first_free_group(sim: "Simulator", tp: int) -> tuple[int, ...] | None:
             group = tuple(ids[start:start + tp])
             if all(g in empty for g in group):
                 return group
+    misses[tp] = sim.empty_epoch
     return None
 
 
 def model_load(sim: "Simulator", model: str) -> int:
     """In-flight requests of `model`: on its instances plus parked."""
-    return sum(i.in_flight for i in sim.instances(model)) + len(sim.parked(model))
+    return sim.open_requests(model)
 
 
 @dataclass
@@ -65,26 +69,39 @@ class Autoscaler:
     min_age_s: float = 5.0
     capacity: int = 32
     _samples: dict[str, deque] = field(default_factory=dict)
+    _sums: dict[str, float] = field(default_factory=dict)
 
     def sample(self, sim: "Simulator", model: str) -> float:
-        """Record the model's load now; returns the mean over the window."""
-        q = self._samples.setdefault(model, deque())
-        q.append((sim.now_s, model_load(sim, model)))
-        while q and q[0][0] <= sim.now_s - self.window_s:
-            q.popleft()
-        return sum(v for _, v in q) / len(q)
+        """Record the model's load now; returns the mean over the window (O(1) amortised)."""
+        q = self._samples.get(model)
+        if q is None:
+            q = self._samples[model] = deque()
+            self._sums[model] = 0
+        load = sim.open_requests(model)
+        q.append((sim.now_s, load))
+        total = self._sums[model] + load
+        horizon = sim.now_s - self.window_s
+        while q[0][0] <= horizon:
+            total -= q.popleft()[1]
+        self._sums[model] = total
+        return total / len(q)
 
     def decide(self, sim: "Simulator", model: str, mean_load: float) -> "tuple[int, list[Instance]]":
         """(instances to start, instances to stop) for `model`, as the reference computes them:
         start ceil(load / up / capacity) - n, or stop n - ceil(load / down / capacity) of the least
         loaded instances older than `min_age_s` (n counts instances still starting)."""
-        insts = [i for i in sim.instances(model) if i.accepting]
+        all_insts = sim.instances(model)
+        if not all_insts and mean_load == 0:
+            return 0, []
+        insts = [i for i in all_insts if not i.draining]
         n = len(insts)
         if mean_load > self.up * n * self.capacity:
             return max(0, math.ceil(mean_load / self.up / self.capacity) - n), []
         if n and mean_load < self.down * n * self.capacity:
             k = n - math.ceil(mean_load / self.down / self.capacity)
+            if k <= 0:
+                return 0, []
             old = [i for i in insts if sim.now_s - i.started_s > self.min_age_s]
             old.sort(key=lambda i: (i.in_flight, i.id))
-            return 0, old[:max(0, k)]
+            return 0, old[:k]
         return 0, []

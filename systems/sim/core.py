@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from heapq import heappush
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -249,6 +250,8 @@ class Simulator:
         #: per node, GPUs holding nothing at all (kept up to date by _alloc)
         self._empty: list[set[int]] = [set(ids) for ids in self._node_gpus]
         self._empty_count = len(self.gpus)
+        #: bumps whenever a GPU becomes empty: lets placement helpers cache "no free group" answers
+        self.empty_epoch = 0
         self._instances: dict[int, Instance] = {}
         self._by_model: dict[str, list[Instance]] = {}
         self._prewarms: dict[int, Prewarm] = {}
@@ -282,6 +285,7 @@ class Simulator:
             self.model(m)  # validate names once
         self._next_arrival = 0
         self._finished = 0
+        self._open: dict[str, int] = {m: 0 for m in self.workload_models}   # arrived, not finished
 
     # ------------------------------------------------------------------ queries
     def model(self, name: str) -> ModelSpec:
@@ -338,6 +342,10 @@ class Simulator:
         if q is None:
             q = self._parked[model] = deque()
         return q
+
+    def open_requests(self, model: str) -> int:
+        """Requests of `model` that arrived and have not finished (parked or on an instance)."""
+        return self._open.get(model, 0)
 
     def parked_models(self) -> list[str]:
         """Models with parked requests, oldest parked request first."""
@@ -598,6 +606,7 @@ class Simulator:
                 req = reqs[na]
                 self._next_arrival = na + 1
                 req.parked = True
+                self._open[req.model] += 1
                 self.parked(req.model).append(req)
                 policy.on_request(self, req)
             else:
@@ -610,8 +619,8 @@ class Simulator:
 
     # ------------------------------------------------------------------ events internals
     def _push(self, t: float, fn: Callable, arg: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (t, self._seq, fn, arg))
+        seq = self._seq = self._seq + 1
+        heappush(self._heap, (t, seq, fn, arg))
 
     def _new_id(self) -> int:
         self._next_id += 1
@@ -643,6 +652,7 @@ class Simulator:
         elif was and g.used_bytes == 0:
             self._empty[g.node].add(gpu)
             self._empty_count += 1
+            self.empty_epoch += 1
         self._sample(g)
 
     def _sample(self, g: Gpu) -> None:
@@ -856,10 +866,17 @@ class Simulator:
                     return
             elif self._plan_prefill(inst):
                 return
-        if inst.running:
+        running = inst.running
+        if running:
             while True:
-                b = len(inst.running)
-                k_fin = self._steps_to_finish(inst)
+                b = len(running)
+                heap = inst.finish_heap
+                while True:  # the earliest live finish entry (stale ones are dropped lazily)
+                    fs, _, r, epoch = heap[0]
+                    if epoch == r.epoch and r in running:
+                        break
+                    heapq.heappop(heap)
+                k_fin = fs - inst.step
                 room = (inst.total_blocks - b) * inst.block_size - inst.ctx_tokens - inst.held_tokens
                 k_kv = room // b if room >= 0 else -1
                 if k_kv >= 1:
@@ -872,18 +889,19 @@ class Simulator:
                 if not inst.running:
                     self._kick(inst)
                     return
-            k = min(k_fin, k_kv)
+            k = k_fin if k_fin < k_kv else k_kv
             a = perf.decode_fixed_s(b)
             s = perf.decode_ctx_slope_s
             c0 = inst.ctx_tokens
             inst.st_k, inst.st_b, inst.st_c0, inst.st_a, inst.st_s = k, b, c0, a, s
-            inst.compute_share_at_start = inst.compute_share
+            share = inst.compute_share_at_start = inst.compute_share
             inst.iter_kind = "decode"
             inst.iter_start_s = now
-            inst.iter_end_s = now + self._stretch_s(k, a, s, c0, b) / inst.compute_share
+            end = inst.iter_end_s = now + (k * a + s * (k * c0 + b * k * (k - 1) / 2.0)) / share
             inst.busy = True
-            inst.version += 1
-            self._push(inst.iter_end_s, self._on_iteration_done, (inst, inst.version))
+            version = inst.version = inst.version + 1
+            seq = self._seq = self._seq + 1
+            heappush(self._heap, (end, seq, self._on_iteration_done, (inst, version)))
             return
         if inst.waiting and not inst.running and not inst.prefilling:
             # nothing runs and the head still cannot be admitted: it can never fit
@@ -1077,6 +1095,7 @@ class Simulator:
             r.gen = 0
         inst.in_flight -= 1
         self._finished += 1
+        self._open[r.model] -= 1
         self.policy.on_finished(self, r, inst)
         if inst.draining and inst.in_flight == 0 and not inst.busy:
             self._finalize_stop(inst)

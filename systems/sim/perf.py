@@ -86,6 +86,7 @@ class PerfModel:
             ring = 2.0 * (tp - 1) / tp
             self._allreduce_per_token_s = 2 * model.layers * ring * h * model.dtype_bytes / (gpu.nvlink_bytes_per_s * c.nvlink_eff)
             self._allreduce_fixed_s = 2 * model.layers * c.allreduce_s
+        self._decode_fixed: dict[int, float] = {}
         self._fixed_s = c.iteration_s + model.layers * (c.layer_fixed_s + c.attn_layer_s) + self._allreduce_fixed_s
 
     def linear_layer_s(self, tokens: int) -> float:
@@ -109,7 +110,10 @@ class PerfModel:
 
     def decode_fixed_s(self, seqs: int) -> float:
         """The part of a decode step of `seqs` sequences that does not depend on their context."""
-        return self._body_s(seqs, seqs)
+        v = self._decode_fixed.get(seqs)
+        if v is None:
+            v = self._decode_fixed[seqs] = self._body_s(seqs, seqs)
+        return v
 
     def decode_s(self, seqs: int, ctx_tokens: int) -> float:
         """One decode step of `seqs` sequences holding `ctx_tokens` tokens of KV in total."""

@@ -102,12 +102,15 @@ class Policy:
         """Least in-flight instance of `model` with fewer than `capacity` requests (ready ones first)."""
         best = None
         best_key = None
+        cap = self.capacity
         for inst in sim.instances(model):
-            if not inst.accepting or inst.in_flight >= self.capacity:
+            n = inst.in_flight
+            if n >= cap or inst.draining:
                 continue
-            if not include_starting and not inst.ready:
+            ready = inst.state == "ready"
+            if not ready and not include_starting:
                 continue
-            key = (not inst.ready, inst.in_flight, inst.id)
+            key = (not ready, n, inst.id)
             if best_key is None or key < best_key:
                 best, best_key = inst, key
         return best

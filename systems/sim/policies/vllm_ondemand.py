@@ -37,23 +37,27 @@ class VllmOnDemand(Policy):
         if inst is not None:
             sim.dispatch(req, inst)
 
+    def serve_model(self, sim: "Simulator", model: str) -> None:
+        """Give `model`'s parked requests room on its instances, starting ones where GPUs allow."""
+        parked = sim.parked(model)
+        while parked:
+            inst = self.pick_instance(sim, model) or self.start(sim, model)
+            if inst is None:
+                return
+            sim.dispatch(parked[0], inst)
+
     def serve_parked(self, sim: "Simulator") -> None:
-        """Give parked requests (oldest model first) room on instances, starting ones where GPUs allow."""
+        """Serve every model's parked requests, the model with the oldest one first."""
         for model in sim.parked_models():
-            parked = sim.parked(model)
-            while parked:
-                inst = self.pick_instance(sim, model) or self.start(sim, model)
-                if inst is None:
-                    break
-                sim.dispatch(parked[0], inst)
+            self.serve_model(sim, model)
 
     def on_finished(self, sim: "Simulator", req: "Request", inst: "Instance") -> None:
         if sim.parked(req.model):
-            self.serve_parked(sim)
+            self.serve_model(sim, req.model)
 
     def on_ready(self, sim: "Simulator", inst: "Instance") -> None:
         if sim.parked(inst.model):
-            self.serve_parked(sim)
+            self.serve_model(sim, inst.model)
 
     def on_stopped(self, sim: "Simulator", inst: "Instance") -> None:
         self.serve_parked(sim)
@@ -68,7 +72,7 @@ class VllmOnDemand(Policy):
                     break
                 sim.log("scale_up", model, inst.gpus, f"id={inst.id} mean_in_flight={mean:.2f}")
             if start and sim.parked(model):
-                self.serve_parked(sim)
+                self.serve_model(sim, model)
             for inst in stop:
                 sim.log("scale_down", model, inst.gpus, f"id={inst.id} mean_in_flight={mean:.2f}")
                 sim.stop_instance(inst, drain=True)
