@@ -125,3 +125,12 @@ def test_round_robin_fits_and_never_doubles_a_model(scenario) -> None:
     gpus_per_node, free, first, second = scenario
     out = place_round_robin(first + second, free, gpus_per_node, [])
     _check(out, free, gpus_per_node, nesting=False)
+
+
+def test_nodes_of_different_sizes() -> None:
+    from systems.sim.policies.warmserve.placement import node_ranges
+
+    assert node_ranges(6, [2, 4]) == [range(0, 2), range(2, 6)]
+    assert node_ranges(8, 4) == [range(0, 4), range(4, 8)]
+    out = place([Replica("a", 4, GB, 1.0)], [10 * GB] * 6, [2, 4], [])
+    assert out[0].gpus == (2, 3, 4, 5)   # the 2-GPU node cannot hold a TP4 group

@@ -101,7 +101,17 @@ def nests(a: Replica, b: Replica) -> bool:
     return sa <= sb if a.tp < b.tp else sb <= sa
 
 
-def candidate_groups(new: Replica, free_bytes: Sequence[int], gpus_per_node: int,
+def node_ranges(n_gpus: int, gpus_per_node: int | Sequence[int]) -> list[range]:
+    """GPU id ranges of the nodes: every node `gpus_per_node` GPUs, or one size per node."""
+    sizes = [gpus_per_node] * -(-n_gpus // gpus_per_node) if isinstance(gpus_per_node, int) else list(gpus_per_node)
+    out, start = [], 0
+    for size in sizes:
+        out.append(range(start, min(start + size, n_gpus)))
+        start += size
+    return out
+
+
+def candidate_groups(new: Replica, free_bytes: Sequence[int], gpus_per_node: int | Sequence[int],
                      placed: Sequence[Replica]) -> list[tuple[tuple[int, ...], float, float]]:
     """Every TP-sized group in one node that fits `new` and nests with `placed`: (gpus, max, sum) overlapped score."""
     covering: list[list[Replica]] = [[] for _ in free_bytes]
@@ -109,8 +119,8 @@ def candidate_groups(new: Replica, free_bytes: Sequence[int], gpus_per_node: int
         for g in r.gpus:
             covering[g].append(r)
     groups = []
-    for node_start in range(0, len(free_bytes), gpus_per_node):
-        fit = [g for g in range(node_start, min(node_start + gpus_per_node, len(free_bytes)))
+    for node in node_ranges(len(free_bytes), gpus_per_node):
+        fit = [g for g in node
                if free_bytes[g] >= new.bytes_per_gpu and all(r.model != new.model for r in covering[g])]
         for gpus in combinations(fit, new.tp):
             trial = replace(new, gpus=gpus)
@@ -130,7 +140,7 @@ def best_group(new: Replica, groups: Sequence[tuple[tuple[int, ...], float, floa
     return min(pool, key=lambda g: g[2])[0]
 
 
-def place(new: Sequence[Replica], free_bytes: Sequence[int], gpus_per_node: int,
+def place(new: Sequence[Replica], free_bytes: Sequence[int], gpus_per_node: int | Sequence[int],
           placed: Sequence[Replica]) -> list[Replica]:
     """Place replicas in the given order (descending score); those that fit nowhere are skipped."""
     free = list(free_bytes)
@@ -148,7 +158,7 @@ def place(new: Sequence[Replica], free_bytes: Sequence[int], gpus_per_node: int,
     return out
 
 
-def place_round_robin(new: Sequence[Replica], free_bytes: Sequence[int], gpus_per_node: int,
+def place_round_robin(new: Sequence[Replica], free_bytes: Sequence[int], gpus_per_node: int | Sequence[int],
                       placed: Sequence[Replica]) -> list[Replica]:
     """Ablation without the placement algorithm: models in turn, first GPUs that fit, no nesting."""
     free = list(free_bytes)
@@ -164,8 +174,8 @@ def place_round_robin(new: Sequence[Replica], free_bytes: Sequence[int], gpus_pe
             if not queue:
                 continue
             r = queue.pop(0)
-            for node_start in range(0, len(free), gpus_per_node):
-                fit = [g for g in range(node_start, min(node_start + gpus_per_node, len(free)))
+            for node in node_ranges(len(free), gpus_per_node):
+                fit = [g for g in node
                        if free[g] >= r.bytes_per_gpu and model not in models_on[g]]
                 if len(fit) >= r.tp:
                     gpus = tuple(fit[:r.tp])

@@ -150,7 +150,7 @@ class WarmServe(Policy):
     def _place(self, sim: "Simulator", new: list[Replica], existing: list[Replica]) -> list[Replica]:
         free = [self._prewarm_free(sim, g.id) for g in sim.gpus]
         occupied = [Replica(i.model, i.tp, 0, INSTANCE_SCORE, i.gpus) for i in sim.instances()]
-        per_node = sim.cluster.nodes[0].gpus_per_node
+        per_node = [n.gpus_per_node for n in sim.cluster.nodes]
         if self.placement_on:
             return place(new, free, per_node, existing + occupied)
         return place_round_robin(new, free, per_node, existing + occupied)
