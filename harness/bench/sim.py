@@ -75,14 +75,14 @@ def run(quick: bool = False) -> dict[str, Any]:
         for system in BENCH_SYSTEMS:
             if system not in SYSTEMS:
                 continue
-            started = time.perf_counter()
+            started, cpu0 = time.perf_counter(), time.process_time()
             result = simulate(wl, sc.cluster, system)
-            wall = time.perf_counter() - started
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
             req = result.requests
             ttft = (req["first_token_s"] - req["scheduled_s"]).to_numpy()
             entries.append({
                 "scenario": sc.key, "system": system, "cluster": sc.cluster, "models": len(sc.models),
-                "rate_per_s": sc.rate_per_s, "wall_s": round(wall, 3),
+                "rate_per_s": sc.rate_per_s, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
                 "simulated_s": round(float(result.manifest["simulated_s"]), 3),
                 "requests": int(len(req)),
                 "requests_per_wall_s": round(len(req) / wall, 1) if wall > 0 else math.nan,
@@ -93,20 +93,25 @@ def run(quick: bool = False) -> dict[str, Any]:
     return {"quick": quick, "scenarios": entries, "profile_error": profile_error()}
 
 
+COLUMNS = {"scenario": "sc", "system": "system", "requests": "requests", "simulated_s": "sim s", "wall_s": "wall s",
+           "cpu_s": "cpu s", "requests_per_wall_s": "req/wall s", "ok": "ok", "p99_ttft_s": "P99 TTFT s",
+           "target_wall_s": "target s"}
+
+
 def render(result: dict[str, Any], console) -> None:
     from rich.table import Table
 
     table = Table(title="bench sim" + (" (quick)" if result["quick"] else ""))
-    for col in ("scenario", "system", "requests", "simulated_s", "wall_s", "requests_per_wall_s", "ok", "p99_ttft_s", "target_wall_s"):
-        table.add_column(col, justify="right")
+    for key, head in COLUMNS.items():
+        table.add_column(head, justify="left" if key == "system" else "right", no_wrap=True)
     for e in result["scenarios"]:
-        table.add_row(*(str(e[c]) if not isinstance(e[c], float) else f"{e[c]:.3f}" for c in
-                        ("scenario", "system", "requests", "simulated_s", "wall_s", "requests_per_wall_s", "ok", "p99_ttft_s", "target_wall_s")))
+        table.add_row(*("-" if e[k] is None else f"{e[k]:.2f}" if isinstance(e[k], float) else str(e[k])
+                        for k in COLUMNS))
     console.print(table)
     pe = result.get("profile_error")
     if pe:
-        t2 = Table(title="roofline linear-layer time vs Vidur profiles (median abs. % error by token count)")
-        t2.add_column("profile")
+        t2 = Table(title="roofline vs Vidur linear-layer profiles: median |error| % by tokens")
+        t2.add_column("profile", no_wrap=True)
         buckets = list(pe["buckets"])
         for b in buckets:
             t2.add_column(b, justify="right")
