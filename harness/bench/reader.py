@@ -26,18 +26,22 @@ QUICK_ROWS = 200_000
 
 def generated_file(rows: int, seed: int = 0) -> Path:
     """A 2024-format Azure LLM CSV of `rows` rows under the temp dir (written once, then reused)."""
-    path = Path(tempfile.gettempdir()) / f"warmbench-azure2024-{rows}.csv"
+    path = Path(tempfile.gettempdir()) / f"warmbench-azure2024-v2-{rows}.csv"
     if path.exists() and path.stat().st_size > 0:
         return path
     rng = np.random.default_rng(seed)
     start = np.datetime64("2024-05-10T00:00:00", "ns")
     gaps_ns = rng.exponential(1e9 * 7 * 86400 / rows, rows).astype(np.int64)
     stamps = start + np.cumsum(gaps_ns).astype("timedelta64[ns]")
-    text = np.datetime_as_string(stamps, unit="us").astype(object)
     kind = rng.integers(0, 10, rows)
+    # A tenth of the rows fall on whole seconds and are written without a fraction (the file stays sorted).
+    stamps = np.where(kind == 0, stamps.astype("datetime64[s]").astype("datetime64[ns]"), stamps)
+    stamps = np.sort(stamps)
+    whole_second = (stamps.astype(np.int64) % 1_000_000_000) == 0
+    text = np.datetime_as_string(stamps, unit="us").astype(object)
     seven = np.datetime_as_string(stamps, unit="ns").astype(object)
     whole = np.datetime_as_string(stamps, unit="s").astype(object)
-    text = np.where(kind == 0, whole, np.where(kind <= 2, [s[:-2] for s in seven], text))
+    text = np.where(whole_second, whole, np.where(kind <= 2, [s[:-2] for s in seven], text))
     text = np.char.add(np.char.replace(text.astype(str), "T", " "), "+00:00")
     table = pa.table({"TIMESTAMP": pa.array(text), "ContextTokens": rng.integers(1, 8000, rows),
                       "GeneratedTokens": rng.integers(1, 1000, rows)})
