@@ -4,7 +4,7 @@ Any list-valued field is a sweep axis (the `systems` list, `seeds`, `cluster`, `
 value in `workload.params`, in `options` and in a system's own `options`); the grid is their
 product. To pass a list as one value, wrap it: `[[a, b]]` (except LIST_VALUED names such as
 `models` and `extra_args`, whose plain list is one value). Runs are independent, so the grid runs
-in a process pool; a run already complete with the same config is skipped (resume).
+in a process pool; a run already complete with the same config and code revision is skipped (resume).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationErro
 
 from harness.errors import InputError, WarmbenchError
 from harness.report.load import EXPERIMENT_FILE
-from harness.store import COMPLETE, INCOMPLETE, environment, read_summary, write_json, write_run
+from harness.store import COMPLETE, INCOMPLETE, environment, git_revision, read_summary, write_json, write_run
 
 #: Experiment presets shipped in the package.
 PRESET_DIR = Path(__file__).parent / "experiments"
@@ -249,8 +249,13 @@ class RunOutcome:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def is_done(spec: RunSpec, run_dir: Path) -> bool:
-    """Complete with the same config: safe to skip."""
+def current_git() -> dict[str, Any]:
+    """The checkout's git commit and dirtiness ({} outside git): results are only reused for the same code."""
+    return git_revision(Path(__file__).resolve().parents[1])
+
+
+def is_done(spec: RunSpec, run_dir: Path, revision: str | None = None) -> bool:
+    """Complete, with the same config and the same code revision: safe to skip."""
     manifest = run_dir / "manifest.json"
     if not manifest.is_file():
         return False
@@ -259,7 +264,7 @@ def is_done(spec: RunSpec, run_dir: Path) -> bool:
     except json.JSONDecodeError:
         return False
     return (data.get("status") == COMPLETE and data.get("config_sha256") == spec.config_sha256()
-            and (run_dir / "requests.parquet").is_file())
+            and (data.get("git") or {}).get("revision") == revision and (run_dir / "requests.parquet").is_file())
 
 
 def resolve_workload(spec: RunSpec):
@@ -293,7 +298,7 @@ def execute(spec: RunSpec, run_dir: Path) -> RunOutcome:
     manifest: dict[str, Any] = {
         "experiment": spec.experiment, "run_id": spec.run_id, "point": spec.point, "system": spec.point["system"],
         "backend": spec.backend, "seed": spec.seed, "config": spec.config(), "config_sha256": spec.config_sha256(),
-        "started_at": _iso(started), "status": INCOMPLETE, **environment(),
+        "started_at": _iso(started), "status": INCOMPLETE, **environment(), "git": current_git(),
     }
     write_json(run_dir / "manifest.json", manifest)
     try:
@@ -344,8 +349,9 @@ def run(config: ExperimentConfig, results_dir: Path, *, jobs: int = 1, source: P
                                            "points": {s.run_id: s.point for s in specs}})
     outcomes: list[RunOutcome] = []
     todo = []
+    revision = current_git().get("revision")
     for spec in specs:
-        if is_done(spec, exp_dir / spec.run_id):
+        if is_done(spec, exp_dir / spec.run_id, revision):
             outcome = RunOutcome(spec, "skipped", summary=read_summary(exp_dir / spec.run_id)["models"].get("all", {}))
             outcomes.append(outcome)
             on_done(outcome)

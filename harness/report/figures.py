@@ -126,28 +126,27 @@ def ttft_timeline(runs: list[RunInfo], results: dict[str, tuple[pd.DataFrame, pd
 
 
 def memory_by_gpu(memory: pd.DataFrame) -> dict[tuple[int, int], pd.DataFrame]:
-    """(node, gpu) -> bytes per category over time (index time_s), from change samples.
+    """(node, gpu) -> bytes per category over time (index time_s).
 
-    Each sample sets the bytes of one (node, gpu, category, model) from its time on.
+    The rows of one GPU at one instant are a full snapshot (the simulator and the NVML sampler
+    both write them so): what a snapshot leaves out is 0. Unknown sizes (negative) count as 0.
     """
     out: dict[tuple[int, int], pd.DataFrame] = {}
     if memory.empty:
         return out
     mem = memory.copy()
-    mem["model"] = mem["model"].fillna("").astype(str)
     mem["time_s"] = mem["time_s"].astype(float)
-    mem["bytes"] = mem["bytes"].astype(float)
+    mem["bytes"] = mem["bytes"].astype(float).clip(lower=0.0)
+    present = list(dict.fromkeys(mem["category"].astype(str)))
+    order = [c for c in MEMORY_CATEGORIES if c != "free"] + [c for c in present if c not in MEMORY_CATEGORIES] + ["free"]
     for (node, gpu), group in mem.groupby(["node", "gpu"], sort=True):
-        wide = (group.sort_values("time_s", kind="stable")
-                .pivot_table(index="time_s", columns=["category", "model"], values="bytes", aggfunc="last")
-                .ffill().fillna(0.0))
-        by_cat = wide.T.groupby(level="category").sum().T
-        out[(int(node), int(gpu))] = by_cat.reindex(columns=list(MEMORY_CATEGORIES), fill_value=0.0)
+        wide = group.pivot_table(index="time_s", columns="category", values="bytes", aggfunc="sum", fill_value=0.0)
+        out[(int(node), int(gpu))] = wide.reindex(columns=order, fill_value=0.0)
     return out
 
 
 def memory_stack(memory: pd.DataFrame, title: str, end_s: float | None = None) -> Figure:
-    """GPU memory per GPU over time as stacked areas (weights, KV, prewarmed, free), GiB."""
+    """GPU memory per GPU over time as stacked areas (weights, KV, prewarmed, [process,] free), GiB."""
     per_gpu = memory_by_gpu(memory)
     n = len(per_gpu)
     cols = min(4, n)
@@ -160,8 +159,8 @@ def memory_stack(memory: pd.DataFrame, title: str, end_s: float | None = None) -
         if stop > times[-1]:
             times = np.append(times, stop)
             cats = pd.concat([cats, cats.iloc[[-1]]])
-        ax.stackplot(times, [cats[c].to_numpy() / 2**30 for c in MEMORY_CATEGORIES],
-                     colors=[MEMORY_COLORS[c] for c in MEMORY_CATEGORIES], labels=list(MEMORY_CATEGORIES),
+        ax.stackplot(times, [cats[c].to_numpy() / 2**30 for c in cats.columns],
+                     colors=[MEMORY_COLORS.get(c, "#8172b3") for c in cats.columns], labels=list(cats.columns),
                      step="post")
         ax.set_title(f"node {node} GPU {gpu}", fontsize=8)
     for ax in list(axes.flat)[n:]:
@@ -173,7 +172,7 @@ def memory_stack(memory: pd.DataFrame, title: str, end_s: float | None = None) -
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", fontsize=8)
     fig.suptitle(title, fontsize=10, x=0.02, ha="left")
-    fig.subplots_adjust(hspace=0.45, wspace=0.08, right=0.9)
+    fig.subplots_adjust(hspace=0.45, wspace=0.08, right=0.9, top=1 - 0.55 / fig.get_figheight())
     return fig
 
 

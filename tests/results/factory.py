@@ -66,14 +66,13 @@ def synthetic_result(system: str = "a", n: int = 200, base_ttft_s: float = 0.05,
     if with_memory:
         gib = 2**30
         rows = []
-        for gpu in range(2):
+        for gpu in range(2):  # full snapshots per (time, gpu), as the simulator writes them
+            mine, other = models[gpu % len(models)], models[(gpu + 1) % len(models)]
             rows += [
-                (0.0, 0, gpu, "weights", models[gpu % len(models)], 14 * gib),
-                (0.0, 0, gpu, "kv", models[gpu % len(models)], 50 * gib),
-                (0.0, 0, gpu, "prewarmed", models[(gpu + 1) % len(models)], 0),
+                (0.0, 0, gpu, "weights", mine, 14 * gib), (0.0, 0, gpu, "kv", mine, 50 * gib),
                 (0.0, 0, gpu, "free", "", 16 * gib),
-                (arrivals[n // 3], 0, gpu, "prewarmed", models[(gpu + 1) % len(models)], 10 * gib),
-                (arrivals[n // 3], 0, gpu, "free", "", 6 * gib),
+                (arrivals[n // 3], 0, gpu, "weights", mine, 14 * gib), (arrivals[n // 3], 0, gpu, "kv", mine, 50 * gib),
+                (arrivals[n // 3], 0, gpu, "prewarmed", other, 10 * gib), (arrivals[n // 3], 0, gpu, "free", "", 6 * gib),
             ]
         memory = pd.DataFrame(rows, columns=["time_s", "node", "gpu", "category", "model", "bytes"])
     else:

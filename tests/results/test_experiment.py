@@ -123,7 +123,13 @@ def test_default_preset_validates_and_covers_every_system() -> None:
         experiment.grid(experiment.load(name)[0])
 
 
-def test_run_writes_the_store_and_resumes(tmp_path) -> None:
+@pytest.fixture(autouse=True)
+def fixed_revision(monkeypatch):
+    """Others commit to this tree while tests run; resume must not see that as new code."""
+    monkeypatch.setattr(experiment, "current_git", lambda: {"revision": "r1", "dirty": False})
+
+
+def test_run_writes_the_store_and_resumes(tmp_path, monkeypatch) -> None:
     config, path = experiment.load(write(tmp_path, TINY), quick=True)
     exp_dir, outcomes = experiment.run(config, tmp_path / "results", jobs=1, source=path)
     assert [o.status for o in outcomes] == ["complete", "complete"]
@@ -131,7 +137,7 @@ def test_run_writes_the_store_and_resumes(tmp_path) -> None:
     m = run.manifest
     assert m["status"] == "complete" and m["seed"] == 0 and m["point"]["system"] == "dedicated"
     assert m["config"]["workload_params"]["total_rps"] == 2.0 and m["config"]["cluster"] == "paper-16gpu"
-    assert m["versions"]["pandas"] and "revision" in m["git"] and m["host"]["hostname"]
+    assert m["versions"]["pandas"] and m["git"]["revision"] == "r1" and m["host"]["hostname"]
     assert len(m["workload_sha256"]) == 64 and "trace_sha256" in m
     assert m["started_at"] <= m["ended_at"]
     assert len(run.requests) == m["workload_requests"] > 0
@@ -147,6 +153,9 @@ def test_run_writes_the_store_and_resumes(tmp_path) -> None:
     changed = experiment.parse({**__import__("tomllib").loads(TINY), "options": {"engine_init_s": 9.0}}, path, quick=True)
     _, rerun = experiment.run(changed, tmp_path / "results", jobs=1)
     assert [o.status for o in rerun] == ["complete", "complete"]  # same run ids, new config: not skipped
+    monkeypatch.setattr(experiment, "current_git", lambda: {"revision": "r2", "dirty": False})
+    _, new_code = experiment.run(changed, tmp_path / "results", jobs=1)
+    assert [o.status for o in new_code] == ["complete", "complete"]  # same config, new code: not skipped
 
 
 def test_a_run_interrupted_midway_is_incomplete_and_rerun(tmp_path) -> None:

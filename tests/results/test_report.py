@@ -44,22 +44,25 @@ def test_ratio_edge_cases() -> None:
     assert ratio(3.0, 2.0) == 1.5
 
 
-def test_memory_samples_become_per_gpu_category_timelines() -> None:
+def test_memory_snapshots_become_per_gpu_category_timelines() -> None:
+    # each (time, gpu) group is a full snapshot: what it leaves out is 0
     mem = pd.DataFrame([
         (0.0, 0, 0, "weights", "m1", 10.0), (0.0, 0, 0, "free", "", 70.0),
-        (5.0, 0, 0, "prewarmed", "m2", 20.0), (5.0, 0, 0, "free", "", 50.0),
-        (5.0, 0, 0, "weights", "m3", 5.0),  # a second model's weights add to the first's
-        (9.0, 0, 0, "prewarmed", "m2", 0.0), (9.0, 0, 0, "free", "", 70.0),
-        (1.0, 0, 1, "weights", "m1", 10.0),
+        (5.0, 0, 0, "weights", "m1", 10.0), (5.0, 0, 0, "weights", "m3", 5.0),  # two models' weights add up
+        (5.0, 0, 0, "prewarmed", "m2", 20.0), (5.0, 0, 0, "free", "", 45.0),
+        (9.0, 0, 0, "kv", "m3", 30.0), (9.0, 0, 0, "free", "", 50.0),          # m1, m2 gone
+        (1.0, 0, 1, "process", "m1", -1.0), (1.0, 0, 1, "free", "", 80.0),    # NVML: size unknown
     ], columns=["time_s", "node", "gpu", "category", "model", "bytes"])
     per_gpu = memory_by_gpu(mem)
     assert list(per_gpu) == [(0, 0), (0, 1)]
     g0 = per_gpu[(0, 0)]
     assert g0.index.tolist() == [0.0, 5.0, 9.0]
-    assert g0["weights"].tolist() == [10.0, 15.0, 15.0]
+    assert g0["weights"].tolist() == [10.0, 15.0, 0.0]
     assert g0["prewarmed"].tolist() == [0.0, 20.0, 0.0]
-    assert g0["free"].tolist() == [70.0, 50.0, 70.0]
-    assert g0["kv"].tolist() == [0.0, 0.0, 0.0]
+    assert g0["kv"].tolist() == [0.0, 0.0, 30.0]
+    assert g0["free"].tolist() == [70.0, 45.0, 50.0]
+    assert list(g0.columns) == ["weights", "kv", "prewarmed", "process", "free"]  # free stacks on top
+    assert per_gpu[(0, 1)]["process"].tolist() == [0.0]
     assert memory_by_gpu(mem.iloc[0:0]) == {}
 
 
