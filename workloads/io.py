@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workloads.workload import REQUEST_COLUMNS, Workload
+from workloads.workload import Workload
 
 META_KEY = b"warmbench.workload.meta"
 
@@ -23,8 +23,7 @@ def write_workload(workload: Workload, path: str | Path) -> list[Path]:
     """Write the requests (and the history, if any); returns the files written."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(workload.requests[list(REQUEST_COLUMNS)].astype({"model": object}),
-                                 preserve_index=False)
+    table = pa.Table.from_pandas(workload.requests.astype({"model": object}), preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            META_KEY: json.dumps(workload.meta, default=str).encode()})
     pq.write_table(table, p)

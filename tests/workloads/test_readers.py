@@ -169,6 +169,7 @@ def test_burstgpt_release3_by_column_name_and_model_map(tmp_path):
     assert w.requests["model"].tolist() == ["ChatGPT", "llama-2-13b", "llama-2-13b"]
     assert w.requests["input_tokens"].tolist() == [100, 50, 30]
     assert w.meta["release"] == 3 and w.meta["dropped"] == {"failed": 0} and reconciles(w.meta)
+    assert w.requests["session_id"].tolist() == ["s1", "s1", "s2"]
 
 
 def test_burstgpt_bad_timestamp(tmp_path):

@@ -1,7 +1,7 @@
 """BurstGPT releases 1-3, read by column name (release 3 inserts `Session ID`, `Elapsed time`).
 
 `Timestamp` is seconds from the first day's midnight; the `Model` column is kept (mapped
-to preset names with `model_map`). Rows with zero response tokens are failed requests:
+to preset names with `model_map`), and release 3's `Session ID` becomes `session_id`. Rows with zero response tokens are failed requests:
 dropped by default and counted under `failed`.
 """
 
@@ -39,8 +39,12 @@ def read_burstgpt(path: str | Path, *, model_map: Mapping[str, str] | None = Non
     failed = outputs == 0
     dropped = {"failed": 0 if keep_failures else int(failed.sum())}
     keep = np.ones(len(outputs), dtype=bool) if keep_failures else ~failed
+    sessions = None
+    if "Session ID" in table.column_names:  # release 3: keep sessions for multi-turn analysis
+        sessions = {"session_id": table.column("Session ID").to_pandas().astype(str).to_numpy(dtype=object)[keep]}
     extra = {"failed_rows": int(failed.sum()), "zero_input_and_output_rows": int(((inputs == 0) & failed).sum()),
              "release": 3 if "Session ID" in table.column_names else None}
     return finish(p, "burstgpt", clock_s[keep], models[keep], inputs[keep], outputs[keep],
                   rows_read=table.num_rows, dropped=dropped,
-                  params={"model_map": mapping, "keep_failures": bool(keep_failures)}, extra=extra)
+                  params={"model_map": mapping, "keep_failures": bool(keep_failures)}, extra=extra,
+                  extra_columns=sessions)

@@ -170,8 +170,12 @@ _MODEL_DTYPE = canonical_frame(np.zeros(1), "m", np.zeros(1), np.zeros(1))["mode
 
 
 def request_frame(arrival_s: np.ndarray, model: np.ndarray | str, input_tokens: np.ndarray,
-                  output_tokens: np.ndarray, *, already_sorted: bool) -> pd.DataFrame:
-    """Same table as canonical_frame, built through Arrow so millions of rows take a fraction of a second."""
+                  output_tokens: np.ndarray, *, already_sorted: bool,
+                  extra_columns: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Same table as canonical_frame, built through Arrow so millions of rows take a fraction of a second.
+
+    `extra_columns` (e.g. `session_id`) follow the canonical ones, sorted with them.
+    """
     n = len(arrival_s)
     order = None if already_sorted else np.argsort(arrival_s, kind="stable")
 
@@ -189,6 +193,7 @@ def request_frame(arrival_s: np.ndarray, model: np.ndarray | str, input_tokens: 
         "model": model_column,
         "input_tokens": take(np.asarray(input_tokens, dtype=np.int64)),
         "output_tokens": take(np.asarray(output_tokens, dtype=np.int64)),
+        **{name: take(np.asarray(values)) for name, values in (extra_columns or {}).items()},
     })
 
 
@@ -196,7 +201,7 @@ def finish(path: Path | None, fmt: str, clock_s: np.ndarray, model: np.ndarray |
            input_tokens: np.ndarray, output_tokens: np.ndarray, *, rows_read: int,
            dropped: dict[str, int], params: dict[str, Any], sha256: str | None = None,
            extra: dict[str, Any] | None = None, origin_s: float | None = None,
-           rows_kept: int | None = None) -> Workload:
+           rows_kept: int | None = None, extra_columns: dict[str, np.ndarray] | None = None) -> Workload:
     """Sort by arrival (counting rows that were out of order), zero the clock at the first arrival
     (or at `origin_s`), record provenance."""
     clock_s = np.asarray(clock_s, dtype=np.float64)
@@ -205,7 +210,8 @@ def finish(path: Path | None, fmt: str, clock_s: np.ndarray, model: np.ndarray |
                          ", ".join(f"{k}: {v}" for k, v in dropped.items()), file=str(path) if path else None)
     unsorted = int((np.diff(clock_s) < 0).sum())
     origin = float(clock_s.min()) if origin_s is None else float(origin_s)
-    frame = request_frame(clock_s - origin, model, input_tokens, output_tokens, already_sorted=unsorted == 0)
+    frame = request_frame(clock_s - origin, model, input_tokens, output_tokens, already_sorted=unsorted == 0,
+                          extra_columns=extra_columns)
     kept = len(frame) if rows_kept is None else int(rows_kept)  # rows are not requests in some formats
     assert kept + sum(dropped.values()) == rows_read, (kept, dropped, rows_read)
     meta: dict[str, Any] = {
