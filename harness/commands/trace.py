@@ -80,7 +80,7 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, float):
-        return f"{value:,.3f}"
+        return f"{value:,.0f}" if value.is_integer() and abs(value) >= 10 else f"{value:,.3f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
