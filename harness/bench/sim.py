@@ -67,7 +67,7 @@ def generate(sc: Scenario, seed: int = 0) -> Workload:
 
 def run(quick: bool = False) -> dict[str, Any]:
     from systems.sim import SYSTEMS, simulate
-    from systems.sim.calibrate import profile_error
+    from systems.sim.calibrate import allreduce_error, profile_error
 
     entries = []
     for sc in scenarios(quick):
@@ -90,7 +90,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "p99_ttft_s": float(np.nanpercentile(ttft, 99)) if np.isfinite(ttft).any() else None,
                 "target_wall_s": None if quick else TARGETS_S[sc.key],
             })
-    return {"quick": quick, "scenarios": entries, "profile_error": profile_error()}
+    return {"quick": quick, "scenarios": entries, "profile_error": profile_error(),
+            "allreduce_error": allreduce_error()}
 
 
 COLUMNS = {"scenario": "sc", "system": "system", "requests": "requests", "simulated_s": "sim s", "wall_s": "wall s",
@@ -119,3 +120,11 @@ def render(result: dict[str, Any], console) -> None:
         for name, row in pe["profiles"].items():
             t2.add_row(name, *(f"{row['by_tokens'].get(b, float('nan')):.1f}" for b in buckets), f"{row['all']:.1f}")
         console.print(t2)
+    ar = result.get("allreduce_error")
+    if ar:
+        t3 = Table(title="all-reduce model vs Vidur DGX profiles: median |error| %")
+        for col in ("group", "< 1 MB", ">= 1 MB"):
+            t3.add_column(col, justify="right", no_wrap=True)
+        for name, row in ar.items():
+            t3.add_row(name, f"{row['under_1MB']:.1f}", f"{row['from_1MB']:.1f}")
+        console.print(t3)

@@ -20,7 +20,8 @@ import pandas as pd
 from systems.sim.perf import Coefficients, PerfModel, coefficients_for
 from systems.sim.specs import GPUS, GpuSpec, ModelSpec
 
-PROFILES_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "profiles" / "vidur" / "compute"
+VIDUR_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "profiles" / "vidur"
+PROFILES_DIR = VIDUR_DIR / "compute"
 #: Vidur's GPU folder -> our GPU preset.
 GPU_DIRS = {"a100": "A100-80GB", "h100": "H100-80GB"}
 #: Token-count buckets of the error report (inclusive upper bounds).
@@ -123,3 +124,25 @@ def fit_linear(gpu_name: str, base: Coefficients | None = None) -> tuple[Coeffic
                 best = (rms, replace(base, flops_eff=round(float(ef), 2), hbm_eff=round(float(em), 2),
                                      layer_fixed_s=float(f"{c:.3g}"), layer_token_s=float(f"{d:.3g}")))
     return best[1], best[0]
+
+
+def allreduce_error() -> dict[str, Any] | None:
+    """Median absolute % error of `PerfModel.allreduce_s` against Vidur's DGX all-reduce medians,
+    per GPU and TP degree, split at 1 MB (latency- vs bandwidth-bound); None without profiles."""
+    out: dict[str, Any] = {}
+    for gpu_dir, gpu_name in GPU_DIRS.items():
+        path = VIDUR_DIR / "network" / f"{gpu_dir}_dgx" / "all_reduce.csv"
+        if not path.exists():
+            continue
+        frame = pd.read_csv(path)
+        frame = frame[frame["devices_per_node"] == frame["num_workers"]]
+        spec = ModelSpec("probe", 1, 64, 8, 8, 64, 64, 0)
+        for tp, rows in frame.groupby("num_workers"):
+            med = rows.groupby("size")["time_stats.all_reduce.median"].median() / 1e3
+            pm = PerfModel(spec, GPUS[gpu_name], int(tp))
+            pred = np.array([pm.allreduce_s(float(size)) for size in med.index])
+            err = np.abs(pred / med.to_numpy() - 1.0) * 100
+            small = med.index.to_numpy() < (1 << 20)
+            out[f"{gpu_dir}/tp{tp}"] = {"under_1MB": round(float(np.median(err[small])), 1),
+                                        "from_1MB": round(float(np.median(err[~small])), 1)}
+    return out or None

@@ -362,7 +362,10 @@ class Simulator:
         prompts need (conservative block bound)."""
         bs = inst.block_size
         waiting = sum(-(-(r.input_tokens + r.gen) // bs) + 1 for r in inst.waiting)
-        return self._blocks_to_bytes(inst, inst.blocks_used + waiting)
+        growth = 0
+        if inst.busy and inst.iter_kind == "decode":   # the stretch in progress adds b tokens a step
+            growth = -(-inst.st_b * inst.st_k // bs)
+        return self._blocks_to_bytes(inst, inst.blocks_used + waiting + growth)
 
     def _clock(self) -> float:
         return self.now_s
@@ -544,8 +547,13 @@ class Simulator:
         self._interrupt(inst)
 
     def set_max_num_seqs(self, inst: Instance, n: int) -> None:
+        """Change the engine's batch limit; waiting requests may join at the next step."""
         inst.max_num_seqs = int(n)
-        self._kick(inst)
+        if inst.busy:
+            if inst.waiting:
+                self._interrupt(inst)
+        else:
+            self._kick(inst)
 
     def dispatch(self, req: Request, inst: Instance) -> None:
         """Send a parked request to `inst` (ready or still starting; not draining or stopped)."""

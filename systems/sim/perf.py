@@ -46,11 +46,14 @@ class Coefficients:
 #: Per GPU preset; a GPU not listed uses DEFAULT_COEFFICIENTS.
 DEFAULT_COEFFICIENTS = Coefficients()
 #: Linear-layer terms fitted by `systems.sim.calibrate.fit_linear` to Vidur's profiles (RMS
-#: relative error 7.2% on A100 over 5,736 rows, 9.6% on H100 over 2,088 rows). H200 shares the
-#: H100's compute die; its HBM bandwidth comes from GpuSpec.
+#: relative error 7.2% on A100 over 5,736 rows, 9.6% on H100 over 2,088 rows); all-reduce latency
+#: and NVLink efficiency read off Vidur's DGX all-reduce profiles (`calibrate.allreduce_error`).
+#: H200 shares the H100's compute die; its HBM bandwidth comes from GpuSpec.
 COEFFICIENTS: dict[str, Coefficients] = {
-    "A100-80GB": Coefficients(flops_eff=0.66, hbm_eff=0.75, layer_fixed_s=5.74e-05, layer_token_s=9.28e-08),
-    "H100-80GB": Coefficients(flops_eff=0.61, hbm_eff=0.84, layer_fixed_s=4.77e-05, layer_token_s=5.41e-08),
+    "A100-80GB": Coefficients(flops_eff=0.66, hbm_eff=0.75, layer_fixed_s=5.74e-05, layer_token_s=9.28e-08,
+                              allreduce_s=25e-6, nvlink_eff=0.6),
+    "H100-80GB": Coefficients(flops_eff=0.61, hbm_eff=0.84, layer_fixed_s=4.77e-05, layer_token_s=5.41e-08,
+                              allreduce_s=25e-6, nvlink_eff=0.75),
 }
 COEFFICIENTS["H200"] = COEFFICIENTS["H100-80GB"]
 
@@ -88,6 +91,13 @@ class PerfModel:
             self._allreduce_fixed_s = 2 * model.layers * c.allreduce_s
         self._decode_fixed: dict[int, float] = {}
         self._fixed_s = c.iteration_s + model.layers * (c.layer_fixed_s + c.attn_layer_s) + self._allreduce_fixed_s
+
+    def allreduce_s(self, nbytes: float) -> float:
+        """One all-reduce of `nbytes` over this TP group (ring: 2 (tp-1)/tp of the bytes cross NVLink)."""
+        if self.tp == 1:
+            return 0.0
+        c = self.coeffs
+        return c.allreduce_s + 2.0 * (self.tp - 1) / self.tp * nbytes / (self.gpu.nvlink_bytes_per_s * c.nvlink_eff)
 
     def linear_layer_s(self, tokens: int) -> float:
         """One transformer layer's non-attention operators for `tokens` tokens (what Vidur profiles)."""

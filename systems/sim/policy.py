@@ -40,7 +40,17 @@ Cluster operations (methods of `sim`; see core.Simulator for signatures and deta
 - host memory (checkpoint cache) per node: `host_models(node)`, `host_free_bytes(node)`,
   `host_put(node, model)` (instant bookkeeping; raises when full), `host_evict(node, model)`.
 - requests: `dispatch(req, inst)`, `parked(model)` (requests no instance has yet, oldest
-  first), `log(kind, model, gpus, detail)` to add a control-plane event (forecast, scale...).
+  first), `parked_models()` (oldest parked first), `open_requests(model)` (arrived, not
+  finished: the autoscaler's load, O(1)), `workload_models` (the run's models in order),
+  `log(kind, model, gpus, detail)` to add a control-plane event (forecast, scale...).
+- placement helpers: `empty_gpus(node)` / `empty_gpus()` (set per node / count of GPUs holding
+  nothing), `empty_epoch` (bumps when a GPU empties); `systems.sim.autoscale` has
+  `first_free_group`, `free_groups` and the reference `Autoscaler`.
+
+Per-request fields a policy may read: `req.id`, `req.model`, `req.arrival_s`, `req.input_tokens`,
+`req.output_tokens`, `req.inst`. Start kinds are set by the core: `warm` (dispatched on arrival
+to a ready instance), `queued` (parked first, then a ready instance), else the instance's start
+kind `cold` / `prewarmed` (dispatched while it was starting).
 
 Options: `simulate(..., options=)` passes one dict; the core takes CORE_OPTIONS (see
 core.py) and the policy declares its own in `OPTIONS` (name -> default). Unknown names are a
