@@ -19,7 +19,7 @@ import shutil
 import time
 import tomllib
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -364,15 +364,23 @@ def run(config: ExperimentConfig, results_dir: Path, *, jobs: int = 1, source: P
             outcomes.append(outcome)
             on_done(outcome)
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = {}
-            for spec in todo:
-                futures[pool.submit(_execute_in_worker, spec, str(exp_dir / spec.run_id))] = spec
-                on_start(spec)
-            for future in as_completed(futures):
-                outcome = future.result()
-                outcomes.append(outcome)
-                on_done(outcome)
+        pool = ProcessPoolExecutor(max_workers=jobs)
+        try:
+            queue, running = list(todo), set()
+            while queue or running:
+                while queue and len(running) < jobs:  # submit as workers free up: "running" is true
+                    spec = queue.pop(0)
+                    running.add(pool.submit(_execute_in_worker, spec, str(exp_dir / spec.run_id)))
+                    on_start(spec)
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    outcome = future.result()
+                    outcomes.append(outcome)
+                    on_done(outcome)
+        except BaseException:  # Ctrl-C: drop queued runs; interrupted ones keep status incomplete
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     order = {s.run_id: i for i, s in enumerate(specs)}
     outcomes.sort(key=lambda o: order[o.spec.run_id])
     return exp_dir, outcomes
