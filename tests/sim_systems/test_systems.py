@@ -168,3 +168,25 @@ def test_options_from_the_cli_arrive_as_strings() -> None:
                       options={"window_s": "180", "kv_prewarm": "false", "warm_engine_init_s": "1.5"})
     assert result.manifest["options"]["window_s"] == 180.0
     assert result.manifest["options"]["kv_prewarm"] is False
+
+
+def test_serverlessllm_keep_alive_and_room_reclaim() -> None:
+    # one GPU, two models: the idle instance of one is stopped to make room for the other
+    small = run("serverlessllm", "bursty", gpus=1, keep_alive_s=1000.0)
+    assert (small.requests["status"] == "ok").all()
+    ev = small.events
+    assert ev.loc[ev["kind"] == "keep_alive_evict", "detail"].str.contains("reason=room").any()
+    # with room to spare, surplus instances of a burst stop keep_alive_s after the load fell
+    roomy = run("serverlessllm", "bursty", keep_alive_s=20.0)
+    stops = roomy.events[roomy.events["kind"] == "keep_alive_evict"]
+    surplus = stops["detail"].str.extract(r"surplus_s=([0-9.]+)")[0].astype(float)
+    assert len(surplus) > 0 and (surplus >= 20.0).all()
+    # locality: every placement found the checkpoint in host memory (all fit), so loads ran at PCIe speed
+    assert roomy.events.loc[roomy.events["kind"] == "placement", "detail"].str.contains("locality=host").all()
+
+
+def test_serverlessllm_without_host_memory_loads_from_ssd() -> None:
+    result = run("serverlessllm", "bursty", host_memory_bytes=0)
+    ev = result.events
+    assert ev.loc[ev["kind"] == "load_begin", "detail"].str.contains("source=ssd").all()
+    assert p99(result) > p99(run("serverlessllm", "bursty"))

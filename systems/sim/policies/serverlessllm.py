@@ -1,7 +1,7 @@
 """`serverlessllm`: ServerlessLLM-style autoscaling on GPUs (the paper's SLLM-GPU baseline).
 
 Models: scale from zero per model (a request that finds no instance with room starts one),
-a keep-alive after which idle instances stop, checkpoints cached in each node's host memory
+a keep-alive (instances beyond ceil(load / capacity) stop after it), checkpoints cached in each node's host memory
 (LRU within `host_memory_bytes`; loads from there run at PCIe speed, else from SSD), and
 locality-aware placement preferring a node whose host memory holds the checkpoint. Leaves out:
 live migration of running requests and the loader's chunked pipelining (a load is one flow).
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 class ServerlessLLM(Policy):
     OPTIONS: dict[str, Any] = {
-        "keep_alive_s": 30.0,       # an instance idle this long stops
+        "keep_alive_s": 30.0,       # surplus (or idle) instances stop after this long
         "host_memory_bytes": -1,    # checkpoint cache per node; < 0: the node's host memory
         "capacity": 32,             # concurrent requests per instance
         "tick_s": 1.0,              # keep-alive check period
@@ -38,6 +38,8 @@ class ServerlessLLM(Policy):
         self.capacity = o["capacity"]
         self.tick_s = o["tick_s"]
         self.idle_since: dict[int, float] = {}
+        self._reclaiming = False
+        self.surplus_since: dict[str, float] = {}
         self.lru: list[dict[str, float]] = []
 
     # ---- host-memory checkpoint cache ------------------------------------------------------
@@ -98,7 +100,12 @@ class ServerlessLLM(Policy):
             if group is not None:
                 return self._launch(sim, model, group)
         for n in order:
-            if self._reclaim(sim, n, tp):
+            self._reclaiming = True
+            try:
+                freed = self._reclaim(sim, n, tp)
+            finally:
+                self._reclaiming = False
+            if freed:
                 group = self._free_group(sim, n, tp)
                 if group is not None:
                     return self._launch(sim, model, group)
@@ -132,7 +139,7 @@ class ServerlessLLM(Policy):
         if len(sim.parked(req.model)) > 1:
             return
         inst = self.pick_instance(sim, req.model) or self.start(sim, req.model)
-        if inst is not None:
+        if inst is not None and req.inst is None:
             self.idle_since.pop(inst.id, None)
             sim.dispatch(req, inst)
 
@@ -159,15 +166,29 @@ class ServerlessLLM(Policy):
 
     def on_stopped(self, sim: "Simulator", inst: "Instance") -> None:
         self.idle_since.pop(inst.id, None)
-        self.serve_parked(sim)
+        if not self._reclaiming:   # a stop made to free room is followed by the start that wanted it
+            self.serve_parked(sim)
 
     def on_tick(self, sim: "Simulator") -> None:
+        """Keep-alive: a model holding more instances than ceil(load / capacity) for `keep_alive_s`
+        drains its least loaded one (so a model with no load scales to zero)."""
         now = sim.now_s
-        for inst in list(sim.instances()):
-            since = self.idle_since.get(inst.id)
-            if since is not None and inst.ready and inst.in_flight == 0 and now - since >= self.keep_alive_s:
-                sim.log("keep_alive_evict", inst.model, inst.gpus, f"id={inst.id} idle_s={now - since:.1f}")
-                self._stop(sim, inst)
+        for model in sim.workload_models:
+            insts = [i for i in sim.instances(model) if i.accepting]
+            if not insts:
+                self.surplus_since.pop(model, None)
+                continue
+            load = sum(i.in_flight for i in insts) + len(sim.parked(model))
+            if len(insts) <= -(-load // self.capacity):
+                self.surplus_since.pop(model, None)
+                continue
+            since = self.surplus_since.setdefault(model, now)
+            ready = [i for i in insts if i.ready]
+            if now - since >= self.keep_alive_s and ready:
+                victim = min(ready, key=lambda i: (i.in_flight, -i.id))
+                sim.log("keep_alive_evict", model, victim.gpus, f"id={victim.id} surplus_s={now - since:.1f}")
+                self.surplus_since[model] = now
+                self._stop(sim, victim)
 
 
 register("serverlessllm", ServerlessLLM)
