@@ -189,3 +189,27 @@ def test_run_command_prints_the_table_and_the_report_path(tmp_path) -> None:
     bad = write(tmp_path, TINY.replace('systems = ["dedicated", "vllm-ondemand"]', 'systems = ["no-such-system"]'), "b.toml")
     code, _, err = cli("run", str(bad), "--results", str(tmp_path / "r"))
     assert code == 2 and "unknown system 'no-such-system'" in err
+
+
+def test_live_backend_runs_through_the_real_load_generator(tmp_path) -> None:
+    """A live experiment against a closed port: every request becomes a failed record, none is lost."""
+    text = """
+name = "live-smoke"
+backend = "live"
+models = ["llama-2-7b"]
+systems = [{name = "openai", options = {url = "http://127.0.0.1:9", token_ids = false, metrics = false, timeout_s = 5}}]
+[workload]
+spec = "synthetic-week"
+[workload.params]
+total_rps = 2.0
+duration_s = 5.0
+history_days = 0
+"""
+    config, _ = experiment.load(write(tmp_path, text))
+    exp_dir, (outcome,) = experiment.run(config, tmp_path / "results", jobs=2)
+    assert outcome.status == "complete", outcome.error
+    run = read_run(exp_dir / outcome.spec.run_id)
+    assert len(run.requests) == run.manifest["workload_requests"] > 0
+    assert set(run.requests["status"]) <= {"error", "timeout"}
+    assert outcome.summary["slo_attainment"] == 0.0 and outcome.summary["p99_ttft_s"] is None
+    assert run.manifest["kind"] == "live" and run.manifest["backend"] == "live"
