@@ -100,7 +100,7 @@ def load_workload(spec: str):
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     if args.worker:
-        from harness.loadgen.distributed import run_worker
+        from systems.live.distributed import run_worker
 
         return run_worker(args.master_host, args.master_port)
     if not args.workload or not args.out:
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     workload = load_workload(args.workload)
     if args.master:
-        from harness.loadgen.distributed import run_master
+        from systems.live.distributed import run_master
 
         result = run_master(workload, args.system, options, args.out, seed=args.seed,
                             bind_host=args.master_bind_host, port=args.master_port,

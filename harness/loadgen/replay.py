@@ -169,3 +169,9 @@ class StaticRouter:
 
     def release(self, model: str) -> None:
         pass
+
+
+def shard(schedule: pd.DataFrame, n_workers: int) -> list[pd.DataFrame]:
+    """Round robin in arrival order: each of `n_workers` gets every n-th request (equal rates)."""
+    ordered = schedule.sort_values("scheduled_s", kind="stable").reset_index(drop=True)
+    return [ordered.iloc[i::n_workers] for i in range(n_workers)]

@@ -16,7 +16,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gevent
 import numpy as np
@@ -134,6 +134,10 @@ def _versions() -> dict[str, str]:
     return out
 
 
+#: Sends a schedule through a live system: (schedule, system, recorder, clock, config, stop) -> stats.
+Replayer = Callable[[pd.DataFrame, LiveSystem, JsonlRecorder, Clock, ReplayConfig, Event], ReplayStats]
+
+
 def run_live(workload: Workload, system: str, options: dict | None, out_dir: Path, *,
              seed: int = 0, stop: Event | None = None) -> RunResult:
     """Replay `workload` against a live `system` (openai | vllm | warmserve | serverlessllm).
@@ -142,6 +146,13 @@ def run_live(workload: Workload, system: str, options: dict | None, out_dir: Pat
     Ctrl-C (SIGINT, main thread) or setting `stop` ends sending, drains for `drain_s`, and
     leaves a readable run whose manifest says `incomplete`.
     """
+    return execute(workload, system, options, out_dir, seed=seed, stop=stop, replayer=replay)
+
+
+def execute(workload: Workload, system: str, options: dict | None, out_dir: Path, *, seed: int,
+            stop: Event | None, replayer: Replayer, start_lead_s: float = 0.0,
+            extra_manifest: dict[str, Any] | None = None) -> RunResult:
+    """Everything around one replay: system up, telemetry, records, manifest, tables, teardown."""
     client, sys_opts = parse_options(system, options)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,6 +172,7 @@ def run_live(workload: Workload, system: str, options: dict | None, out_dir: Pat
         "git_revision": _git_revision(), "versions": _versions(),
         "started_at": datetime.now(timezone.utc).isoformat(),
         "gpu_memory": "measured (NVML)" if gpu.available else gpu.reason,
+        **(extra_manifest or {}),
     }
     write_json(out / "manifest.json", manifest)
     main_thread = threading.current_thread() is threading.main_thread()
@@ -173,13 +185,13 @@ def run_live(workload: Workload, system: str, options: dict | None, out_dir: Pat
     try:
         live.start()
         manifest["system_detail"] = live.describe()
-        clock = Clock(time.perf_counter() + START_LEAD_S)
+        clock = Clock(time.perf_counter() + max(START_LEAD_S, start_lead_s))
         scraper = Scraper(live.metrics_targets, clock.now, client.scrape_period_s)
         scraper.start()
         gpu.start(clock.now, live.gpu_pids, client.scrape_period_s)
         config = ReplayConfig(timeout_s=client.timeout_s, connect_timeout_s=client.connect_timeout_s,
                               drain_s=client.drain_s, max_connections=client.max_connections, seed=seed)
-        stats = replay(schedule(workload, client.time_scale), live, recorder, clock, config, stop)
+        stats = replayer(schedule(workload, client.time_scale), live, recorder, clock, config, stop)
         scraper.stop()
         scraper.scrape_once()  # final counters, after the last request
     except BaseException as exc:
