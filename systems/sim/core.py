@@ -283,6 +283,7 @@ class Simulator:
         self.workload_models: list[str] = [str(m) for m in pd.unique(frame["model"])]
         for m in self.workload_models:
             self.model(m)  # validate names once
+            self._parked[m] = deque()
         self._next_arrival = 0
         self._finished = 0
         self._open: dict[str, int] = {m: 0 for m in self.workload_models}   # arrived, not finished

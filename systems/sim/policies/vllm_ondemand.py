@@ -63,8 +63,12 @@ class VllmOnDemand(Policy):
         self.serve_parked(sim)
 
     def on_tick(self, sim: "Simulator") -> None:
+        scaler = self.scaler
+        scaler.tick(sim)
         for model in sim.workload_models:
-            mean = self.scaler.sample(sim, model)
+            if scaler.idle(sim, model):
+                continue
+            mean = scaler.sample(sim, model)
             start, stop = self.scaler.decide(sim, model, mean)
             for _ in range(start):
                 inst = self.start(sim, model)
