@@ -68,15 +68,30 @@ def window_concurrency(arrival_s: np.ndarray, duration_s: np.ndarray, start_s: f
             arrival = np.maximum(arrival, 0.0)
         if end.max() > span:
             end = np.minimum(end, span)
-    mean = _busy_per_window(arrival, end, n_windows, window_s) / window_s
     n_bins = int(np.ceil(span / PEAK_RESOLUTION_S))
-    first = (arrival * (1.0 / PEAK_RESOLUTION_S)).astype(np.int64)  # truncation = floor: arrival >= 0
-    last = np.maximum(np.ceil(end * (1.0 / PEAK_RESOLUTION_S)).astype(np.int64), first + 1)
-    np.minimum(last, n_bins, out=last)
-    delta = np.bincount(first, minlength=n_bins + 1) - np.bincount(last, minlength=n_bins + 1)
-    level = np.cumsum(delta[:n_bins])
-    window_first_bin = np.minimum((boundaries_s(n_windows, window_s) // PEAK_RESOLUTION_S).astype(np.int64),
-                                  n_bins - 1)
+    # Bin of each start and end (arrival, end >= 0, so truncation is floor). A request
+    # occupies bins first..last inclusive for the peak.
+    first = (arrival * (1.0 / PEAK_RESOLUTION_S)).astype(np.int64)
+    last = (end * (1.0 / PEAK_RESOLUTION_S)).astype(np.int64)
+    started = np.bincount(first, minlength=n_bins + 1)
+    ended = np.bincount(last, minlength=n_bins + 1)
+    level = np.cumsum(started[:n_bins]) - np.r_[0, np.cumsum(ended[:n_bins - 1])]
+    per_window = window_s / PEAK_RESOLUTION_S
+    if abs(per_window - round(per_window)) < 1e-9:
+        # Windows on bin edges: exact busy time from per-bin sums (no sort, no splitting).
+        edges = np.arange(n_windows + 1, dtype=np.int64) * int(round(per_window))
+        sum_started = np.r_[0.0, np.cumsum(np.bincount(first, weights=arrival, minlength=n_bins + 1))]
+        sum_ended = np.r_[0.0, np.cumsum(np.bincount(last, weights=end, minlength=n_bins + 1))]
+        n_started = np.r_[0, np.cumsum(started)]
+        n_ended = np.r_[0, np.cumsum(ended)]
+        t = edges * PEAK_RESOLUTION_S
+        busy_to = sum_ended[edges] + t * (n_started[edges] - n_ended[edges]) - sum_started[edges]
+        mean = np.diff(busy_to) / window_s
+        window_first_bin = edges[:-1]
+    else:
+        mean = _busy_per_window(arrival, end, n_windows, window_s) / window_s
+        window_first_bin = np.minimum((boundaries_s(n_windows, window_s) // PEAK_RESOLUTION_S).astype(np.int64),
+                                      n_bins - 1)
     peak = np.maximum.reduceat(level, window_first_bin).astype(np.float64)
     return mean, peak
 

@@ -49,3 +49,18 @@ def test_peak_counts_overlap_within_one_second():
     mean, peak = window_concurrency(np.array([0.0, 0.3, 0.6]), np.full(3, 0.2), 0.0, 1, 10.0)
     assert mean == pytest.approx([0.06])
     assert peak.tolist() == [3.0]
+
+
+def test_fast_and_exact_paths_agree_with_a_brute_force_count():
+    rng = np.random.default_rng(5)
+    arrival = rng.uniform(-20, 620, 3000)
+    duration = rng.exponential(3.0, 3000)
+    for window_s in (60.0, 45.5):  # on bin edges (fast path) and not (splitting path)
+        n = int(600 // window_s)
+        mean, peak = window_concurrency(arrival, duration, 0.0, n, window_s)
+        grid = np.arange(0, n * window_s, 0.01) + 0.005
+        level = ((arrival[None, :] <= grid[:, None]) & (grid[:, None] < (arrival + duration)[None, :])).sum(axis=1)
+        per = level[: len(grid) // n * n].reshape(n, -1)
+        assert mean == pytest.approx(per.mean(axis=1), rel=0.02, abs=0.02)
+        assert np.all(peak >= per.max(axis=1))  # an upper bound of the instantaneous peak...
+        assert np.all(peak <= per.max(axis=1) + 10)  # ...and a tight one (about 5 arrivals per second here)
