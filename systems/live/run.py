@@ -17,6 +17,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import gevent
 import numpy as np
@@ -49,6 +50,10 @@ def _endpoint_map(models: list[str], urls: dict[str, str], one_url: str | None, 
     if missing:
         raise WarmbenchError(f"no endpoint for workload models {missing}: give --endpoint MODEL=URL "
                              "for each, or one URL for all")
+    for url in {urls.get(m, one_url or "") for m in models}:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise WarmbenchError(f"endpoint {url!r} is not an http(s) URL like http://host:8000")
     return {m: Endpoint(url=urls.get(m, one_url or "").rstrip("/"), protocol=protocol,  # type: ignore[arg-type]
                         served_name=served.get(m, m), **kw) for m in models}
 

@@ -1,0 +1,60 @@
+"""`python run.py replay`: a real run through the CLI, and user errors as one line with exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.store import read_run
+from tests.conftest import ROOT
+from workloads.workload import canonical_frame
+
+
+def replay(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run.py", "replay", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture
+def workload_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "w.csv"
+    canonical_frame(np.linspace(0, 1, 12), ["a", "b"] * 6, np.full(12, 8), np.full(12, 3)).to_csv(path, index=False)
+    return path
+
+
+def test_replay_writes_a_run_with_the_simulated_runs_tables(standin, workload_csv: Path, tmp_path: Path) -> None:
+    url = standin("--ttft-ms", "10", "--gap-ms", "1")
+    out = tmp_path / "run"
+    proc = replay("--workload", str(workload_csv), "--system", "openai", "--endpoint", f"a={url}",
+                  "--endpoint", f"b={url}", "--time-scale", "0.5", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "complete: 12 requests, 12 ok" in proc.stderr
+    result = read_run(out)
+    assert {"requests.parquet", "events.parquet", "memory.parquet", "metrics.parquet"} <= {p.name for p in out.iterdir()}
+    assert result.requests["scheduled_s"].max() == pytest.approx(0.5)  # time scale 0.5
+    assert result.manifest["system"] == "openai" and result.manifest["status"] == "complete"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--system", "openai", "--endpoint", "a=not-a-url", "--endpoint", "b=http://127.0.0.1:9"], "not an http(s) URL"),
+    (["--system", "openai", "--endpoint", "a=http://127.0.0.1:9"], "no endpoint for workload models ['b']"),
+    (["--system", "vllm"], "needs --model"),
+    (["--system", "vllm", "--model", "a=/nonexistent", "--model", "b=/nonexistent"], "cannot read"),
+    (["--system", "openai", "--endpoint", "a=", "--endpoint", "b=http://x:1"], "MODEL=VALUE"),
+])
+def test_bad_input_is_one_line_and_exit_2(workload_csv: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    proc = replay("--workload", str(workload_csv), "--out", str(tmp_path / "run"), *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_workload_file_names_the_file(tmp_path: Path) -> None:
+    proc = replay("--workload", str(tmp_path / "nope.csv"), "--system", "openai", "--endpoint", "http://x:1",
+                  "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert "nope.csv" in proc.stderr and "Traceback" not in proc.stderr
