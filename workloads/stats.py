@@ -65,7 +65,7 @@ def plot_rate(workload: Workload, path: str | Path) -> Path:
     req = workload.requests
     fig, ax = plt.subplots(figsize=(10, 4))
     end = float(req["arrival_s"].max()) if len(req) else 60.0
-    bin_s = 60.0 if end >= 1200 else 1.0
+    bin_s = 60.0 if end >= 3600 else 10.0 if end >= 300 else 1.0  # enough points, not noise
     edges = np.arange(0.0, end + bin_s, bin_s)
     for model in sorted(req["model"].unique()):
         arrival = req.loc[req["model"] == model, "arrival_s"].to_numpy()
