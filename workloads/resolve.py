@@ -51,9 +51,9 @@ def resolve(spec: str | Path, **params: Any) -> Workload:
     CSV / Parquet. Remaining params go to the reader or generator (e.g. `model=` for Azure).
     """
     presets = _presets()
-    if isinstance(spec, str) and spec in presets:
-        return _call(presets[spec], f"preset {spec!r}", **params)
     path = Path(spec)
+    if str(spec) in presets and not path.exists():
+        return _call(presets[str(spec)], f"preset {str(spec)!r}", **params)
     if not path.exists():
         hint = f"; presets are {sorted(presets)}" if not path.suffix else ""
         raise InputError(f"no such file or preset{hint}", file=str(path))
