@@ -15,7 +15,6 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from harness.errors import WarmbenchError
 from workloads.concurrency import history_frame

@@ -85,14 +85,20 @@ def _first_bad(mask: np.ndarray) -> int:
 
 
 def token_column(values: pa.ChunkedArray | pd.Series | np.ndarray, name: str, path: Path,
-                 row_offset: int = 1) -> np.ndarray:
-    """A token-count column as int64; a missing, non-numeric, fractional or negative value names its row."""
+                 row_offset: int = 1, row_numbers: list[int] | None = None) -> np.ndarray:
+    """A token-count column as int64; a missing, non-numeric, fractional or negative value names its row.
+
+    Rows are reported as index + `row_offset`, or `row_numbers[index]` when given (e.g. JSON lines).
+    """
+    def row_of(i: int) -> int:
+        return row_numbers[i] if row_numbers is not None else i + row_offset
+
     if isinstance(values, (pa.ChunkedArray, pa.Array)) and pa.types.is_integer(values.type) \
             and values.null_count == 0:
         array = np.asarray(values.to_numpy(), dtype=np.int64)  # fast path: clean integer column
         if len(array) and array.min() < 0:
             i = _first_bad(array < 0)
-            raise InputError(f"negative token count {array[i]}", file=str(path), row=i + row_offset, field=name)
+            raise InputError(f"negative token count {array[i]}", file=str(path), row=row_of(i), field=name)
         return array
     if isinstance(values, (pa.ChunkedArray, pa.Array)):
         series = values.to_pandas()
@@ -105,30 +111,33 @@ def token_column(values: pa.ChunkedArray | pd.Series | np.ndarray, name: str, pa
         raw = series.iloc[i]
         what = "missing value" if raw is None or (isinstance(raw, float) and np.isnan(raw)) or raw == "" \
             else f"not a number: {raw!r}"
-        raise InputError(f"token count {what}", file=str(path), row=i + row_offset, field=name)
+        raise InputError(f"token count {what}", file=str(path), row=row_of(i), field=name)
     array = numeric.to_numpy(dtype=np.float64)
     bad = array < 0
     if bad.any():
         i = _first_bad(bad)
-        raise InputError(f"negative token count {array[i]:g}", file=str(path), row=i + row_offset, field=name)
+        raise InputError(f"negative token count {array[i]:g}", file=str(path), row=row_of(i), field=name)
     bad = array != np.floor(array)
     if bad.any():
         i = _first_bad(bad)
         raise InputError(f"token count is not a whole number: {array[i]:g}", file=str(path),
-                         row=i + row_offset, field=name)
+                         row=row_of(i), field=name)
     return array.astype(np.int64)
 
 
 def seconds_column(values: pa.ChunkedArray | pd.Series | np.ndarray, name: str, path: Path,
-                   row_offset: int = 1) -> np.ndarray:
+                   row_offset: int = 1, row_numbers: list[int] | None = None) -> np.ndarray:
     """A numeric time column (seconds) as float64; missing or non-numeric values name their row."""
+    def row_of(i: int) -> int:
+        return row_numbers[i] if row_numbers is not None else i + row_offset
+
     series = values.to_pandas() if isinstance(values, (pa.ChunkedArray, pa.Array)) else pd.Series(values)
     numeric = pd.to_numeric(series, errors="coerce")
     bad = numeric.isna().to_numpy() | ~np.isfinite(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
     if bad.any():
         i = _first_bad(bad)
         raise InputError(f"not a time in seconds: {series.iloc[i]!r}", file=str(path),
-                         row=i + row_offset, field=name)
+                         row=row_of(i), field=name)
     return numeric.to_numpy(dtype=np.float64)
 
 

@@ -40,12 +40,11 @@ def read_mooncake(path: str | Path, *, model: str = "llama-2-7b") -> Workload:
                                   else str(value))
     if rows == 0:
         raise InputError("no records", file=str(p))
-    try:
-        clock_ms = seconds_column(np.array(columns["timestamp"], dtype=object), "timestamp", p)
-        inputs = token_column(np.array(columns["input_length"], dtype=object), "input_length", p)
-        outputs = token_column(np.array(columns["output_length"], dtype=object), "output_length", p)
-    except InputError as exc:  # report the line in the file, not the index among records
-        line = line_numbers[exc.row - 1] if exc.row else None
-        raise InputError(str(exc).split(": ", 1)[-1], file=str(p), row=line, field=exc.field) from None
+    # Errors name the line in the file (blank lines skipped), not the index among records.
+    clock_ms = seconds_column(np.array(columns["timestamp"], dtype=object), "timestamp", p, row_numbers=line_numbers)
+    inputs = token_column(np.array(columns["input_length"], dtype=object), "input_length", p,
+                          row_numbers=line_numbers)
+    outputs = token_column(np.array(columns["output_length"], dtype=object), "output_length", p,
+                           row_numbers=line_numbers)
     return finish(p, "mooncake", clock_ms / 1000.0, model, inputs, outputs, rows_read=rows, dropped={},
                   params={"model": model}, origin_s=0.0)
