@@ -82,7 +82,8 @@ def build(path: str | Path, baseline: str | None = None, memory_run: str | None 
     made: dict[str, tuple[Path, str]] = {}
 
     def add(name: str, fig, caption: str) -> None:
-        made[name] = (figures.save(fig, fig_dir / f"{name}.png"), caption)
+        tight = name not in ("ttft_timeline", "gpu_memory")  # many axes, margins set by hand
+        made[name] = (figures.save(fig, fig_dir / f"{name}.png", tight), caption)
 
     add("ttft_cdf", figures.ttft_cdf(runs, {k: v.requests for k, v in results.items()}),
         "TTFT CDF per system (log x) over all requests; a curve ending below 1 means requests never got a token.")

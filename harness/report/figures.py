@@ -121,7 +121,8 @@ def ttft_timeline(runs: list[RunInfo], results: dict[str, tuple[pd.DataFrame, pd
                               label=label)
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), markerscale=2)
     axes[-1, 0].set_xlabel("scheduled time (s)")
-    fig.subplots_adjust(hspace=0.35)
+    fig.subplots_adjust(hspace=0.35, left=0.08, right=0.83, top=1 - 0.35 / fig.get_figheight(),
+                        bottom=0.6 / fig.get_figheight())
     return fig
 
 
@@ -172,7 +173,8 @@ def memory_stack(memory: pd.DataFrame, title: str, end_s: float | None = None) -
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", fontsize=8)
     fig.suptitle(title, fontsize=10, x=0.02, ha="left")
-    fig.subplots_adjust(hspace=0.45, wspace=0.08, right=0.9, top=1 - 0.55 / fig.get_figheight())
+    fig.subplots_adjust(hspace=0.45, wspace=0.08, left=0.07, right=0.9, top=1 - 0.55 / fig.get_figheight(),
+                        bottom=0.5 / fig.get_figheight())
     return fig
 
 
@@ -208,7 +210,8 @@ def _legend(fig: Figure, ax: plt.Axes) -> None:
         ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
-def save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+def save(fig: Figure, path: Path, tight: bool = True) -> Path:
+    """PNG at 110 dpi. `tight=False` for figures that set their own margins: a tight bbox draws twice."""
+    fig.savefig(path, dpi=110, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return path
