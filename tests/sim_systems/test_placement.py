@@ -134,3 +134,18 @@ def test_nodes_of_different_sizes() -> None:
     assert node_ranges(8, 4) == [range(0, 4), range(4, 8)]
     out = place([Replica("a", 4, GB, 1.0)], [10 * GB] * 6, [2, 4], [])
     assert out[0].gpus == (2, 3, 4, 5)   # the 2-GPU node cannot hold a TP4 group
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenarios())
+def test_lazy_choice_equals_the_full_enumeration(scenario) -> None:
+    from systems.sim.policies.warmserve.placement import iter_groups
+
+    gpus_per_node, free, first, second = scenario
+    placed = place(first, free, gpus_per_node, [])
+    for r in second:
+        groups = candidate_groups(r, free, gpus_per_node, placed)
+        outrank = [g for g in groups if g[1] < r.score]
+        pool = outrank or groups
+        expected = min(pool, key=lambda g: g[2])[0] if pool else None
+        assert best_group(r, iter_groups(r, free, gpus_per_node, placed)) == expected

@@ -9,7 +9,7 @@ so starting one replica only evicts replicas aligned with it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import combinations
 
@@ -111,33 +111,55 @@ def node_ranges(n_gpus: int, gpus_per_node: int | Sequence[int]) -> list[range]:
     return out
 
 
-def candidate_groups(new: Replica, free_bytes: Sequence[int], gpus_per_node: int | Sequence[int],
-                     placed: Sequence[Replica]) -> list[tuple[tuple[int, ...], float, float]]:
-    """Every TP-sized group in one node that fits `new` and nests with `placed`: (gpus, max, sum) overlapped score."""
+def iter_groups(new: Replica, free_bytes: Sequence[int], gpus_per_node: int | Sequence[int],
+                placed: Sequence[Replica]) -> Iterator[tuple[tuple[int, ...], float, float]]:
+    """Lazily, in node then lexicographic order: every TP-sized group in one node that fits `new`
+    and nests with `placed`, as (gpus, max overlapped score, summed overlapped score)."""
     covering: list[list[Replica]] = [[] for _ in free_bytes]
     for r in placed:
         for g in r.gpus:
             covering[g].append(r)
-    groups = []
+    tp = new.tp
     for node in node_ranges(len(free_bytes), gpus_per_node):
         fit = [g for g in node
                if free_bytes[g] >= new.bytes_per_gpu and all(r.model != new.model for r in covering[g])]
-        for gpus in combinations(fit, new.tp):
-            trial = replace(new, gpus=gpus)
-            overlapped = {id(r): r for g in gpus for r in covering[g]}.values()
-            if all(nests(trial, r) for r in overlapped):
-                scores = [r.score for r in overlapped]
-                groups.append((gpus, max(scores, default=0.0), sum(scores)))
-    return groups
+        for gpus in combinations(fit, tp):
+            overlapped = {id(r): r for g in gpus for r in covering[g]}
+            if not overlapped:
+                yield gpus, 0.0, 0.0
+                continue
+            group = set(gpus)
+            ok = True
+            for r in overlapped.values():
+                other = set(r.gpus)
+                ok = other == group if r.tp == tp else (other <= group if r.tp < tp else group <= other)
+                if not ok:
+                    break
+            if ok:
+                scores = [r.score for r in overlapped.values()]
+                yield gpus, max(scores), sum(scores)
 
 
-def best_group(new: Replica, groups: Sequence[tuple[tuple[int, ...], float, float]]) -> tuple[int, ...] | None:
-    """Prefer groups where `new` outranks all it overlaps, then the least overlapped score."""
-    if not groups:
-        return None
-    outranks = [g for g in groups if g[1] < new.score]
-    pool = outranks or list(groups)
-    return min(pool, key=lambda g: g[2])[0]
+def candidate_groups(new: Replica, free_bytes: Sequence[int], gpus_per_node: int | Sequence[int],
+                     placed: Sequence[Replica]) -> list[tuple[tuple[int, ...], float, float]]:
+    """Every TP-sized group in one node that fits `new` and nests with `placed`: (gpus, max, sum) overlapped score."""
+    return list(iter_groups(new, free_bytes, gpus_per_node, placed))
+
+
+def best_group(new: Replica, groups: Iterable[tuple[tuple[int, ...], float, float]]) -> tuple[int, ...] | None:
+    """Prefer groups where `new` outranks all it overlaps, then the least overlapped score (first
+    such group on ties). A group overlapping nothing is optimal for a positive score: stop there."""
+    best_hi = best_lo = None
+    for g in groups:
+        if g[1] < new.score:
+            if best_hi is None or g[2] < best_hi[2]:
+                best_hi = g
+                if g[2] == 0.0:
+                    break
+        elif best_lo is None or g[2] < best_lo[2]:
+            best_lo = g
+    chosen = best_hi or best_lo
+    return None if chosen is None else chosen[0]
 
 
 def place(new: Sequence[Replica], free_bytes: Sequence[int], gpus_per_node: int | Sequence[int],
@@ -147,7 +169,7 @@ def place(new: Sequence[Replica], free_bytes: Sequence[int], gpus_per_node: int 
     all_placed = list(placed)
     out: list[Replica] = []
     for r in new:
-        gpus = best_group(r, candidate_groups(r, free, gpus_per_node, all_placed))
+        gpus = best_group(r, iter_groups(r, free, gpus_per_node, all_placed))
         if gpus is None:
             continue
         done = replace(r, gpus=gpus)
