@@ -596,14 +596,19 @@ class Simulator:
             self._push(0.0, self._on_tick, None)
         reqs = self._requests
         n = len(reqs)
+        arrivals = [r.arrival_s for r in reqs]
+        arrivals.append(math.inf)
         heap = self._heap
+        heappop = heapq.heappop
         horizon = self.horizon_s
         debug = self.debug
+        open_ = self._open
+        parked = self._parked
+        na = 0
         while True:
-            na = self._next_arrival
-            next_arr = reqs[na].arrival_s if na < n else math.inf
+            next_arr = arrivals[na]
             if heap and heap[0][0] <= next_arr:
-                t, _, fn, arg = heapq.heappop(heap)
+                t, _, fn, arg = heappop(heap)
                 if t > horizon:
                     break
                 self.now_s = t
@@ -613,16 +618,16 @@ class Simulator:
                     break
                 self.now_s = next_arr
                 req = reqs[na]
-                self._next_arrival = na + 1
+                na = self._next_arrival = na + 1
                 req.parked = True
-                self._open[req.model] += 1
-                self.parked(req.model).append(req)
+                open_[req.model] += 1
+                parked[req.model].append(req)
                 policy.on_request(self, req)
             else:
                 break
             if debug:
                 self._check_invariants()
-            if self._finished == n and self._next_arrival == n:
+            if self._finished == n and na == n:
                 break
         return self._result()
 
@@ -1053,9 +1058,18 @@ class Simulator:
                 self._join(inst, r, inst.iter_start_s)
         elif kind == "decode":
             k, b = inst.st_k, inst.st_b
-            inst.step += k
+            step = inst.step = inst.step + k
             inst.ctx_tokens += k * b
-            self._pop_finished(inst)
+            heap = inst.finish_heap
+            running = inst.running
+            while heap and heap[0][0] <= step:
+                fs, _, r, epoch = heapq.heappop(heap)
+                if epoch != r.epoch or r not in running:
+                    continue
+                del running[r]
+                inst.ctx_tokens -= r.input_tokens + r.gen + (step - r.join_step)
+                r.gen += step - r.join_step
+                self._finish(inst, r, ok=True)
         else:  # mixed
             if inst.st_b:
                 inst.step += 1
