@@ -1,10 +1,9 @@
 """`ideal`: an oracle with warm instances ready for the whole run (a lower bound on TTFT).
 
-Models: it reads the future workload, computes each model's peak concurrency (requests busy for
-their prefill plus decode time on an idle instance) and starts, already warm at t = 0, enough
-instances to hold that peak at `capacity` requests each; requests go to the least loaded one.
-Leaves out: any cost of holding those GPUs; when the cluster is too small the oracle fills it
-in proportion to need and logs a `placement` event saying it is capacity-limited.
+Models: from the future workload, each model's peak concurrency (requests busy for prefill plus
+decode on an idle instance); at t = 0 it starts warm instances for that peak at `capacity` each,
+fills the GPUs left (less batching) and routes to the least loaded. Leaves out: the cost of
+holding GPUs; on a too-small cluster it logs a capacity-limited `placement` event.
 """
 
 from __future__ import annotations
@@ -58,6 +57,16 @@ class Ideal(Policy):
                 continue
             sim.start_instance(m, group, already_warm=True)
             have[m] += 1
+        peak = {m: max(peak_concurrency(sim, m), 1e-9) for m in models}
+        while not limited:   # GPUs left over: more instances, less batching, for the most loaded per instance
+            for m in sorted(models, key=lambda m: (-peak[m] / max(have[m], 1), m)):
+                group = first_free_group(sim, sim.model(m).tp)
+                if group is not None:
+                    sim.start_instance(m, group, already_warm=True)
+                    have[m] += 1
+                    break
+            else:
+                break
         detail = " ".join(f"{m}={have[m]}" for m in sorted(models))
         sim.log("placement", "", (), detail + (" capacity-limited" if limited else ""))
 
