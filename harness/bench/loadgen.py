@@ -50,6 +50,24 @@ def _start_server(port: int) -> subprocess.Popen:
     raise RuntimeError("stand-in server did not start")
 
 
+def _schedstat() -> tuple[float, float]:
+    """(seconds on CPU, seconds waiting for a CPU) of this thread; zeros where Linux does not say."""
+    try:
+        on_ns, wait_ns, _ = Path("/proc/thread-self/schedstat").read_text().split()
+        return int(on_ns) / 1e9, int(wait_ns) / 1e9
+    except (OSError, ValueError):
+        return 0.0, 0.0
+
+
+def cpu_pressure() -> float | None:
+    """Linux PSI: share of the last 10 s in which some task waited for a CPU (%); None if unknown."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        return float(first.split("avg10=")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _one_rate(url: str, rate_rps: float, duration_s: float, seed: int) -> dict[str, Any]:
     from systems.live import run_live
     from workloads.workload import Workload, canonical_frame
@@ -58,9 +76,11 @@ def _one_rate(url: str, rate_rps: float, duration_s: float, seed: int) -> dict[s
     n = int(rate_rps * duration_s)
     arrivals = np.cumsum(rng.exponential(1.0 / rate_rps, n))
     frame = canonical_frame(arrivals, "bench", np.full(n, 32), np.full(n, TOKENS))
+    on0, wait0 = _schedstat()
     with tempfile.TemporaryDirectory() as tmp:
         result = run_live(Workload(frame, {"source": "bench loadgen"}), "openai",
                           {"url": url, "token_ids": True, "timeout_s": 30}, Path(tmp) / "run", seed=seed)
+    on1, wait1 = _schedstat()
     req = result.requests
     ok = req[req["status"] == "ok"]
     lag_ms = (req["sent_s"] - req["scheduled_s"]).dropna().to_numpy() * 1000
@@ -71,6 +91,10 @@ def _one_rate(url: str, rate_rps: float, duration_s: float, seed: int) -> dict[s
         "send_lag_p50_ms": pct(lag_ms, 50), "send_lag_p99_ms": pct(lag_ms, 99),
         "ttft_error_p50_ms": pct(err_ms, 50), "ttft_error_p99_ms": pct(err_ms, 99),
         "client_cpu_percent": result.manifest["client"]["cpu_percent"],
+        # Time the client spent runnable but waiting for a CPU (taken by other processes): on a
+        # busy machine this, not the client's own work, is what makes sends late.
+        "client_runqueue_wait_s": wait1 - wait0, "client_on_cpu_s": on1 - on0,
+        "cpu_pressure_avg10_percent": cpu_pressure(),
     }
 
 
@@ -97,12 +121,13 @@ def render(result: dict[str, Any], console: Console) -> None:
     table = Table(title=f"load generator precision: {s['tokens']} tokens/request, server TTFT {s['ttft_ms']:g} ms, "
                         f"gap {s['gap_ms']:g} ms, {result['duration_s']:g} s per rate")
     for col in ("rate req/s", "ok", "send lag P50 ms", "send lag P99 ms", "TTFT err P50 ms", "TTFT err P99 ms",
-                "client CPU %"):
+                "client CPU %", "client waited for CPU s", "host CPU pressure %"):
         table.add_column(col, justify="right")
     for r in result["rates"]:
         table.add_row(f"{r['rate_rps']:g}", f"{r['ok']}/{r['requests']}", f"{r['send_lag_p50_ms']:.2f}",
                       f"{r['send_lag_p99_ms']:.2f}", f"{r['ttft_error_p50_ms']:.2f}", f"{r['ttft_error_p99_ms']:.2f}",
-                      f"{r['client_cpu_percent']:.0f}")
+                      f"{r['client_cpu_percent']:.0f}", f"{r['client_runqueue_wait_s']:.2f}",
+                      "n/a" if r["cpu_pressure_avg10_percent"] is None else f"{r['cpu_pressure_avg10_percent']:.0f}")
     console.print(table)
     best = result["highest_rate_meeting_targets_rps"]
     console.print(f"highest rate with P99 send lag and P99 TTFT error under {result['target_ms']:g} ms: "

@@ -32,7 +32,7 @@ TTFT_HISTOGRAM = "vllm:time_to_first_token_seconds"
 #: Start faster on a small CPU: engine core and worker in the API server's process (one import
 #: of torch + vLLM instead of three). Serving itself is unchanged.
 FAST_START = {"extra_args": ["--distributed-executor-backend", "uni"],
-              "env": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}}
+              "env": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1"}}
 
 
 def vllm_python() -> str:
@@ -49,8 +49,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     dirs = {}
     for seed, model in enumerate(MODELS):
         out = root / f"tiny-{seed}"
-        subprocess.run([python, str(ROOT / "tests" / "live" / "tiny_llama.py"), str(out), str(seed)],
-                       check=True, capture_output=True, timeout=600)
+        proc = subprocess.run([python, str(ROOT / "tests" / "live" / "tiny_llama.py"), str(out), str(seed)],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"building a tiny Llama failed: {proc.stderr[-2000:]}"
         dirs[model] = str(out)
     return dirs
 
