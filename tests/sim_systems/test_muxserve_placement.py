@@ -53,3 +53,12 @@ def test_placement_fits_memory(specs, group_size) -> None:
     for g in groups:
         assert sum(-(-by_name[n].weight_bytes // len(g.gpus)) for n in g.models) <= 63 * GB
         assert all(by_name[n].min_tp <= len(g.gpus) for n in g.models)
+
+
+def test_default_group_size_uses_every_gpu() -> None:
+    from systems.sim.policies.muxserve import default_group_size
+
+    assert default_group_size(4, 4, [8, 8], [32, 32, 40, 64]) == 4      # the paper's four: one group each
+    assert default_group_size(2, 1, [8], [32, 32]) == 4                 # two 7B on 8 GPUs: 2 groups of 4
+    assert default_group_size(2, 1, [8], [28, 32]) == 4                 # 28 heads split over 4, not 8
+    assert default_group_size(16, 1, [8], [32] * 16) == 1               # more models than GPUs: share

@@ -52,6 +52,16 @@ def split_groups(gpus_per_node: Sequence[int], group_size: int) -> list[tuple[in
     return groups
 
 
+def default_group_size(n_models: int, max_tp: int, gpus_per_node: Sequence[int], heads: Sequence[int]) -> int:
+    """Largest TP any model needs, doubled while there are more groups than models (so no GPU
+    sits idle) and every model's heads still split over the group."""
+    size = max_tp
+    while (sum(n // size for n in gpus_per_node) > n_models and size * 2 <= max(gpus_per_node)
+           and all(h % (size * 2) == 0 for h in heads)):
+        size *= 2
+    return size
+
+
 def place_models(models: Sequence[MuxModel], groups: Sequence[tuple[int, ...]], usable_bytes_per_gpu: int,
                  min_kv_fraction: float = 0.1) -> tuple[list[MuxGroup], list[str]]:
     """Greedy MuxServe placement: largest demand first, onto the fitting group that leaves the
@@ -119,7 +129,7 @@ class MuxServe(Policy):
     """Every model on its group for the whole run: warm at t = 0, compute and KV shared."""
 
     OPTIONS: dict[str, Any] = {
-        "group_size": 0,        # GPUs per shared group; 0: the largest TP among the models
+        "group_size": 0,        # GPUs per shared group; 0: see default_group_size
         "model_max_num_seqs": 32,  # per model engine (bounded, as MuxServe's configs set it)
         "min_kv_fraction": 0.1, # a group must keep this share of usable memory for KV
     }
@@ -136,7 +146,8 @@ class MuxServe(Policy):
         models = [MuxModel(m, sim.model(m).weight_bytes, sim.model(m).kv_bytes_per_token, sim.model(m).tp,
                            model_demand(sim, m)) for m in sim.workload_models]
         per_node = [n.gpus_per_node for n in sim.cluster.nodes]
-        size = int(self.options["group_size"]) or max([m.min_tp for m in models] or [1])
+        size = int(self.options["group_size"]) or default_group_size(
+            len(models), max([m.min_tp for m in models] or [1]), per_node, [sim.model(m.name).heads for m in models])
         size = min(size, max(per_node))
         usable = int(sim.gpu_util * min(n.gpu.memory_bytes for n in sim.cluster.nodes))
         groups, unplaced = place_models(models, split_groups(per_node, size), usable,
