@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from harness.report.document import build, default_baseline
-from harness.report.load import load_runs
+from harness.report.load import check_system, load_runs
 from harness.report.table import print_tables, rich_tables
 
 
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     console = Console()
     runs = load_runs(args.path)
-    baseline = args.baseline or default_baseline(args.path, runs)
+    baseline = check_system(runs, args.baseline) or default_baseline(args.path, runs)
     print_tables(console, rich_tables(runs, baseline, args.model))
     report = build(args.path, baseline=baseline, memory_run=args.memory_run)
     for warning in report.warnings:

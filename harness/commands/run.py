@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from harness import experiment
 from harness.errors import WarmbenchError
 from harness.report.document import build
-from harness.report.load import load_runs
+from harness.report.load import load_runs, systems
 from harness.report.table import fmt, print_tables, rich_tables
 
 
@@ -37,6 +37,9 @@ def handle(args: argparse.Namespace) -> int:
     console = Console()
     config, source = experiment.load(args.experiment, quick=args.quick)
     specs = experiment.grid(config)
+    labels = list(dict.fromkeys(s.point["system"] for s in specs))
+    if args.baseline and args.baseline not in labels:
+        raise WarmbenchError(f"--baseline {args.baseline!r} is not one of the systems {labels}")
     console.print(f"[bold]{config.name}[/]: {len(specs)} runs ({config.backend}) -> {args.results / config.name}", soft_wrap=True)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20),
                   TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -68,10 +71,9 @@ def handle(args: argparse.Namespace) -> int:
         if all(o.user_error for o in failed):
             raise WarmbenchError(f"every run failed; first error: {failed[0].error}")
         return 1
-    runs = load_runs(exp_dir)
-    runs = [r for r in runs if r.complete]
-    baseline = args.baseline or (config.baseline if config.baseline in {r.system for r in runs} else None) \
-        or (runs[0].system if runs else None)
+    runs = [r for r in load_runs(exp_dir) if r.complete]
+    wanted = args.baseline or config.baseline
+    baseline = wanted if wanted in systems(runs) else (runs[0].system if runs else None)  # its runs may have failed
     print_tables(console, rich_tables(runs, baseline))
     if not args.no_report:
         report = build(exp_dir, baseline=baseline)

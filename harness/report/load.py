@@ -91,3 +91,12 @@ def points(runs: list[RunInfo]) -> list[str]:
 
 def systems(runs: list[RunInfo]) -> list[str]:
     return list(dict.fromkeys(r.system for r in runs))
+
+
+def check_system(runs: list[RunInfo], name: str | None) -> str | None:
+    """`name` if some run is of that system (None passes); a user error otherwise."""
+    from harness.errors import WarmbenchError
+
+    if name is not None and name not in systems(runs):
+        raise WarmbenchError(f"no runs of system {name!r}; systems: {', '.join(systems(runs))}")
+    return name

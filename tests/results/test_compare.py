@@ -88,9 +88,20 @@ def test_cli_bad_input_exits_2(tmp_path) -> None:
     other = write_experiment(tmp_path / "other", systems=("c", "d"))
     proc = cli(str(base), str(other))
     assert proc.returncode == 2 and "share no run" in " ".join(proc.stderr.split())
+    proc = cli(str(base), str(base), "--fail-if", "p99_ttft_s:+10%")
+    assert proc.returncode == 0 and "1 bound(s) hold" in proc.stdout
 
 
 def test_bad_input_through_the_real_entry_point(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "run.py", "compare", str(tmp_path / "a"), str(tmp_path / "b")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_table_lists_each_model_on_request(tmp_path) -> None:
+    base = write_experiment(tmp_path / "base")
+    proc = cli(str(base), str(base), "--model", "*")
+    assert proc.returncode == 0
+    assert "llama-2-13b" in proc.stdout and "llama-2-7b" in proc.stdout and "no bounds given" in proc.stdout
+    only = cli(str(base), str(base))
+    assert "llama-2-13b" not in only.stdout

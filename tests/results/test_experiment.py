@@ -213,3 +213,11 @@ history_days = 0
     assert set(run.requests["status"]) <= {"error", "timeout"}
     assert outcome.summary["slo_attainment"] == 0.0 and outcome.summary["p99_ttft_s"] is None
     assert run.manifest["kind"] == "live" and run.manifest["backend"] == "live"
+
+
+def test_baseline_must_name_a_system(tmp_path) -> None:
+    path = write(tmp_path, 'baseline = "nobody"\n' + TINY)
+    code, _, err = cli("run", str(path), "--results", str(tmp_path / "r"))
+    assert code == 2 and "baseline 'nobody' is not one of the systems" in err
+    code, _, err = cli("run", str(write(tmp_path, TINY, "ok.toml")), "--baseline", "nobody", "--results", str(tmp_path / "r"))
+    assert code == 2 and "--baseline 'nobody'" in err
