@@ -1,10 +1,8 @@
 """MuxServe-style GPU sharing: models colocated for the whole run on shared GPU groups.
 
-Models: static placement (models by compute demand, each on the group that keeps the
-cluster's load most even), compute shared by MPS-like shares that stretch each model's
-iterations, KV cache split so every colocated model holds the same number of tokens, a
-bounded max_num_seqs, no cold starts. Leaves out: MuxServe's per-iteration prefill/decode
-multiplexing and its placement's enumeration of mesh shapes (groups here have one size).
+Models: static placement (by compute demand, on the group keeping load most even), MPS-like compute
+shares stretching each model's iterations, KV split so colocated models hold equal tokens, bounded
+max_num_seqs, no cold starts. Leaves out: per-iteration prefill/decode multiplexing, mixed mesh sizes.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """`serverlessllm`: ServerlessLLM-style autoscaling on GPUs (the paper's SLLM-GPU baseline).
 
-Models: scale from zero per model (a request that finds no instance with room starts one),
-a keep-alive (instances beyond ceil(load / capacity) stop after it), checkpoints cached in each node's host memory
-(LRU within `host_memory_bytes`; loads from there run at PCIe speed, else from SSD), and
-locality-aware placement preferring a node whose host memory holds the checkpoint. Leaves out:
-live migration of running requests and the loader's chunked pipelining (a load is one flow).
+Models: scale from zero per model, a keep-alive (instances beyond ceil(load / capacity) stop after
+it), checkpoints in each node's host memory (LRU within `host_memory_bytes`: PCIe speed, else SSD),
+placement preferring a node caching the checkpoint. Leaves out: live migration, loader pipelining.
 """
 
 from __future__ import annotations

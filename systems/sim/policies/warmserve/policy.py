@@ -1,11 +1,9 @@
 """`warmserve`: CSP-forecast prewarming of universal workers, evict-aware placement, KV lending.
 
-Models: per-window CSP forecast from the workload history, prewarm replicas placed by the
-reference's evict-aware algorithm (re-planned every window and after cluster changes), instance
-start from a prewarmed replica (engine init only, or the rest of a partial load) that evicts
-what overlaps it, dedicated instances lending unneeded KV to prewarms (evicted first when KV
-needs room), the reference router and autoscaler. Leaves out: CUDA VMM chunk mapping costs,
-NCCL communicator prewarming (folded into `warm_engine_init_s`), multi-node TP.
+Models: per-window CSP forecasts, prewarm replicas placed evict-aware (re-planned each window and
+after changes), starts from a prewarmed replica (engine init, or the rest of a partial load) that
+evict what overlaps, idle KV lent to prewarms and reclaimed first, the reference autoscaler and router.
+Leaves out: CUDA VMM mapping costs and NCCL prewarming (folded into `warm_engine_init_s`), multi-node TP.
 """
 
 from __future__ import annotations
