@@ -104,6 +104,10 @@ def _one(pool: ClientPool, router: Router, record: dict[str, Any], clock: Clock,
             record["end_s"] = clock.now()
             record["status"], record["error"] = "cancelled", "cancelled while waiting for an instance"
             return
+        except Exception as exc:  # noqa: BLE001 - a broken adapter must still leave a record
+            record["end_s"] = clock.now()
+            record["status"], record["error"] = "error", f"no instance: {type(exc).__name__}: {exc}"[:300]
+            return
         if wait_s > 0:
             record["load_s"] = wait_s
         record["endpoint"] = ep.url

@@ -200,7 +200,7 @@ class VllmSystem(LiveSystem):
     def _launch(self, model: str) -> None:
         """Start one server and wait for it; sets the instance's state and ready event."""
         inst = self.instances[model]
-        inst.state, inst.error = "starting", None
+        inst.state, inst.error = "starting", None  # acquire() may have set these already
         inst.ready.clear()
         self.events.add("instance_start", model, f"port {inst.server.port}", inst.server.gpus or "")
         try:
@@ -261,7 +261,12 @@ class VllmSystem(LiveSystem):
                     self._sleep(model, inst)
 
     def _sleep(self, model: str, inst: _Instance) -> None:
-        if _get_status(inst.server.url, "/sleep?level=1", "POST", timeout_s=60) == 200:
+        try:
+            status = _get_status(inst.server.url, "/sleep?level=1", "POST", timeout_s=60)
+        except (OSError, gevent.Timeout) as exc:
+            self.events.add("sleep_failed", model, str(exc)[:200])
+            return
+        if status == 200:
             inst.state = "asleep"
             self.events.add("sleep", model, "level 1")
 
@@ -279,9 +284,14 @@ class VllmSystem(LiveSystem):
                 inst.state = "waking"
                 inst.ready.clear()
                 self.events.add("wake_begin", model)
-                _get_status(inst.server.url, "/wake_up", "POST", timeout_s=120)
-                inst.state = "up"
+                try:
+                    status = _get_status(inst.server.url, "/wake_up", "POST", timeout_s=120)
+                except (OSError, gevent.Timeout) as exc:
+                    status, inst.error = 0, f"wake_up failed: {exc}"
+                inst.state = "up" if status == 200 else "asleep"
                 inst.ready.set()
+                if status != 200:
+                    raise Unavailable(inst.error or f"wake_up answered HTTP {status}")
                 self.events.add("wake_end", model)
                 return self.endpoints[model], "cold", time.perf_counter() - t
             if inst.state in ("down", "stopping") and self.mode == "ondemand":
@@ -289,8 +299,9 @@ class VllmSystem(LiveSystem):
                     while inst.state == "stopping":
                         gevent.sleep(0.1)
                 if inst.state == "down":
+                    inst.state = "starting"
+                    inst.ready.clear()
                     gevent.spawn(self._launch, model)
-                    gevent.sleep(0)
             inst.ready.wait()
             if inst.state != "up":
                 raise Unavailable(inst.error or f"vLLM for {model} is {inst.state}")
