@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     console = Console()
-    runs = load_runs(args.path)
+    runs = [r for r in load_runs(args.path) if r.manifest.get("status") != "failed"]
     baseline = check_system(runs, args.baseline) or default_baseline(args.path, runs)
     print_tables(console, rich_tables(runs, baseline, args.model))
     report = build(args.path, baseline=baseline, memory_run=args.memory_run)

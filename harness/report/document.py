@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.errors import WarmbenchError
 from harness.metrics import ALL_MODELS, CLIENT_LAG_LIMIT_S
 from harness.report import figures
 from harness.report.load import EXPERIMENT_FILE, RunInfo, load_runs, points, summary_frame, systems
@@ -50,6 +51,9 @@ def warnings_for(runs: list[RunInfo], memory_empty: dict[str, bool]) -> list[str
         own = [str(w) for w in run.manifest.get("warnings", [])]  # what the run itself noticed (live side)
         out += [f"{name}: {w}" for w in own]
         said = " ".join(own).lower()
+        if run.manifest.get("status") == "failed":
+            out.append(f"{name}: run failed ({run.manifest.get('error', 'no error recorded')}); left out of tables and figures")
+            continue
         if not run.complete:
             out.append(f"{name}: run incomplete (status {run.manifest.get('status', 'unknown')}); "
                        "numbers cover only what was recorded")
@@ -70,7 +74,10 @@ def warnings_for(runs: list[RunInfo], memory_empty: dict[str, bool]) -> list[str
 def build(path: str | Path, baseline: str | None = None, memory_run: str | None = None) -> Report:
     """Write figures/, report.html and report.md into `path` (a run or an experiment directory)."""
     root = Path(path)
-    runs = load_runs(root)
+    every = load_runs(root)
+    runs = [r for r in every if r.manifest.get("status") != "failed"]
+    if not runs:
+        raise WarmbenchError(f"every run under {root} failed; nothing to report (see their manifest.json)")
     frame = summary_frame(runs)
     baseline = baseline or default_baseline(root, runs)
     results = {r.run_id: r.result() for r in runs}
@@ -102,7 +109,7 @@ def build(path: str | Path, baseline: str | None = None, memory_run: str | None 
                                                float(end) if pd.notna(end) else None),
             f"GPU memory per GPU over time for {mem_choice.run_id} (stacked: weights, KV, prewarmed, free).")
     add("model_p99_ttft", figures.model_p99_bars(frame, last, runs), f"Per-model P99 TTFT at {last or 'this run'}.")
-    warnings = warnings_for(runs, memory_empty)
+    warnings = warnings_for(every, memory_empty)
     title = f"warmbench report: {root.name}"
     html_path, md_path = root / "report.html", root / "report.md"
     html_path.write_text(_html(title, root, runs, frame, baseline, made, warnings))

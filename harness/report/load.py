@@ -66,7 +66,7 @@ def _grid_order(path: Path) -> list[str]:
 
 def _info(run: Path) -> RunInfo:
     manifest = json.loads((run / "manifest.json").read_text())
-    if not (run / "requests.parquet").exists():
+    if not (run / "requests.parquet").exists() and manifest.get("status") == "complete":
         manifest["status"] = "incomplete"
     point = dict(manifest.get("point") or {})
     system = str(point.pop("system", None) or manifest.get("system") or run.name)

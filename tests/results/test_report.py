@@ -113,3 +113,15 @@ def test_report_command(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "run.py", "report", str(tmp_path / "nope")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "does not exist" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+
+
+def test_failed_runs_are_warned_about_and_left_out(tmp_path) -> None:
+    import json
+
+    root = write_experiment(tmp_path / "exp", systems=("a", "b"))
+    (root / "c_total_rps-2_seed-0").mkdir()
+    (root / "c_total_rps-2_seed-0" / "manifest.json").write_text(json.dumps(
+        {"status": "failed", "error": "SimError: boom", "point": {"system": "c", "total_rps": 2.0, "seed": 0}}))
+    report = build(root)
+    assert any("run failed (SimError: boom)" in w for w in report.warnings)
+    assert "| c |" not in report.md_path.read_text()
