@@ -122,6 +122,9 @@ def test_failed_runs_are_warned_about_and_left_out(tmp_path) -> None:
     (root / "c_total_rps-2_seed-0").mkdir()
     (root / "c_total_rps-2_seed-0" / "manifest.json").write_text(json.dumps(
         {"status": "failed", "error": "SimError: boom", "point": {"system": "c", "total_rps": 2.0, "seed": 0}}))
+    exp = json.loads((root / "experiment.json").read_text())
+    exp["runs"].append("c_total_rps-2_seed-0")  # part of the grid
+    (root / "experiment.json").write_text(json.dumps(exp))
     report = build(root)
     assert any("run failed (SimError: boom)" in w for w in report.warnings)
     assert "| c |" not in report.md_path.read_text()
