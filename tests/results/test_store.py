@@ -80,3 +80,14 @@ def test_environment_names_versions_git_and_host() -> None:
     assert env["versions"]["pandas"] == pd.__version__
     assert set(env["host"]) >= {"hostname", "platform", "cpus"}
     assert "revision" in env["git"]
+
+
+def test_real_simulator_run_round_trips(tmp_path) -> None:
+    from systems.sim import simulate
+    from workloads import resolve
+
+    workload = resolve("synthetic-week", models=["llama-2-7b", "llama-2-13b"], total_rps=2.0, duration_s=60.0,
+                       history_days=1)
+    result = simulate(workload, "paper-16gpu", "vllm-ondemand", seed=1)
+    assert len(result.events) and len(result.memory)
+    assert_same(read_run(write_run(result, tmp_path / "run")), result)
