@@ -95,12 +95,18 @@ def test_ablations_move_the_fast_share_the_way_the_paper_reports() -> None:
     assert not (turns_no_kv.events["kind"] == "kv_lend").any()
 
 
-def test_window_size_is_an_option_and_changes_the_plan() -> None:
-    five = run("warmserve", "bursty")
-    forty = run("warmserve", "bursty", window_s=2400.0)
-    n5 = (five.events["kind"] == "forecast").sum()
-    n40 = (forty.events["kind"] == "forecast").sum()
-    assert n5 > n40 > 0
+def test_a_40_minute_window_prewarms_worse_than_5_minutes() -> None:
+    # eight models on two GPUs, each bursting in its own 5-minute window: a 40-minute window
+    # wants everyone's replicas at once, more than the memory holds
+    models = tuple(f"llama-2-7b#{k}" for k in range(8))
+    w = periodic_bursty(models, duration_s=2400.0, burst_every_s=2400.0, shift_s=300.0, first_burst_s=100.0,
+                        background_rps=0.0)
+    five = simulate(w, cluster(2), "warmserve", debug=True)
+    forty = simulate(w, cluster(2), "warmserve", options={"window_s": 2400.0}, debug=True)
+    assert (five.events["kind"] == "forecast").sum() > (forty.events["kind"] == "forecast").sum()
+    assert (five.requests["start_kind"] == "cold").sum() < (forty.requests["start_kind"] == "cold").sum()
+    assert p99(five) < p99(forty)
+    assert fast_share(five) > fast_share(forty)
 
 
 def test_starting_evicts_overlapping_prewarms_and_memory_stays_exact() -> None:

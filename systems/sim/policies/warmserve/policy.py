@@ -130,20 +130,31 @@ class WarmServe(Policy):
         if not new:
             return
         placed = self._place(sim, new, existing)
-        if len(placed) < len(new):
-            # make room: drop prewarms no forecast wants (the reference leaves this as a TODO)
-            dropped = False
-            for p, r in zip(pws, existing):
-                if r.score == 0.0 and not self._on_instance_gpus(sim, p):
-                    sim.evict(p)
-                    dropped = True
-            if dropped:
-                pws = sorted(sim.prewarms(), key=lambda p: p.id)
-                existing = [Replica(p.model, p.tp, align_up(p.shard_bytes), self.scores.get(p.id, 0.0), p.gpus) for p in pws]
-                placed = self._place(sim, new, existing)
         for r in placed:
             pw = sim.prewarm(r.model, r.gpus)
             self.scores[pw.id] = r.score
+        if len(placed) < len(new):
+            self._displace(sim, [r for r in new if not any(p is r or (p.model == r.model and p.score == r.score) for p in placed)])
+
+    def _displace(self, sim: "Simulator", unplaced: list[Replica]) -> None:
+        """Memory is short: a replica may evict lower-scored prewarms on universal GPUs, lowest
+        first, until it fits (the reference leaves eviction for room as a TODO)."""
+        for r in sorted(unplaced, key=lambda r: -r.score):
+            for _ in range(16):
+                victims = [p for p in sim.prewarms() if self.scores.get(p.id, 0.0) < r.score
+                           and p.model != r.model and not self._on_instance_gpus(sim, p)]
+                if not victims:
+                    break
+                victim = min(victims, key=lambda p: (self.scores.get(p.id, 0.0), p.id))
+                sim.evict(victim)
+                self.scores.pop(victim.id, None)
+                pws = sorted(sim.prewarms(), key=lambda p: p.id)
+                existing = [Replica(p.model, p.tp, align_up(p.shard_bytes), self.scores.get(p.id, 0.0), p.gpus) for p in pws]
+                done = self._place(sim, [r], existing)
+                if done:
+                    pw = sim.prewarm(done[0].model, done[0].gpus)
+                    self.scores[pw.id] = done[0].score
+                    break
 
     def _place(self, sim: "Simulator", new: list[Replica], existing: list[Replica]) -> list[Replica]:
         free = [self._prewarm_free(sim, g.id) for g in sim.gpus]
