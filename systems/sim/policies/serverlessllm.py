@@ -97,10 +97,16 @@ class ServerlessLLM(Policy):
             group = self._free_group(sim, n, tp)
             if group is not None:
                 return self._launch(sim, model, group)
+        idle: dict[int, list["Instance"]] = {}
+        for i in sim.instances():
+            if i.ready and i.in_flight == 0:
+                idle.setdefault(i.node, []).append(i)
         for n in order:
+            if n not in idle:
+                continue
             self._reclaiming = True
             try:
-                freed = self._reclaim(sim, n, tp)
+                freed = self._reclaim(sim, n, tp, idle[n])
             finally:
                 self._reclaiming = False
             if freed:
@@ -117,11 +123,9 @@ class ServerlessLLM(Policy):
         self._cache(sim, node, model)  # the loader stages the checkpoint through host memory
         return inst
 
-    def _reclaim(self, sim: "Simulator", node: int, tp: int) -> bool:
+    def _reclaim(self, sim: "Simulator", node: int, tp: int, idle: list["Instance"]) -> bool:
         """Stop idle instances on `node` (longest idle first) until an aligned group of `tp` is free."""
-        idle = sorted((i for i in sim.instances() if i.node == node and i.ready and i.in_flight == 0),
-                      key=lambda i: (self.idle_since.get(i.id, i.ready_s), i.id))
-        for inst in idle:
+        for inst in sorted(idle, key=lambda i: (self.idle_since.get(i.id, i.ready_s), i.id)):
             sim.log("keep_alive_evict", inst.model, inst.gpus, f"id={inst.id} reason=room")
             self._stop(sim, inst)
             if self._free_group(sim, node, tp) is not None:
