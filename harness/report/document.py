@@ -15,7 +15,7 @@ from harness.errors import WarmbenchError
 from harness.metrics import ALL_MODELS, CLIENT_LAG_LIMIT_S
 from harness.report import figures
 from harness.report.load import EXPERIMENT_FILE, RunInfo, load_runs, points, summary_frame, systems
-from harness.report.table import KEY_METRICS, fmt, markdown_table
+from harness.report.table import fmt, markdown_table
 
 #: Per-model columns in the report's detail table.
 MODEL_METRICS: tuple[str, ...] = ("requests", "failed", "mean_ttft_s", "p90_ttft_s", "p95_ttft_s", "p99_ttft_s",
