@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from gevent.event import Event
 from locust.env import Environment
+from locust.runners import STATE_MISSING
 
 from harness.errors import WarmbenchError
 from harness.loadgen import Clock, Endpoint, ReplayConfig, StaticRouter, replay
@@ -103,7 +104,8 @@ class _MasterReplayer:
                 stopped = True
                 for worker_id in worker_ids:
                     self.runner.send_message(MSG_STOP, {}, client_id=worker_id)
-            lost = [w for w in worker_ids if w not in self.runner.clients and not self.workers[w].get("done")]
+            lost = [w for w in worker_ids if not self.workers[w].get("done")
+                    and getattr(self.runner.clients.get(w), "state", STATE_MISSING) == STATE_MISSING]
             if lost:
                 for w in lost:
                     self.workers[w].update(done=True, lost=True)
@@ -121,7 +123,8 @@ class _MasterReplayer:
                            cpu_s=sum(w.get("cpu_s", 0.0) for w in self.workers.values()),
                            wall_s=max((w.get("wall_s", 0.0) for w in self.workers.values()), default=0.0)
                            or time.perf_counter() - wall0,
-                           stopped_early=stopped, n_unsent=sum(w.get("n_unsent", 0) for w in self.workers.values()))
+                           stopped_early=stopped or any(w.get("lost") for w in self.workers.values()),
+                           n_unsent=sum(w.get("n_unsent", 0) for w in self.workers.values()))
 
 
 def run_master(workload: Workload, system: str, options: dict, out_dir: Path, *, seed: int = 0,
