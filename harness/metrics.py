@@ -167,12 +167,31 @@ def metrics(requests: pd.DataFrame, slo: Slo = Slo(), span: float | None = None)
     for kind in ("warm", "prewarmed", "cold", "queued"):
         out[f"start_{kind}"] = float((kinds == kind).sum())
     out["start_unknown"] = float(n - sum(out[f"start_{k}"] for k in ("warm", "prewarmed", "cold", "queued")))
+    for part in ("queue", "load", "prefill"):  # TTFT split, where the system reports it
+        out[f"mean_{part}_s"] = mean(_num(requests, f"{part}_s"))
     lag = send_lag_s(requests)
     out["p50_send_lag_s"] = percentile(lag, 50)
     out["p99_send_lag_s"] = percentile(lag, 99)
     finite_lag = lag[np.isfinite(lag)]
     out["max_send_lag_s"] = float(finite_lag.max()) if finite_lag.size else math.nan
     return out
+
+
+def by_start_kind(requests: pd.DataFrame) -> pd.DataFrame:
+    """Cold-start attribution: per start kind, requests, share, TTFT mean / P99, mean queue / load / prefill."""
+    kinds = requests["start_kind"].fillna("").astype(str).replace("", "unknown") if len(requests) else pd.Series(dtype=str)
+    rows = []
+    for kind in [k for k in (*START_ORDER, "unknown") if k in set(kinds)]:
+        group = requests[(kinds == kind).to_numpy()]
+        ttft = ttft_s(group)
+        rows.append({"start_kind": kind, "requests": len(group), "share": len(group) / len(requests),
+                     "mean_ttft_s": mean(ttft), "p99_ttft_s": percentile(ttft, 99),
+                     **{f"mean_{p}_s": mean(_num(group, f"{p}_s")) for p in ("queue", "load", "prefill")}})
+    return pd.DataFrame(rows, columns=["start_kind", "requests", "share", "mean_ttft_s", "p99_ttft_s",
+                                       "mean_queue_s", "mean_load_s", "mean_prefill_s"])
+
+
+START_ORDER: tuple[str, ...] = ("warm", "prewarmed", "cold", "queued")
 
 
 def summarize(requests: pd.DataFrame, slo: Slo = Slo()) -> dict[str, dict[str, float]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import WarmbenchError
-from harness.metrics import ALL_MODELS, CLIENT_LAG_LIMIT_S
+from harness.metrics import ALL_MODELS, CLIENT_LAG_LIMIT_S, by_start_kind
 from harness.report import figures
 from harness.report.load import EXPERIMENT_FILE, RunInfo, load_runs, points, summary_frame, systems
 from harness.report.table import fmt, markdown_table
@@ -109,11 +109,12 @@ def build(path: str | Path, baseline: str | None = None, memory_run: str | None 
                                                float(end) if pd.notna(end) else None),
             f"GPU memory per GPU over time for {mem_choice.run_id} (stacked: weights, KV, prewarmed, free).")
     add("model_p99_ttft", figures.model_p99_bars(frame, last, runs), f"Per-model P99 TTFT at {last or 'this run'}.")
+    kinds = _start_kind_frame(at_last, results)
     warnings = warnings_for(every, memory_empty)
     title = f"warmbench report: {root.name}"
     html_path, md_path = root / "report.html", root / "report.md"
-    html_path.write_text(_html(title, root, runs, frame, baseline, made, warnings))
-    md_path.write_text(_markdown(title, root, runs, frame, baseline, made, warnings))
+    html_path.write_text(_html(title, root, runs, frame, baseline, made, warnings, kinds, last))
+    md_path.write_text(_markdown(title, root, runs, frame, baseline, made, warnings, kinds, last))
     return Report(html_path, md_path, {k: v[0] for k, v in made.items()}, warnings)
 
 
@@ -136,6 +137,22 @@ def _model_frame(frame: pd.DataFrame, point: str) -> pd.DataFrame:
     return table
 
 
+def _start_kind_frame(runs: list[RunInfo], results: dict) -> pd.DataFrame:
+    """TTFT split by how the serving instance was obtained, per system (formatted for tables)."""
+    parts = []
+    for run in runs:
+        table = by_start_kind(results[run.run_id].requests)
+        table.insert(0, "system", run.system)
+        parts.append(table)
+    if not parts:
+        return pd.DataFrame()
+    out = pd.concat(parts, ignore_index=True)
+    for col in out.columns[2:]:
+        metric = "slo_attainment" if col == "share" else ("requests" if col == "requests" else col)
+        out[col] = [fmt(metric, v) for v in out[col]]
+    return out
+
+
 def _manifest_view(root: Path, runs: list[RunInfo]) -> dict:
     file = root / EXPERIMENT_FILE
     if file.is_file():
@@ -145,7 +162,7 @@ def _manifest_view(root: Path, runs: list[RunInfo]) -> dict:
     return runs[0].manifest if len(runs) == 1 else {r.run_id: r.manifest for r in runs}
 
 
-def _html(title: str, root: Path, runs, frame, baseline, made, warnings) -> str:
+def _html(title: str, root: Path, runs, frame, baseline, made, warnings, kinds, last) -> str:
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{_CSS}</style>"
              f"</head><body><h1>{esc(title)}</h1>",
@@ -162,6 +179,10 @@ def _html(title: str, root: Path, runs, frame, baseline, made, warnings) -> str:
         data = base64.b64encode(path.read_bytes()).decode()
         parts.append(f"<figure><img alt='{esc(name)}' src='data:image/png;base64,{data}'>"
                      f"<figcaption>{esc(caption)}</figcaption></figure>")
+    if len(kinds):
+        parts.append(f"<h2>TTFT by start kind ({esc(last or 'this run')})</h2><p>How each request's instance was "
+                     "obtained (warm / prewarmed / cold / queued) and where its TTFT went.</p>"
+                     + kinds.to_html(index=False, border=0))
     parts.append("<h2>Per model</h2>")
     for point in points(runs):
         parts.append(f"<h3>{esc(point or 'run')}</h3>" + _model_frame(frame, point).to_html(index=False, border=0))
@@ -187,7 +208,7 @@ def _bold(text: str) -> str:
     return html.escape(text)
 
 
-def _markdown(title: str, root: Path, runs, frame, baseline, made, warnings) -> str:
+def _markdown(title: str, root: Path, runs, frame, baseline, made, warnings, kinds, last) -> str:
     lines = [f"# {title}", "", f"{len(runs)} run(s), systems: {', '.join(systems(runs))}; baseline: {baseline}. "
              "Best value per column in bold; (×r) = ratio to the baseline.", ""]
     if warnings:
@@ -198,15 +219,19 @@ def _markdown(title: str, root: Path, runs, frame, baseline, made, warnings) -> 
     lines += ["## Figures", ""]
     for name, (path, caption) in made.items():
         lines += [f"![{name}](figures/{path.name})", "", caption, ""]
+    if len(kinds):
+        lines += [f"## TTFT by start kind ({last or 'this run'})", "", _md_frame(kinds), ""]
     lines += ["## Per model", ""]
     for point in points(runs):
-        table = _model_frame(frame, point)
-        lines += [f"### {point or 'run'}", "", "| " + " | ".join(table.columns) + " |",
-                  "|" + "---|" * len(table.columns)]
-        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-        lines.append("")
+        lines += [f"### {point or 'run'}", "", _md_frame(_model_frame(frame, point)), ""]
     lines += ["## Manifest", "", "```json", json.dumps(_manifest_view(root, runs), indent=2, sort_keys=True, default=str),
               "```", ""]
+    return "\n".join(lines)
+
+
+def _md_frame(table: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines)
 
 

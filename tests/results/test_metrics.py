@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness.metrics import PAPER_UNFINISHED_TTFT_S, Slo, jsonable, summarize
+from harness.metrics import PAPER_UNFINISHED_TTFT_S, Slo, by_start_kind, jsonable, summarize
 from tests.results.factory import NAN, requests
 
 # r0 ttft .05 tpot .05 e2e .25 | r1 ttft .5 tpot .5 e2e 1.5 | r2 ttft 2 (1 token) e2e 2
@@ -122,3 +122,22 @@ def test_received_tokens_override_asked_for_tpot() -> None:
     assert s["p50_tpot_s"] == pytest.approx(0.1)
     s = summarize(requests([dict(first_token_s=0.1, end_s=1.1, output_tokens=11, received_tokens=NAN)]))["all"]
     assert s["p50_tpot_s"] == pytest.approx(0.1)
+
+
+def test_ttft_split_by_start_kind() -> None:
+    rows = [
+        dict(scheduled_s=0.0, first_token_s=0.1, end_s=0.2, start_kind="warm", queue_s=0.02, load_s=0.0, prefill_s=0.08),
+        dict(scheduled_s=1.0, first_token_s=1.3, end_s=1.4, start_kind="warm", queue_s=0.1, load_s=0.0, prefill_s=0.2),
+        dict(scheduled_s=2.0, first_token_s=12.0, end_s=12.5, start_kind="cold", queue_s=0.0, load_s=9.5, prefill_s=0.5),
+        dict(scheduled_s=3.0, status="error"),
+    ]
+    table = by_start_kind(requests(rows)).set_index("start_kind")
+    assert table.index.tolist() == ["warm", "cold", "unknown"]
+    assert table.loc["warm", "requests"] == 2 and table.loc["warm", "share"] == pytest.approx(0.5)
+    assert table.loc["warm", "mean_ttft_s"] == pytest.approx(0.2)
+    assert table.loc["warm", "mean_queue_s"] == pytest.approx(0.06)
+    assert table.loc["cold", "mean_load_s"] == pytest.approx(9.5)
+    assert math.isnan(table.loc["unknown", "mean_ttft_s"]) and math.isnan(table.loc["unknown", "mean_load_s"])
+    s = summarize(requests(rows))["all"]
+    assert s["mean_load_s"] == pytest.approx(9.5 / 3) and s["mean_prefill_s"] == pytest.approx(0.26)
+    assert by_start_kind(requests([])).empty

@@ -81,6 +81,7 @@ def test_report_html_is_self_contained_with_figures_tables_and_warnings(tmp_path
     assert "<table" in text and "TTFT p99" in text and "&quot;baseline&quot;" in text  # manifest shown
     md = report.md_path.read_text()
     assert "![ttft_cdf](figures/ttft_cdf.png)" in md and "| system |" in md
+    assert "## TTFT by start kind (total_rps=5.0)" in md and "| b | cold |" in md
 
 
 def test_client_lag_and_incomplete_runs_are_flagged(tmp_path) -> None:
