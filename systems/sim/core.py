@@ -537,7 +537,13 @@ class Simulator:
             for g in inst.gpus:
                 self._alloc(g, KV, inst.model, delta)
             self._set_blocks(inst, new)
-            self._interrupt(inst)
+            # a shrink never cuts into the stretch in progress (kv_needed_bytes counts it); a grow
+            # matters only to waiting requests, which may now be admitted at the next step
+            if delta > 0 and inst.waiting:
+                if inst.busy:
+                    self._interrupt(inst)
+                else:
+                    self._kick(inst)
         return new
 
     def set_compute_share(self, inst: Instance, share: float) -> None:
