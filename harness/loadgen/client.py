@@ -72,9 +72,18 @@ def _read_some(resp: HTTPSocketPoolResponse) -> bytes:
             raise StreamCut("connection closed mid-response")
         data = sock.recv(65536)
         if not data:
-            resp.release()
             raise StreamCut("connection closed by the server mid-response")
         resp.feed(data)
+
+
+def _discard(resp: HTTPSocketPoolResponse | None) -> None:
+    """Close the connection of a response not read to its end: it must never go back to the pool."""
+    if resp is None:
+        return
+    pool, sock = resp._pool, resp._sock
+    resp._pool = resp._sock = None
+    if pool is not None and sock is not None:
+        pool.release_socket(sock)
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
@@ -120,11 +129,11 @@ def send(pool: ClientPool, ep: Endpoint, record: dict[str, Any], now: Callable[[
     except gevent.GreenletExit:
         record["status"], record["error"] = "cancelled", "cancelled: drain time ran out after stop"
         record["end_s"] = now()
+        _discard(resp)
     except BaseException as exc:  # noqa: BLE001 - every fault becomes a record
         record["end_s"] = now()
         record["status"], record["error"] = _describe(exc)
-        if resp is not None:
-            resp.release()
+        _discard(resp)
     finally:
         _fill_tokens(record, reader, token_times, ep)
 

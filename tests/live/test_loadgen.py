@@ -165,3 +165,12 @@ def test_prometheus_parser_reads_histograms() -> None:
             'vllm:time_to_first_token_seconds_bucket{engine="0",le="0.1",model_name="b"} 7.0\n')
     buckets = histogram_buckets(parse_prometheus(text), "vllm:time_to_first_token_seconds", model_name="a")
     assert buckets == {0.1: 3.0, math.inf: 5.0}
+
+
+def test_a_cut_stream_never_poisons_the_next_request_on_a_kept_alive_connection(standin, tmp_path: Path) -> None:
+    url = standin("--ttft-ms", "5", "--gap-ms", "1", "--cut-model", "cut")
+    w = workload(["cut", "ok"], 10, 2.0)  # one at a time: each reuses the pooled connection
+    result = run_live(w, "openai", {"url": url, "max_connections": 1, "token_ids": False}, tmp_path / "run")
+    req = result.requests
+    assert (req.loc[req["model"] == "ok", "status"] == "ok").all(), req["error"].tolist()
+    assert (req.loc[req["model"] == "cut", "status"] == "error").all()
