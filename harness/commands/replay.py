@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="local model directory per model (vllm)")
     p.add_argument("--mode", choices=["dedicated", "ondemand", "sleep"], default="dedicated",
                    help="vllm: all up front, start on first request / stop when idle, or sleep/wake (GPU)")
+    p.add_argument("--gpus", action="append", default=[], metavar="MODEL=0,1",
+                   help="vllm: CUDA_VISIBLE_DEVICES for a model's server")
     p.add_argument("--idle-s", type=float, default=30.0, help="vllm ondemand/sleep: idle time before stop/sleep")
     p.add_argument("--vllm-python", help="interpreter with vLLM installed (default $WARMBENCH_VLLM_PYTHON)")
     p.add_argument("--token-ids", choices=["auto", "yes", "no"], default="auto",
@@ -73,7 +75,8 @@ def options_from_args(args: argparse.Namespace) -> dict:
     if args.system == "vllm":
         if not args.model:
             raise WarmbenchError("--system vllm needs --model MODEL=PATH for each workload model")
-        opts.update(models=_pairs(args.model, "--model"), mode=args.mode, idle_s=args.idle_s)
+        opts.update(models=_pairs(args.model, "--model"), mode=args.mode, idle_s=args.idle_s,
+                    gpus=_pairs(args.gpus, "--gpus"))
         if args.vllm_python:
             opts["python"] = args.vllm_python
     elif args.system == "openai":
