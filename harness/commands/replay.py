@@ -2,8 +2,9 @@
 
 One machine: `replay --workload W --system S ... --out DIR`. Across machines, with locust's
 master/worker mode: the master runs `replay ... --master --expect-workers N --out DIR` and each
-worker `replay --worker --master-host HOST ...` (same workload and system flags); the master
-deals out shards, sets a common start time and merges the records into one run.
+worker `replay --worker --master-host HOST`; the master brings the system up, deals out shards
+with the endpoints and a common start time (keep clocks NTP-synced), and merges the records
+into one run.
 """
 
 from __future__ import annotations
