@@ -941,15 +941,6 @@ class Simulator:
         self._finish(inst, head, ok=False)
         self._kick(inst)
 
-    def _steps_to_finish(self, inst: Instance) -> int:
-        heap = inst.finish_heap
-        while heap:
-            fs, _, r, epoch = heap[0]
-            if epoch == r.epoch and r in inst.running:
-                return fs - inst.step
-            heapq.heappop(heap)
-        raise SimError("running batch without finish entries")
-
     def _plan_prefill(self, inst: Instance) -> bool:
         batch = []
         tokens = 0

@@ -128,3 +128,25 @@ def test_options_are_checked_and_duration_truncates():
     res = simulate(wl, "paper-16gpu", "dedicated", duration_s=100.0)
     assert len(res.requests) == int((wl.requests["arrival_s"] < 100).sum())
     assert res.manifest["system"] == "dedicated" and res.manifest["options"]["engine_init_s"] == 2.0
+
+
+def test_results_do_not_depend_on_hash_randomisation(tmp_path):
+    """Two processes with different PYTHONHASHSEED produce byte-identical request tables."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = (
+        "import sys, hashlib; from tests.sim.test_systems import bursty; from systems.sim import simulate;"
+        "r = simulate(bursty(seed=2, n=600), 'paper-16gpu', 'vllm-ondemand', seed=1);"
+        "print(hashlib.sha256(r.requests.to_csv().encode() + r.events.to_csv().encode()).hexdigest())"
+    )
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
