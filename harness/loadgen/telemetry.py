@@ -101,10 +101,11 @@ class Scraper:
 
     def _loop(self) -> None:
         while True:
-            self.scrape_once()
             gevent.sleep(self.period_s)
+            self.scrape_once()
 
     def start(self) -> None:
+        """Scrape every `period_s` from now on (call `scrape_once` first for a baseline)."""
         self._greenlet = gevent.spawn(self._loop)
 
     def stop(self) -> None:

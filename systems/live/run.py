@@ -192,6 +192,12 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
         manifest["system_detail"] = live.describe()
         clock = Clock(time.perf_counter() + max(START_LEAD_S, start_lead_s))
         scraper = Scraper(live.metrics_targets, clock.now, client.scrape_period_s)
+        scraper.scrape_once()  # baseline counters, before any request is sent
+        late_s = time.perf_counter() + 0.05 - clock.t0
+        if late_s > 0:  # the baseline scrape ate the lead: move t=0 (nothing has happened yet)
+            clock.t0 += late_s
+            for row in scraper.rows:
+                row["time_s"] -= late_s
         scraper.start()
         gpu.start(clock.now, live.gpu_pids, client.scrape_period_s)
         config = ReplayConfig(timeout_s=client.timeout_s, connect_timeout_s=client.connect_timeout_s,
