@@ -167,6 +167,16 @@ class _Stream:
         self.next_i, self.due = 0, received + conn.b.ttft_s
         self.done = Event()
 
+    def _send(self, data: bytes) -> None:
+        """One plain non-blocking send (no gevent wrapper: this runs tens of thousands of times a
+        second); only a full socket buffer falls back to gevent's cooperative sendall."""
+        try:
+            sent = self.conn.sock._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self.conn.sock.sendall(data[sent:])
+
     def write_due(self, now: float) -> bool:
         """Write every token due by `now`; True when the stream has ended (or was cut)."""
         gap = self.conn.b.gap_s
@@ -176,10 +186,10 @@ class _Stream:
                 self.done.set(False)
                 return True
             if i == self.n_out - 1:
-                self.conn.sock.sendall(self.last + self.trailer)
+                self._send(self.last + self.trailer)
                 self.done.set(True)
                 return True
-            self.conn.sock.sendall(self.token)
+            self._send(self.token)
             self.next_i, self.due = i + 1, self.due + gap
         return False
 
