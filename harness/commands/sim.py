@@ -1,6 +1,6 @@
 """`warmbench sim`: run a system on a simulated cluster over a workload and write the run directory.
 
-    python run.py sim --system vllm-ondemand --workload synthetic-week --cluster paper-16gpu \
+    python run.py sim --system vllm-ondemand --workload synthetic-week --cluster paper-16gpu
         [--duration-s 1200] [--seed 0] [--option engine_init_s=4] --out results/sim/run1
 """
 
