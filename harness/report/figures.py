@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
 
 from harness.metrics import ALL_MODELS, ttft_s  # noqa: E402
 from harness.report.load import RunInfo, points, systems  # noqa: E402
@@ -94,22 +94,29 @@ def rate_curves(frame: pd.DataFrame, x: str, runs: list[RunInfo]) -> Figure:
 def ttft_timeline(runs: list[RunInfo], results: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> Figure:
     """TTFT of each request over time (one row per run), cold-start / prewarm / evict events marked."""
     fig, axes = plt.subplots(len(runs), 1, figsize=(10, 2.3 * len(runs) + 0.6), squeeze=False, sharex=True)
+    names = sorted({m for r in runs for m in results[r.run_id][0]["model"].astype(str).unique()})
+    colors = dict(zip(names, sns.color_palette("deep", max(len(names), 1))))
+    legend: dict[str, object] = {}
     for ax, run in zip(axes[:, 0], runs):
         req, events = results[run.run_id]
         ttft = ttft_s(req)
         done = np.isfinite(ttft)
-        models = req["model"].astype(str)
-        for model, color in zip(sorted(models.unique()), sns.color_palette("deep")):
-            sel = done & (models == model).to_numpy()
-            ax.scatter(req["scheduled_s"].to_numpy()[sel], np.maximum(ttft[sel], 1e-4), s=4, color=color,
-                       label=model, alpha=0.6, linewidths=0)
+        models = req["model"].astype(str).to_numpy()
+        scheduled = req["scheduled_s"].to_numpy(dtype=float)
+        for model in names:
+            sel = done & (models == model)
+            if sel.any():
+                legend[model] = ax.scatter(scheduled[sel], np.maximum(ttft[sel], 1e-4), s=4, color=colors[model],
+                                           alpha=0.6, linewidths=0)
         failed = ~done
         if failed.any():
             top = np.nanmax(ttft) * 2 if done.any() else 1.0
-            ax.scatter(req["scheduled_s"].to_numpy()[failed], np.full(failed.sum(), top), marker="x", s=10,
-                       color="black", label="no first token")
+            legend["no first token"] = ax.scatter(scheduled[failed], np.full(failed.sum(), top), marker="x", s=10,
+                                                  color="black")
         ax.set_yscale("log")
-        _plain_log_ticks(ax)
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_locator(NullLocator())  # minor log ticks cost most of the drawing time
         ax.set_ylabel("TTFT (s)")
         ax.set_title(f"{run.system}  {run.label}", fontsize=9, loc="left")
         if len(events):
@@ -117,10 +124,10 @@ def ttft_timeline(runs: list[RunInfo], results: dict[str, tuple[pd.DataFrame, pd
             for kind, (color, label) in EVENT_MARKS.items():
                 times = events.loc[kinds == kind, "time_s"].astype(float).to_numpy()
                 if times.size:  # one collection per kind: hundreds of axvline calls are slow to draw
-                    ax.vlines(times, 0, 1, transform=ax.get_xaxis_transform(), colors=color, alpha=0.35, lw=0.8,
-                              label=label)
-        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), markerscale=2)
+                    legend[label] = ax.vlines(times, 0, 1, transform=ax.get_xaxis_transform(), colors=color,
+                                              alpha=0.35, lw=0.8)
     axes[-1, 0].set_xlabel("scheduled time (s)")
+    fig.legend(list(legend.values()), list(legend), loc="upper right", fontsize=7, markerscale=2)
     fig.subplots_adjust(hspace=0.35, left=0.08, right=0.83, top=1 - 0.35 / fig.get_figheight(),
                         bottom=0.6 / fig.get_figheight())
     return fig
