@@ -133,7 +133,7 @@ class Engine:
     def _reject_head(self, inst: Instance) -> None:
         self.policy.on_kv_full(self, inst)
         head = inst.waiting[0]
-        if self._kv_fits(inst, head.input_tokens + head.gen, 1, False):
+        if self._kv_fits(inst, head.input_tokens + head.gen, 1, True):   # as admission checks it
             self._kick(inst)
             return
         inst.waiting.popleft()

@@ -124,3 +124,11 @@ def test_chunked_prefill_serves_everything_and_limits_prefill_per_iteration():
     assert (req["status"] == "ok").all()
     single = perf().prefill_s(1000, 1, 1000 ** 2)
     assert (req["first_token_s"] - req["scheduled_s"]).min() > single  # four chunks cost more than one pass
+
+
+def test_prompt_between_watermark_and_capacity_is_rejected_not_spinning():
+    # 1 GiB = 128 blocks of 16 tokens; the 1% watermark leaves 127: 2020 tokens (127 blocks + 1) fit
+    # the cache but not the admission limit, as in vLLM, so the request fails instead of looping
+    wl = workload([0.0], input_tokens=2020, output_tokens=5)
+    _, res = run_policy(wl, OneInstance(kv_bytes_per_gpu=1 << 30))
+    assert res.requests["status"].iloc[0] == "error"
