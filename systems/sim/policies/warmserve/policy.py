@@ -73,6 +73,7 @@ class WarmServe(Policy):
         self.busy: set[int] = set()             # GPUs held by instances
         self.free_per_node: list[int] = []
         self.free_gpus = 0
+        self.forecasting = False                # any model has a forecast (else: purely reactive)
 
     # ---- setup and forecasting ------------------------------------------------------------
     def setup(self, sim: "Simulator") -> None:
@@ -97,6 +98,7 @@ class WarmServe(Policy):
             f = predict(self.history.get(m, {}), self.observed[m], self.window, window_s=self.window_s,
                         n_recent=self.n_recent)
             self.forecast[m] = f
+            self.forecasting = self.forecasting or f is not None
             detail = "reactive (no history)" if f is None else f"window={self.window} mean={f.mean:.2f} peak={f.peak:.2f}"
             sim.log("forecast", m, (), detail)
 
@@ -260,8 +262,8 @@ class WarmServe(Policy):
         self._roll_window(sim)
         for model in sim.workload_models:
             self._autoscale(sim, model, self.scaler.sample(sim, model))
-        if self.kv_on:
-            self._reserve_kv(sim)
+        if self.kv_on and self.forecasting:
+            self._reserve_kv(sim)   # lent KV only serves prewarms, which need a forecast
         if self.prewarm_on and self.dirty and sim.now_s - self.last_plan_s >= self.replan_s:
             self._plan(sim)
 
