@@ -113,7 +113,7 @@ def test_starting_evicts_overlapping_prewarms_and_memory_stays_exact() -> None:
     for system in ("warmserve", "warmserve-no-placement"):
         result = run(system, "dense")
         kinds = set(result.events["kind"])
-        assert {"prewarm", "prewarm_done", "instance_start", "evict"} <= kinds
+        assert {"prewarm", "prewarm_done", "instance_start", "evict", "kv_lend"} <= kinds
         m = result.memory.reset_index(drop=True)
         sample = m.groupby("gpu")["category"].transform(lambda c: (c == "free").cumsum().shift(fill_value=0))
         sums = m.groupby([m["gpu"], sample])["bytes"].sum()
