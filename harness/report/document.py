@@ -129,8 +129,8 @@ def _memory_run(runs: list[RunInfo], results: dict, chosen: str | None, last: st
 
 
 def _model_frame(frame: pd.DataFrame, point: str) -> pd.DataFrame:
-    data = frame[frame["point"] == point].drop_duplicates(["system", "model"])
-    table = data[["system", "model", *[m for m in MODEL_METRICS if m in data]]].copy()
+    data = frame[frame["point"] == point]
+    table = data.groupby(["system", "model"], sort=False, as_index=False)[[m for m in MODEL_METRICS if m in data]].mean()
     for metric in MODEL_METRICS:
         if metric in table:
             table[metric] = [fmt(metric, v) for v in table[metric]]

@@ -41,13 +41,16 @@ def ttft_cdf(runs: list[RunInfo], requests: dict[str, pd.DataFrame]) -> Figure:
     colors = palette(systems(runs))
     fig, axes = plt.subplots(1, len(pts), figsize=(4.2 * len(pts) + 1, 3.6), squeeze=False, sharey=True)
     for ax, point in zip(axes[0], pts):
-        for run in (r for r in runs if r.label == point):
-            req = requests[run.run_id]
+        for system in systems(runs):  # seeds pooled: one curve per system
+            parts = [requests[r.run_id] for r in runs if r.label == point and r.system == system]
+            if not parts:
+                continue
+            req = pd.concat(parts, ignore_index=True)
             ttft = np.sort(ttft_s(req)[np.isfinite(ttft_s(req))])
             if not len(req) or not ttft.size:
                 continue
             share = np.arange(1, ttft.size + 1) / len(req)
-            ax.step(np.maximum(ttft, 1e-4), share, where="post", color=colors[run.system], label=run.system)
+            ax.step(np.maximum(ttft, 1e-4), share, where="post", color=colors[system], label=system)
         ax.set_xscale("log")
         ax.set_xlabel("TTFT (s, from scheduled time)")
         ax.set_title(point or "run", fontsize=9)
@@ -188,7 +191,7 @@ def memory_stack(memory: pd.DataFrame, title: str, end_s: float | None = None) -
 def model_p99_bars(frame: pd.DataFrame, point: str, runs: list[RunInfo]) -> Figure:
     """Per-model P99 TTFT bars per system at one sweep point (log y)."""
     data = frame[(frame["point"] == point) & (frame["model"] != ALL_MODELS)].dropna(subset=["p99_ttft_s"])
-    data = data.drop_duplicates(["system", "model"])
+    data = data.groupby(["system", "model"], sort=False, as_index=False)["p99_ttft_s"].mean()  # over seeds
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * data["model"].nunique() + 3), 3.8))
     if len(data):
         sns.barplot(data=data, x="model", y="p99_ttft_s", hue="system", palette=palette(systems(runs)), ax=ax)

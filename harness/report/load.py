@@ -28,7 +28,7 @@ class RunInfo:
     manifest: dict[str, Any]
     summary: dict[str, dict[str, float]]
 
-    label: str = ""  # the sweep point without the system and without keys every run shares
+    label: str = ""  # the sweep point without system, seed and keys every run shares (seeds are averaged)
 
     @property
     def complete(self) -> bool:
@@ -51,7 +51,7 @@ def load_runs(path: str | Path) -> list[RunInfo]:
         runs = [by_id[i] for i in order if i in by_id] or runs
     infos = [_info(r) for r in runs]
     keys = list(dict.fromkeys(k for i in infos for k in i.point))
-    varying = [k for k in keys if len({json.dumps(i.point.get(k), default=str) for i in infos}) > 1]
+    varying = [k for k in keys if k != "seed" and len({json.dumps(i.point.get(k), default=str) for i in infos}) > 1]
     for info in infos:
         info.label = point_label({k: info.point.get(k) for k in varying})
     return infos

@@ -64,11 +64,8 @@ def ratio(candidate: float, base: float) -> float | None:
 
 def key_cells(runs: list[RunInfo], point: str, baseline: str | None,
               model: str = ALL_MODELS) -> dict[str, dict[str, Cell]]:
-    """system -> metric -> Cell for the runs at one sweep point (first seed of a system wins)."""
-    values: dict[str, dict[str, float]] = {}
-    for run in runs:
-        if run.label == point and model in run.summary and run.system not in values:
-            values[run.system] = {m: run.summary[model].get(m, math.nan) for m, _ in KEY_METRICS}
+    """system -> metric -> Cell for the runs at one sweep point (the mean over seeds)."""
+    values = point_means(runs, point, model)
     frame = pd.DataFrame(values).T
     out: dict[str, dict[str, Cell]] = {s: {} for s in values}
     for metric, _ in KEY_METRICS:
@@ -86,6 +83,31 @@ def key_cells(runs: list[RunInfo], point: str, baseline: str | None,
     return out
 
 
+def point_means(runs: list[RunInfo], point: str, model: str = ALL_MODELS) -> dict[str, dict[str, float]]:
+    """system -> key metric -> mean over the system's runs (seeds) at `point`; NaN where none measured."""
+    per_system: dict[str, list[dict[str, float]]] = {}
+    for run in runs:
+        if run.label == point and model in run.summary:
+            per_system.setdefault(run.system, []).append(run.summary[model])
+    out = {}
+    for system, summaries in per_system.items():
+        out[system] = {}
+        for metric, _ in KEY_METRICS:
+            vals = [s.get(metric, math.nan) for s in summaries]
+            finite = [v for v in vals if v is not None and not math.isnan(v)]
+            out[system][metric] = sum(finite) / len(finite) if finite else math.nan
+    return out
+
+
+def seeds_at(runs: list[RunInfo], point: str) -> int:
+    """Most runs any system has at `point` (> 1: the table shows means over seeds)."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        if run.label == point:
+            counts[run.system] = counts.get(run.system, 0) + 1
+    return max(counts.values(), default=0)
+
+
 def rich_tables(runs: list[RunInfo], baseline: str | None, model: str = ALL_MODELS) -> list[Table]:
     """One rich table per sweep point; best value per column in bold green with a star."""
     from harness.report.load import points
@@ -93,7 +115,9 @@ def rich_tables(runs: list[RunInfo], baseline: str | None, model: str = ALL_MODE
     tables = []
     for point in points(runs):
         cells = key_cells(runs, point, baseline, model)
-        title = f"{point or 'run'} (model {model}; best *" + (f"; ×ratio to {baseline})" if baseline else ")")
+        n = seeds_at(runs, point)
+        title = (f"{point or 'run'} (model {model}" + (f"; mean of {n} seeds" if n > 1 else "") + "; best *"
+                 + (f"; ×ratio to {baseline})" if baseline else ")"))
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
         shown = [(m, t) for m, t in KEY_METRICS if m not in TERMINAL_SKIP]
         table.add_column("system", style="bold", no_wrap=True)

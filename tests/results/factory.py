@@ -82,7 +82,8 @@ def synthetic_result(system: str = "a", n: int = 200, base_ttft_s: float = 0.05,
     return RunResult(requests=req, events=events, memory=memory, manifest=manifest)
 
 
-def write_experiment(root, systems=("a", "b"), rates=(2.0, 5.0), seed: int = 0, slow: dict | None = None):
+def write_experiment(root, systems=("a", "b"), rates=(2.0, 5.0), seed: int = 0, slow: dict | None = None,
+                     seeds: tuple[int, ...] | None = None):
     """An experiment directory of hand-made runs, as the runner lays it out; `slow` scales a system's TTFT."""
     import json
     from pathlib import Path
@@ -93,11 +94,12 @@ def write_experiment(root, systems=("a", "b"), rates=(2.0, 5.0), seed: int = 0, 
     ids = []
     for rate in rates:
         for i, system in enumerate(systems):
-            result = synthetic_result(system, base_ttft_s=0.05 * (slow or {}).get(system, 1.0) * (1 + i) * rate / 2,
-                                      seed=seed + i, rate=rate, with_memory=(system == systems[-1]))
-            run_id = f"{system}_total_rps-{rate:g}_seed-{seed}"
-            result.manifest["point"] = {"system": system, "total_rps": rate, "seed": seed}
-            write_run(result, root / run_id)
-            ids.append(run_id)
+            for s in seeds or (seed,):
+                result = synthetic_result(system, base_ttft_s=0.05 * (slow or {}).get(system, 1.0) * (1 + i) * rate / 2,
+                                          seed=s + i, rate=rate, with_memory=(system == systems[-1]))
+                run_id = f"{system}_total_rps-{rate:g}_seed-{s}"
+                result.manifest["point"] = {"system": system, "total_rps": rate, "seed": s}
+                write_run(result, root / run_id)
+                ids.append(run_id)
     (root / "experiment.json").write_text(json.dumps({"config": {"name": root.name, "baseline": systems[0]}, "runs": ids}))
     return root

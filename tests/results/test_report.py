@@ -129,3 +129,16 @@ def test_failed_runs_are_warned_about_and_left_out(tmp_path) -> None:
     report = build(root)
     assert any("run failed (SimError: boom)" in w for w in report.warnings)
     assert "| c |" not in report.md_path.read_text()
+
+
+def test_seeds_are_averaged_in_tables_and_pooled_in_figures(tmp_path) -> None:
+    root = write_experiment(tmp_path / "exp", systems=("a", "b"), seeds=(0, 1))
+    runs = load_runs(root)
+    assert {r.label for r in runs} == {"total_rps=2.0", "total_rps=5.0"}  # seed is not a table of its own
+    cells = key_cells(runs, "total_rps=2.0", baseline="a")
+    p99 = [r.summary["all"]["p99_ttft_s"] for r in runs if r.system == "b" and r.label == "total_rps=2.0"]
+    assert len(p99) == 2 and cells["b"]["p99_ttft_s"].value == pytest.approx(sum(p99) / 2)
+    from harness.report.table import rich_tables
+    assert "mean of 2 seeds" in str(rich_tables(runs, "a")[0].title)
+    report = build(root)
+    assert "ttft_cdf" in report.figures
