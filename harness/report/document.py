@@ -121,7 +121,12 @@ def build(path: str | Path, baseline: str | None = None, memory_run: str | None 
 def _memory_run(runs: list[RunInfo], results: dict, chosen: str | None, last: str) -> RunInfo | None:
     with_memory = [r for r in runs if not results[r.run_id].memory.empty]
     if chosen:
-        return next((r for r in runs if r.run_id == chosen), None)
+        run = next((r for r in runs if r.run_id == chosen), None)
+        if run is None:
+            raise WarmbenchError(f"--memory-run {chosen!r}: no such run; runs: {', '.join(r.run_id for r in runs)}")
+        if results[run.run_id].memory.empty:
+            raise WarmbenchError(f"--memory-run {chosen!r}: that run recorded no GPU memory")
+        return run
     at_last = [r for r in with_memory if r.label == last] or with_memory
     preferred = [r for r in at_last if r.system == "warmserve"]
     busiest = sorted(at_last, key=lambda r: -len(results[r.run_id].memory))  # most memory changes: most to see

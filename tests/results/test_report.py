@@ -142,3 +142,15 @@ def test_seeds_are_averaged_in_tables_and_pooled_in_figures(tmp_path) -> None:
     assert "mean of 2 seeds" in str(rich_tables(runs, "a")[0].title)
     report = build(root)
     assert "ttft_cdf" in report.figures
+
+
+def test_memory_run_choice(tmp_path) -> None:
+    from harness.errors import WarmbenchError
+
+    root = write_experiment(tmp_path / "exp", systems=("a", "b"), rates=(2.0,))
+    with pytest.raises(WarmbenchError, match="no such run"):
+        build(root, memory_run="zzz")
+    with pytest.raises(WarmbenchError, match="recorded no GPU memory"):
+        build(root, memory_run="a_total_rps-2_seed-0")
+    report = build(root, memory_run="b_total_rps-2_seed-0")
+    assert "gpu_memory" in report.figures
