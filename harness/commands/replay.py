@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="base URL per model (openai); a bare URL serves every model")
     p.add_argument("--model", action="append", default=[], metavar="MODEL=PATH",
                    help="local model directory per model (vllm)")
+    p.add_argument("--served-name", action="append", default=[], metavar="MODEL=NAME",
+                   help="name sent in request bodies for a workload model (e.g. WarmServe's model id)")
     p.add_argument("--mode", choices=["dedicated", "ondemand", "sleep"], default="dedicated",
                    help="vllm: all up front, start on first request / stop when idle, or sleep/wake (GPU)")
     p.add_argument("--gpus", action="append", default=[], metavar="MODEL=0,1",
@@ -68,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def options_from_args(args: argparse.Namespace) -> dict:
     """The `run_live` options dict the flags describe."""
     opts: dict = {"time_scale": args.time_scale, "timeout_s": args.timeout_s, "drain_s": args.drain_s,
-                  "overload_threshold_ms": args.overload_threshold_ms}
+                  "overload_threshold_ms": args.overload_threshold_ms,
+                  "served_names": _pairs(args.served_name, "--served-name")}
     endpoints = [e for e in args.endpoint if "=" in e]
     bare = [e for e in args.endpoint if "=" not in e]
     if len(bare) > 1:
