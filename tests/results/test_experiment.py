@@ -221,3 +221,25 @@ def test_baseline_must_name_a_system(tmp_path) -> None:
     assert code == 2 and "baseline 'nobody' is not one of the systems" in err
     code, _, err = cli("run", str(write(tmp_path, TINY, "ok.toml")), "--baseline", "nobody", "--results", str(tmp_path / "r"))
     assert code == 2 and "--baseline 'nobody'" in err
+
+
+def test_trace_file_relative_to_the_experiment_is_filtered_to_its_models(tmp_path) -> None:
+    (tmp_path / "traces").mkdir()
+    rows = ["arrival_s,model,input_tokens,output_tokens"] + [
+        f"{i * 0.5},{'llama-2-7b' if i % 3 else 'llama-2-13b'},100,20" for i in range(60)]
+    (tmp_path / "traces" / "mine.csv").write_text("\n".join(rows) + "\n")
+    text = """
+name = "from-file"
+models = ["llama-2-7b"]
+systems = ["dedicated"]
+[workload]
+spec = "traces/mine.csv"
+"""
+    config, _ = experiment.load(write(tmp_path, text))
+    assert config.workload.spec == str(tmp_path / "traces" / "mine.csv")
+    exp_dir, (outcome,) = experiment.run(config, tmp_path / "results", jobs=1)
+    assert outcome.status == "complete", outcome.error
+    run = read_run(exp_dir / outcome.spec.run_id)
+    assert len(run.requests) == 40 and set(run.requests["model"]) == {"llama-2-7b"}
+    assert len(run.manifest["trace_sha256"]) == 64  # the source file's hash
+    assert run.manifest["workload"]["filtered_to_models"] == ["llama-2-7b"]
