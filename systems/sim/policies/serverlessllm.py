@@ -99,7 +99,7 @@ class ServerlessLLM(Policy):
                 return self._launch(sim, model, group)
         idle: dict[int, list["Instance"]] = {}
         for i in sim.instances():
-            if i.ready and i.in_flight == 0:
+            if i.ready and i.accepting and i.in_flight == 0:   # a draining one stops by itself
                 idle.setdefault(i.node, []).append(i)
         for n in order:
             if n not in idle:
@@ -134,7 +134,8 @@ class ServerlessLLM(Policy):
 
     def _stop(self, sim: "Simulator", inst: "Instance") -> None:
         self.idle_since.pop(inst.id, None)
-        sim.stop_instance(inst, drain=True)
+        if inst.accepting:
+            sim.stop_instance(inst, drain=True)
 
     # ---- routing and keep-alive ------------------------------------------------------------
     def on_request(self, sim: "Simulator", req: "Request") -> None:
