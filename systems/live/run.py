@@ -188,7 +188,7 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
     stats: ReplayStats | None = None
     clock = Clock()
     try:
-        live.start()
+        _start_unless_stopped(live, stop)
         manifest["system_detail"] = live.describe()
         clock = Clock(time.perf_counter() + max(START_LEAD_S, start_lead_s))
         scraper = Scraper(live.metrics_targets, clock.now, client.scrape_period_s)
@@ -242,6 +242,16 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
     pd.DataFrame(scraper.rows if scraper else [], columns=list(METRIC_COLUMNS)).to_parquet(
         out / "metrics.parquet", index=False)
     return result
+
+
+def _start_unless_stopped(live: LiveSystem, stop: Event) -> None:
+    """Bring the system up; Ctrl-C while servers start aborts the start (and the run)."""
+    starter = gevent.spawn(live.start)
+    while not starter.ready():
+        if stop.wait(0.2):
+            starter.kill()
+            raise WarmbenchError("interrupted while the system was starting; nothing was sent")
+    starter.get()
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
