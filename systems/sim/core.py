@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from operator import attrgetter
 from heapq import heappush
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -99,12 +100,11 @@ class Simulator(Engine):
             frame = frame[frame["arrival_s"] < duration_s]
         self.duration_s = float(duration_s) if duration_s is not None else (float(frame["arrival_s"].max()) if len(frame) else 0.0)
         self.horizon_s = self.duration_s + float(options["max_drain_s"])
-        self._requests: list[Request] = [
-            Request(i, int(rid), str(m), float(a), int(inp), int(out))
-            for i, (rid, m, a, inp, out) in enumerate(zip(frame["request_id"].to_numpy(), frame["model"].to_numpy(),
-                                                         frame["arrival_s"].to_numpy(), frame["input_tokens"].to_numpy(),
-                                                         frame["output_tokens"].to_numpy()))
-        ]
+        self._frame = frame.reset_index(drop=True)
+        self._requests: list[Request] = list(map(
+            Request, range(len(frame)), frame["request_id"].astype("int64").tolist(), frame["model"].astype(str).tolist(),
+            frame["arrival_s"].astype("float64").tolist(), frame["input_tokens"].astype("int64").tolist(),
+            frame["output_tokens"].astype("int64").tolist()))
         #: models of the (truncated) workload, in order of first arrival
         self.workload_models: list[str] = [str(m) for m in pd.unique(frame["model"])]
         for m in self.workload_models:
@@ -668,37 +668,42 @@ class Simulator(Engine):
     def _result(self) -> RunResult:
         reqs = self._requests
         n = len(reqs)
-        end = np.array([r.end_s for r in reqs], dtype=np.float64)
-        err = [r.error for r in reqs]
+        frame = self._frame
+        if n:
+            first, end, load, prefill, err, kind, insts = zip(*map(attrgetter(
+                "first_token_s", "end_s", "load_s", "prefill_s", "error", "start_kind", "inst"), reqs))
+        else:
+            first = end = load = prefill = err = kind = insts = ()
+        end = np.array(end, dtype=np.float64)
+        first = np.array(first, dtype=np.float64)
+        load = np.array(load, dtype=np.float64)
+        prefill = np.array(prefill, dtype=np.float64)
+        err = np.array(err, dtype=object)
         status = np.where(np.isnan(end), "unfinished", "ok").astype(object)
-        for i, e in enumerate(err):
-            if e:
-                status[i] = "error"
-        arrival = np.array([r.arrival_s for r in reqs], dtype=np.float64)
-        received = np.array([r.output_tokens if (s == "ok") else 0 for r, s in zip(reqs, status)], dtype=np.int64)
-        first = np.array([r.first_token_s for r in reqs], dtype=np.float64)
-        load = np.array([r.load_s for r in reqs], dtype=np.float64)
-        prefill = np.array([r.prefill_s for r in reqs], dtype=np.float64)
+        status[err != ""] = "error"
+        arrival = frame["arrival_s"].to_numpy(np.float64)
+        output = frame["output_tokens"].to_numpy(np.int64)
+        received = np.where(status == "ok", output, 0).astype(np.int64)
         queue = (first - arrival) - np.nan_to_num(load) - prefill
         requests = pd.DataFrame({
-            "request_id": np.array([r.id for r in reqs], dtype=np.int64),
-            "model": pd.Series([r.model for r in reqs], dtype=object),
+            "request_id": frame["request_id"].to_numpy(np.int64),
+            "model": pd.Series(frame["model"].astype(str).to_numpy(dtype=object), dtype=object),
             "scheduled_s": arrival,
             "sent_s": arrival.copy(),
             "first_token_s": first,
             "end_s": end,
-            "input_tokens": np.array([r.input_tokens for r in reqs], dtype=np.int64),
-            "output_tokens": np.array([r.output_tokens for r in reqs], dtype=np.int64),
+            "input_tokens": frame["input_tokens"].to_numpy(np.int64),
+            "output_tokens": output,
             "received_tokens": received,
             "status": pd.Series(status, dtype=object),
             "error": pd.Series(err, dtype=object),
-            "start_kind": pd.Series([r.start_kind for r in reqs], dtype=object),
+            "start_kind": pd.Series(np.array(kind, dtype=object), dtype=object),
             "queue_s": queue,
             "load_s": load,
             "prefill_s": prefill,
         }, columns=list(REQUEST_COLUMNS))
-        requests["instance"] = np.array([r.inst.id if r.inst is not None else -1 for r in reqs], dtype=np.int64)
-        requests["node"] = np.array([r.inst.node if r.inst is not None else -1 for r in reqs], dtype=np.int64)
+        requests["instance"] = np.array([i.id if i is not None else -1 for i in insts], dtype=np.int64)
+        requests["node"] = np.array([i.node if i is not None else -1 for i in insts], dtype=np.int64)
         events = pd.DataFrame(self._events, columns=list(EVENT_COLUMNS))
         events = events.astype({"time_s": "float64", "node": "int64"}) if len(events) else events
         memory = pd.DataFrame([row for rows in self._memory.values() for row in rows], columns=list(MEMORY_COLUMNS))
