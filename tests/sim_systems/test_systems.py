@@ -196,3 +196,14 @@ def test_serverlessllm_without_host_memory_loads_from_ssd() -> None:
     ev = result.events
     assert ev.loc[ev["kind"] == "load_begin", "detail"].str.contains("source=ssd").all()
     assert p99(result) > p99(run("serverlessllm", "bursty"))
+
+
+def test_every_system_runs_the_synthetic_week_with_debug_checks() -> None:
+    import workloads
+
+    w = workloads.resolve("synthetic-week", total_rps=15.0, alpha=0.5, duration_s=1200.0)
+    for system in ("warmserve", "warmserve-no-kv-prewarm", "warmserve-no-prewarm", "warmserve-no-placement",
+                   "serverlessllm", "muxserve", "ideal"):
+        result = simulate(w, "paper-16gpu", system, debug=True, duration_s=150.0)
+        assert len(result.requests) == int((w.requests["arrival_s"] < 150.0).sum())
+        assert result.requests["status"].isin(["ok", "unfinished"]).all()
