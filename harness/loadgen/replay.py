@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import gevent
@@ -74,7 +74,6 @@ class ReplayStats:
     wall_s: float
     stopped_early: bool
     n_unsent: int
-    cpu_samples: list[float] = field(default_factory=list)
 
 
 def new_record(row: Any) -> dict[str, Any]:
