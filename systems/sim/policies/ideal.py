@@ -1,4 +1,4 @@
-"""`ideal`: an oracle with warm instances ready for the whole run (a lower bound on TTFT).
+"""`ideal`: an oracle with warm instances ready for the whole run: no request waits for a start.
 
 Models: from the future workload, each model's peak concurrency (requests busy for prefill plus
 decode on an idle instance); at t = 0 it starts warm instances for that peak at `capacity` each,
