@@ -19,3 +19,24 @@ def test_unknown_command_exits_2() -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
+
+
+def test_each_command_registers_with_its_help_line() -> None:
+    """The lazy parser lists every command; each module registers under its own name."""
+    from harness.cli import COMMANDS
+
+    full = build_parser().format_help()
+    for name in COMMANDS:
+        assert name in full
+        sub = build_parser(name)
+        assert sub.parse_args([name, *_minimal_args(name)]).command == name
+
+
+def _minimal_args(name: str) -> list[str]:
+    return {
+        "trace": ["stats", "x.csv"],
+        "sim": ["--system", "dedicated", "--workload", "synthetic-week", "--out", "o"],
+        "bench": ["sim"],
+        "report": ["d"],
+        "compare": ["a", "b"],
+    }.get(name, [])
