@@ -54,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overload-threshold-ms", type=float, default=10.0,
                    help="flag the run 'client overloaded' when P99 send lag exceeds this")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--web-ui", metavar="HOST:PORT",
+                   help="show live TTFT / E2E per model in locust's web UI at this address")
     p.add_argument("--out", type=Path, help="run directory to create")
     dist = p.add_argument_group("distributed (locust master/worker)")
     dist.add_argument("--master", action="store_true", help="deal shards to workers and merge their records")
@@ -120,6 +122,20 @@ def run(args: argparse.Namespace) -> int:
         result = run_master(workload, args.system, options, args.out, seed=args.seed,
                             bind_host=args.master_bind_host, port=args.master_port,
                             expect_workers=args.expect_workers, start_delay_s=args.start_delay_s)
+    elif args.web_ui:
+        from systems.live.webui import start_web_ui
+
+        host, _, port = args.web_ui.rpartition(":")
+        if not port.isdigit():
+            raise WarmbenchError(f"--web-ui {args.web_ui!r}: expected HOST:PORT, e.g. 127.0.0.1:8089")
+        env, on_record = start_web_ui(host or "127.0.0.1", int(port))
+        console.print(f"live view: http://{host or '127.0.0.1'}:{port}", highlight=False)
+        from systems.live import run_live
+
+        try:
+            result = run_live(workload, args.system, options, args.out, seed=args.seed, on_record=on_record)
+        finally:
+            env.web_ui.stop()
     else:
         from systems.live import run_live
 

@@ -144,19 +144,23 @@ Replayer = Callable[[pd.DataFrame, LiveSystem, JsonlRecorder, Clock, ReplayConfi
 
 
 def run_live(workload: Workload, system: str, options: dict | None, out_dir: Path, *,
-             seed: int = 0, stop: Event | None = None) -> RunResult:
+             seed: int = 0, stop: Event | None = None,
+             on_record: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Replay `workload` against a live `system` (openai | vllm | warmserve | serverlessllm).
 
     `options`: see systems.live.options. Returns the RunResult also written to `out_dir`.
     Ctrl-C (SIGINT, main thread) or setting `stop` ends sending, drains for `drain_s`, and
-    leaves a readable run whose manifest says `incomplete`.
+    leaves a readable run whose manifest says `incomplete`. `on_record` sees each finished
+    request's record (e.g. to feed a live view).
     """
-    return execute(workload, system, options, out_dir, seed=seed, stop=stop, replayer=replay)
+    return execute(workload, system, options, out_dir, seed=seed, stop=stop, replayer=replay,
+                   on_record=on_record)
 
 
 def execute(workload: Workload, system: str, options: dict | None, out_dir: Path, *, seed: int,
             stop: Event | None, replayer: Replayer, start_lead_s: float = 0.0,
-            extra_manifest: dict[str, Any] | None = None) -> RunResult:
+            extra_manifest: dict[str, Any] | None = None,
+            on_record: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Everything around one replay: system up, telemetry, records, manifest, tables, teardown."""
     client, sys_opts = parse_options(system, options)
     out = Path(out_dir)
@@ -183,7 +187,7 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
     main_thread = threading.current_thread() is threading.main_thread()
     old_handler = signal.getsignal(signal.SIGINT) if main_thread else None
     sig = gevent.signal_handler(signal.SIGINT, stop.set) if main_thread else None
-    recorder = JsonlRecorder(jsonl)
+    recorder = JsonlRecorder(jsonl, on_record=on_record)
     scraper: Scraper | None = None
     stats: ReplayStats | None = None
     clock = Clock()

@@ -58,3 +58,37 @@ def test_missing_workload_file_names_the_file(tmp_path: Path) -> None:
                   "--out", str(tmp_path / "run"))
     assert proc.returncode == 2
     assert "nope.csv" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_web_ui_shows_live_ttft_and_e2e_per_model(standin, tmp_path: Path) -> None:
+    import json
+    import time
+    import urllib.request
+
+    from tests.live.conftest import free_port
+
+    url = standin("--ttft-ms", "10", "--gap-ms", "1")
+    path = tmp_path / "w.csv"
+    canonical_frame(np.linspace(0, 6, 40), ["a", "b"] * 20, np.full(40, 8), np.full(40, 3)).to_csv(path, index=False)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "run.py", "replay", "--workload", str(path), "--system", "openai",
+                             "--endpoint", url, "--web-ui", f"127.0.0.1:{port}", "--out", str(tmp_path / "run")],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and not seen:
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/requests", timeout=2) as resp:
+                    stats = json.loads(resp.read())
+            except OSError:
+                continue
+            seen = {f"{s['method']} {s['name']}": s["num_requests"] for s in stats["stats"]
+                    if s["name"] != "Aggregated" and s["num_requests"] > 0}
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert {"TTFT a", "E2E a"} <= set(seen) or {"TTFT b", "E2E b"} <= set(seen), seen
