@@ -227,6 +227,8 @@ class WarmServe(Policy):
         inst = self.pick_instance(sim, req.model) or self.start(sim, req.model)
         if inst is not None:
             sim.dispatch(req, inst)
+            if self.kv_on:
+                self._ensure_kv(sim, inst)
 
     def serve_parked(self, sim: "Simulator") -> None:
         for model in sim.parked_models():
@@ -236,6 +238,8 @@ class WarmServe(Policy):
                 if inst is None:
                     break
                 sim.dispatch(parked[0], inst)
+                if self.kv_on:
+                    self._ensure_kv(sim, inst)
 
     def on_finished(self, sim: "Simulator", req: "Request", inst: "Instance") -> None:
         self.trackers[req.model].change(sim.now_s, -1)
@@ -305,11 +309,21 @@ class WarmServe(Policy):
                 self.dirty = True
 
     def on_kv_full(self, sim: "Simulator", inst: "Instance") -> None:
+        """The engine needs blocks it lent: evict lent prewarms and give it all its KV back."""
         full = self.full_kv.get(inst.id, inst.kv_bytes_per_gpu)
-        if not self.kv_on or inst.kv_bytes_per_gpu >= full:
+        if self.kv_on and inst.kv_bytes_per_gpu < full:
+            self._grow_kv(sim, inst, full)
+
+    def _ensure_kv(self, sim: "Simulator", inst: "Instance") -> None:
+        """After a dispatch: keep the reservation max(C*Q/B, T + C/B) ahead of the new load."""
+        full = self.full_kv.get(inst.id)
+        if full is None or inst.kv_bytes_per_gpu >= full:
             return
         target = kv_reserved_bytes(full, inst.in_flight, sim.kv_needed_bytes(inst), self.capacity)
-        want = min(full, max(target, inst.kv_bytes_per_gpu + full // 8))
+        if target > inst.kv_bytes_per_gpu:
+            self._grow_kv(sim, inst, min(full, target + full // 8))
+
+    def _grow_kv(self, sim: "Simulator", inst: "Instance", want: int) -> None:
         delta = want - inst.kv_bytes_per_gpu
         lent = sorted({p.id: p for g in inst.gpus for p in sim.prewarms_on(g)}.values(),
                       key=lambda p: (self.scores.get(p.id, 0.0), p.id))
