@@ -94,24 +94,28 @@ def run(quick: bool = False) -> dict[str, Any]:
             "allreduce_error": allreduce_error()}
 
 
-COLUMNS = {"scenario": "sc", "system": "system", "requests": "requests", "simulated_s": "sim s", "wall_s": "wall s",
-           "cpu_s": "cpu s", "requests_per_wall_s": "req/wall s", "ok": "ok", "p99_ttft_s": "P99 TTFT s",
-           "target_wall_s": "target s"}
+COLUMNS = {"requests": ("reqs", "{:,}"), "simulated_s": ("sim s", "{:.0f}"), "wall_s": ("wall s", "{:.2f}"),
+           "cpu_s": ("cpu s", "{:.2f}"), "requests_per_wall_s": ("req/s", "{:,.0f}"),
+           "p99_ttft_s": ("P99 TTFT", "{:.2f}")}
 
 
 def render(result: dict[str, Any], console) -> None:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="bench sim" + (" (quick)" if result["quick"] else ""))
-    for key, head in COLUMNS.items():
-        table.add_column(head, justify="left" if key == "system" else "right", no_wrap=True)
+    table = Table(title="bench sim" + (" (quick)" if result["quick"] else "") + " (targets: a < 2 s, b < 60 s wall)",
+                  box=box.SIMPLE, padding=(0, 1), show_edge=False)
+    table.add_column("scenario", no_wrap=True)
+    for head, _ in COLUMNS.values():
+        table.add_column(head, justify="right", no_wrap=True)
     for e in result["scenarios"]:
-        table.add_row(*("-" if e[k] is None else f"{e[k]:.2f}" if isinstance(e[k], float) else str(e[k])
-                        for k in COLUMNS))
+        table.add_row(f"{e['scenario']} {e['system']}",
+                      *("-" if e[k] is None else fmt.format(e[k]) for k, (_, fmt) in COLUMNS.items()))
     console.print(table)
     pe = result.get("profile_error")
     if pe:
-        t2 = Table(title="roofline vs Vidur linear-layer profiles: median |error| % by tokens")
+        t2 = Table(title="roofline vs Vidur linear-layer profiles: median |error| % by tokens",
+                   box=box.SIMPLE, padding=(0, 1), show_edge=False)
         t2.add_column("profile", no_wrap=True)
         buckets = list(pe["buckets"])
         for b in buckets:
@@ -122,7 +126,7 @@ def render(result: dict[str, Any], console) -> None:
         console.print(t2)
     ar = result.get("allreduce_error")
     if ar:
-        t3 = Table(title="all-reduce model vs Vidur DGX profiles: median |error| %")
+        t3 = Table(title="all-reduce model vs Vidur DGX profiles: median |error| %", box=box.SIMPLE)
         for col in ("group", "< 1 MB", ">= 1 MB"):
             t3.add_column(col, justify="right", no_wrap=True)
         for name, row in ar.items():
