@@ -17,7 +17,7 @@ from systems.sim.policy import Policy
 from systems.sim.registry import register
 
 if TYPE_CHECKING:
-    from systems.sim.core import Instance, Request, Simulator
+    from systems.sim.core import Request, Simulator
 
 
 @dataclass(frozen=True)
