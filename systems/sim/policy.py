@@ -1,7 +1,8 @@
 """The base class of a simulated serving system: hooks the simulator calls, over the cluster API.
 
-A system is a `Policy` subclass in one module of `systems/sim/policies/` that registers a
-factory: `registry.register("name", lambda options: MyPolicy(options))`. The core knows
+A system is a `Policy` subclass in one module of `systems/sim/policies/` that registers
+itself: `registry.register("name", MyPolicy)` (the class is the factory; its `OPTIONS` declare
+the options it takes). The core knows
 nothing of any policy. All hooks receive `sim` (a `systems.sim.core.Simulator`) and run at
 `sim.now_s`; none may block. Requests (`core.Request`) and instances (`core.Instance`) are
 read-only to a policy except through the operations below.
@@ -25,14 +26,19 @@ Cluster operations (methods of `sim`; see core.Simulator for signatures and deta
   `index`, `capacity_bytes`), `node_gpus(node)`, `model(name) -> ModelSpec`, `perf(model, tp)`,
   `workload`, `options`, `rng` (seeded numpy Generator).
 - instances: `start_instance(model, gpus, *, kv_bytes_per_gpu=None, max_num_seqs=None,
-  compute_share=1.0, engine_init_s=None)`: weights come from the fastest tier holding them:
+  compute_share=1.0, engine_init_s=None, already_warm=False)`: weights come from the fastest
+  tier holding them:
   prewarmed on those GPUs (done: engine init only; in progress: the remaining bytes), the
   node's host memory (PCIe), else SSD (SSD bandwidth shared per node, then PCIe);
   `stop_instance(inst, drain=True, keep_weights=False)`; `instances(model=None)`;
-  `inst.in_flight`, `inst.state`, `inst.ready`; `set_kv_bytes(inst, kv_bytes_per_gpu)`
+  `inst.in_flight`, `inst.state` (loading -> init -> ready -> stopped), `inst.ready`,
+  `inst.draining`, `inst.accepting`, `inst.num_running`, `inst.num_waiting`, `inst.total_blocks`,
+  `inst.start_kind`; `set_kv_bytes(inst, kv_bytes_per_gpu)`
   (grow into free memory or shrink down to what is in use; returns the value applied),
   `set_compute_share(inst, share)` (iteration time / share, MuxServe's MPS share),
-  `set_max_num_seqs(inst, n)`; `kv_needed_bytes(inst)` (KV bytes per GPU in use now).
+  `set_max_num_seqs(inst, n)`; `kv_needed_bytes(inst)` (KV bytes per GPU in use now, plus the
+  waiting prompts and the decode stretch in progress). Passing `engine_init_s` overrides the
+  run's `engine_init_s` option for that start; prefer the option, which users sweep.
 - weights without an instance: `prewarm(model, gpus) -> Prewarm` (`pw.progress` 0..1,
   `pw.done`), `evict(pw)`, `prewarms(model=None)`, `prewarms_on(gpu)`.
 - memory: `free_bytes(gpu)`, `used_bytes(gpu, category=None)`; categories weights / kv /
