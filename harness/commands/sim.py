@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{len(ok)} ok, {int((req['status'] == 'unfinished').sum())} unfinished; "
                   f"simulated {result.manifest['simulated_s']:.1f} s in {wall_s:.2f} s wall")
     if len(ok):
-        console.print(f"TTFT mean {ttft.mean():.3f} s, P99 {np.percentile(ttft, 99):.3f} s; start kinds "
-                      + json.dumps(kinds))
+        console.print(f"TTFT mean {ttft.mean():.3f} s, P99 {np.percentile(ttft, 99):.3f} s; split (mean): "
+                      f"queue {ok['queue_s'].mean():.3f} s, load {ok['load_s'].fillna(0).mean():.3f} s, "
+                      f"prefill {ok['prefill_s'].mean():.3f} s; start kinds " + json.dumps(kinds))
     console.print(f"wrote {out}")
     return 0

@@ -150,3 +150,17 @@ def test_results_do_not_depend_on_hash_randomisation(tmp_path):
         assert out.returncode == 0, out.stderr
         digests.add(out.stdout.strip())
     assert len(digests) == 1
+
+
+def test_many_models_on_the_512_gpu_preset():
+    from harness.bench.sim import generate, scenarios
+    import dataclasses
+
+    sc = dataclasses.replace(scenarios(quick=False)[1], duration_s=10.0)   # 64 models, 300 req/s, 10 s
+    wl = generate(sc)
+    res = simulate(wl, sc.cluster, "vllm-ondemand")
+    req = res.requests
+    assert len(req) == len(wl) and (req["status"] == "ok").all()
+    assert req["model"].nunique() == len(wl.models) > 40
+    tp4 = res.events[(res.events["kind"] == "instance_start") & res.events["detail"].str.contains("tp=4")]
+    assert len(tp4) and tp4["gpus"].str.split(",").map(len).eq(4).all()
