@@ -195,6 +195,7 @@ class VllmSystem(LiveSystem):
                                         token_ids=True, vocab_size=vocab_size(model_dir), ignore_eos=True)
         super().__init__(endpoints, events, run_dir)
         self._reaper: Any = None
+        self._watcher: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def _launch(self, model: str) -> None:
@@ -218,6 +219,7 @@ class VllmSystem(LiveSystem):
             inst.ready.set()
 
     def start(self) -> None:
+        self._watcher = gevent.spawn(self._watch)
         if self.mode == "ondemand":
             self._reaper = gevent.spawn(self._reap)
             return
@@ -231,9 +233,10 @@ class VllmSystem(LiveSystem):
             self._reaper = gevent.spawn(self._reap)
 
     def stop(self) -> None:
-        if self._reaper is not None:
-            self._reaper.kill()
-            self._reaper = None
+        for greenlet in (self._reaper, self._watcher):
+            if greenlet is not None:
+                greenlet.kill()
+        self._reaper = self._watcher = None
         jobs = []
         for model, inst in self.instances.items():
             if inst.server.alive():
@@ -259,6 +262,19 @@ class VllmSystem(LiveSystem):
                     self._stop_one(model)
                 else:
                     self._sleep(model, inst)
+
+    def _watch(self) -> None:
+        """Notice a server that exits on its own (crash, OOM kill): an event on the timeline, and
+        its next requests fail at once (ondemand: they start it again, as a cold start)."""
+        while True:
+            gevent.sleep(0.5)
+            for model, inst in self.instances.items():
+                proc = inst.server.proc
+                if inst.state not in ("up", "asleep") or proc is None or proc.poll() is None:
+                    continue
+                inst.error = f"vLLM server for {model} exited with code {proc.returncode}"
+                inst.state = "down" if self.mode == "ondemand" else "dead"
+                self.events.add("instance_exit", model, f"exit code {proc.returncode}")
 
     def _sleep(self, model: str, inst: _Instance) -> None:
         try:

@@ -159,10 +159,13 @@ def test_killing_one_server_fails_only_its_remaining_requests(azure_run) -> None
     assert (victim["status"] == "ok").sum() >= killed["done_before"] - 1
     failed = victim[victim["status"] != "ok"]
     assert len(failed) >= 1
-    assert failed["error"].str.contains("refused|stream cut|closed|reset", regex=True).all(), failed["error"].tolist()
+    assert failed["error"].str.contains("refused|stream cut|closed|reset|exited", regex=True).all(), \
+        failed["error"].tolist()
     first_failure_end = failed["end_s"].min()
     later = victim[victim["sent_s"] > first_failure_end]
     assert (later["status"] != "ok").all()  # a dead server answers nothing
+    exits = result.events[result.events["kind"] == "instance_exit"]
+    assert list(exits["model"]) == [KILLED]  # the crash is on the timeline
 
 
 def test_ondemand_mode_starts_the_engine_on_first_request_as_a_cold_start(tiny_models, tmp_path: Path) -> None:
