@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import gevent
 import numpy as np
 from geventhttpclient import HTTPClient
-from geventhttpclient.response import HTTPSocketPoolResponse
+from geventhttpclient.response import HTTPConnectionClosed, HTTPSocketPoolResponse
 
 from harness.loadgen.protocols import Endpoint, StreamReader, build_request
 
@@ -94,6 +94,8 @@ def _describe(exc: BaseException) -> tuple[str, str]:
         return "error", "connection refused"
     if isinstance(exc, StreamCut):
         return "error", f"stream cut: {exc}"
+    if isinstance(exc, HTTPConnectionClosed):
+        return "error", "connection closed by the server before the response"
     return "error", f"{type(exc).__name__}: {exc}"[:300]
 
 
