@@ -46,6 +46,7 @@ class ClientPool:
                                 headers={"Content-Type": "application/json"})
             # Resolve once: gevent's resolver costs ~40 ms per new connection on a busy host.
             conn_pool = client._connection_pool
+            conn_pool.after_connect = _no_delay
             addresses = conn_pool._resolve()
             conn_pool._resolve = lambda: addresses
             self._clients[url] = client
@@ -55,6 +56,11 @@ class ClientPool:
         for client in self._clients.values():
             client.close()
         self._clients.clear()
+
+
+def _no_delay(sock) -> None:
+    """Send small writes at once (no Nagle)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _read_some(resp: HTTPSocketPoolResponse) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -95,6 +96,9 @@ def _metrics_text(b: Behaviour) -> bytes:
 
 def handle(sock, _address, behaviour: Behaviour) -> None:
     """Serve one connection until the client closes it (or a fault cuts it)."""
+    # Like uvicorn / asyncio (what vLLM runs on): no Nagle, or a token written right after the
+    # response head waits for the client's delayed ACK (tens of ms of false TTFT).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn = _Conn(sock, behaviour)
     try:
         while True:
