@@ -42,7 +42,9 @@ class ClientPool:
             parts = urlsplit(url)
             client = HTTPClient(parts.hostname, parts.port, concurrency=self.max_connections,
                                 connection_timeout=self.connect_timeout_s,
-                                network_timeout=self.timeout_s, ssl=parts.scheme == "https",
+                                # No per-read socket timeout: a gevent Timeout per recv costs
+                                # more than the read; `send` bounds the whole request instead.
+                                network_timeout=None, ssl=parts.scheme == "https",
                                 headers={"Content-Type": "application/json"})
             # Resolve once: gevent's resolver costs ~40 ms per new connection on a busy host.
             conn_pool = client._connection_pool
