@@ -11,17 +11,16 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
     from systems.sim.core import Instance, Simulator
 
 
-def free_groups(sim: "Simulator", tp: int) -> list[tuple[int, ...]]:
+def _free_groups(sim: "Simulator", tp: int) -> Iterator[tuple[int, ...]]:
     """TP-aligned groups of `tp` GPUs on one node with nothing on them, in GPU order."""
-    groups = []
     if sim.empty_gpus() < tp:
-        return groups
+        return
     for node in range(len(sim.cluster.nodes)):
         empty = sim.empty_gpus(node)
         if len(empty) < tp:
@@ -30,28 +29,23 @@ def free_groups(sim: "Simulator", tp: int) -> list[tuple[int, ...]]:
         for start in range(0, len(ids) - tp + 1, tp):
             group = tuple(ids[start:start + tp])
             if all(g in empty for g in group):
-                groups.append(group)
-    return groups
+                yield group
+
+
+def free_groups(sim: "Simulator", tp: int) -> list[tuple[int, ...]]:
+    """TP-aligned groups of `tp` GPUs on one node with nothing on them, in GPU order."""
+    return list(_free_groups(sim, tp))
 
 
 def first_free_group(sim: "Simulator", tp: int) -> tuple[int, ...] | None:
     """The lowest TP-aligned empty group of `tp` GPUs, or None (O(1) until a GPU empties again)."""
-    if sim.empty_gpus() < tp:
-        return None
     misses = sim.__dict__.setdefault("_free_group_misses", {})
     if misses.get(tp) == sim.empty_epoch:
         return None
-    for node in range(len(sim.cluster.nodes)):
-        empty = sim.empty_gpus(node)
-        if len(empty) < tp:
-            continue
-        ids = sim.node_gpus(node)
-        for start in range(0, len(ids) - tp + 1, tp):
-            group = tuple(ids[start:start + tp])
-            if all(g in empty for g in group):
-                return group
-    misses[tp] = sim.empty_epoch
-    return None
+    group = next(_free_groups(sim, tp), None)
+    if group is None:
+        misses[tp] = sim.empty_epoch
+    return group
 
 
 def model_load(sim: "Simulator", model: str) -> int:
