@@ -131,6 +131,38 @@ class Policy:
                 best, best_key = inst, key
         return best
 
+    def start(self, sim: "Simulator", model: str) -> "Instance | None":
+        """Start an instance of `model` where this policy places it; None when it cannot (default)."""
+        return None
+
+    def dispatched(self, sim: "Simulator", inst: "Instance") -> None:
+        """Called after `route`/`serve_model` sent a request to `inst` (e.g. to resize its KV)."""
+
+    def route(self, sim: "Simulator", req: "Request") -> None:
+        """Reference router: least in-flight instance with room, else start one; else it stays
+        parked. Older parked requests of the model go first."""
+        if len(sim.parked(req.model)) > 1:
+            return
+        inst = self.pick_instance(sim, req.model) or self.start(sim, req.model)
+        if inst is not None and req.inst is None:
+            sim.dispatch(req, inst)
+            self.dispatched(sim, inst)
+
+    def serve_model(self, sim: "Simulator", model: str) -> None:
+        """Give `model`'s parked requests room on its instances, starting ones where `start` can."""
+        parked = sim.parked(model)
+        while parked:
+            inst = self.pick_instance(sim, model) or self.start(sim, model)
+            if inst is None:
+                return
+            sim.dispatch(parked[0], inst)
+            self.dispatched(sim, inst)
+
+    def serve_parked(self, sim: "Simulator") -> None:
+        """Serve every model's parked requests, the model with the oldest one first."""
+        for model in sim.parked_models():
+            self.serve_model(sim, model)
+
     def retry_parked(self, sim: "Simulator", model: str) -> None:
         """Dispatch parked requests of `model`, oldest first, while an instance has room."""
         parked = sim.parked(model)

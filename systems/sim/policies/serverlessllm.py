@@ -139,22 +139,10 @@ class ServerlessLLM(Policy):
 
     # ---- routing and keep-alive ------------------------------------------------------------
     def on_request(self, sim: "Simulator", req: "Request") -> None:
-        if len(sim.parked(req.model)) > 1:
-            return
-        inst = self.pick_instance(sim, req.model) or self.start(sim, req.model)
-        if inst is not None and req.inst is None:
-            self.idle_since.pop(inst.id, None)
-            sim.dispatch(req, inst)
+        self.route(sim, req)
 
-    def serve_parked(self, sim: "Simulator") -> None:
-        for model in sim.parked_models():
-            parked = sim.parked(model)
-            while parked:
-                inst = self.pick_instance(sim, model) or self.start(sim, model)
-                if inst is None:
-                    break
-                self.idle_since.pop(inst.id, None)
-                sim.dispatch(parked[0], inst)
+    def dispatched(self, sim: "Simulator", inst: "Instance") -> None:
+        self.idle_since.pop(inst.id, None)
 
     def on_finished(self, sim: "Simulator", req: "Request", inst: "Instance") -> None:
         if inst.in_flight == 0:

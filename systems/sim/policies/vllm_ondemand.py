@@ -31,25 +31,7 @@ class VllmOnDemand(Policy):
         return None if group is None else sim.start_instance(model, group)
 
     def on_request(self, sim: "Simulator", req: "Request") -> None:
-        if len(sim.parked(req.model)) > 1:
-            return  # older requests wait first
-        inst = self.pick_instance(sim, req.model) or self.start(sim, req.model)
-        if inst is not None:
-            sim.dispatch(req, inst)
-
-    def serve_model(self, sim: "Simulator", model: str) -> None:
-        """Give `model`'s parked requests room on its instances, starting ones where GPUs allow."""
-        parked = sim.parked(model)
-        while parked:
-            inst = self.pick_instance(sim, model) or self.start(sim, model)
-            if inst is None:
-                return
-            sim.dispatch(parked[0], inst)
-
-    def serve_parked(self, sim: "Simulator") -> None:
-        """Serve every model's parked requests, the model with the oldest one first."""
-        for model in sim.parked_models():
-            self.serve_model(sim, model)
+        self.route(sim, req)
 
     def on_finished(self, sim: "Simulator", req: "Request", inst: "Instance") -> None:
         if sim.parked(req.model):

@@ -222,24 +222,11 @@ class WarmServe(Policy):
     # ---- routing and autoscaling ----------------------------------------------------------
     def on_request(self, sim: "Simulator", req: "Request") -> None:
         self.trackers[req.model].change(sim.now_s, +1)
-        if len(sim.parked(req.model)) > 1:
-            return
-        inst = self.pick_instance(sim, req.model) or self.start(sim, req.model)
-        if inst is not None:
-            sim.dispatch(req, inst)
-            if self.kv_on:
-                self._ensure_kv(sim, inst)
+        self.route(sim, req)
 
-    def serve_parked(self, sim: "Simulator") -> None:
-        for model in sim.parked_models():
-            parked = sim.parked(model)
-            while parked:
-                inst = self.pick_instance(sim, model) or self.start(sim, model)
-                if inst is None:
-                    break
-                sim.dispatch(parked[0], inst)
-                if self.kv_on:
-                    self._ensure_kv(sim, inst)
+    def dispatched(self, sim: "Simulator", inst: "Instance") -> None:
+        if self.kv_on:
+            self._ensure_kv(sim, inst)
 
     def on_finished(self, sim: "Simulator", req: "Request", inst: "Instance") -> None:
         self.trackers[req.model].change(sim.now_s, -1)
