@@ -270,13 +270,17 @@ def is_done(spec: RunSpec, run_dir: Path, revision: str | None = None) -> bool:
 
 
 def resolve_workload(spec: RunSpec):
-    """The run's workload: a preset gets the experiment's models; a trace is filtered to them."""
+    """The run's workload: a preset gets the experiment's models and the run's seed (so `seeds`
+    gives independent draws of the workload, unless `workload.params.seed` pins one); a trace is
+    filtered to the models."""
     import workloads
 
     params = dict(spec.workload_params)
     is_preset = spec.workload_spec in workloads.PRESETS
     if spec.models and is_preset:
         params.setdefault("models", list(spec.models))
+    if is_preset:
+        params.setdefault("seed", spec.seed)
     workload = workloads.resolve(spec.workload_spec, **params)
     if spec.models and not is_preset:
         keep = workload.requests["model"].isin(spec.models)

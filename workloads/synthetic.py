@@ -19,7 +19,7 @@ import numpy as np
 from harness.errors import WarmbenchError
 from workloads.concurrency import history_frame
 from workloads.lengths import sample_tokens
-from workloads.transform import clip_lengths
+from workloads.transform import clip_lengths, gamma_cv
 from workloads.workload import Workload, canonical_frame
 
 #: The paper's four models: two distinct Llama-2 7B copies, 13B (TP2) and 70B (TP4).
@@ -97,13 +97,16 @@ def _minute_noise(rng: np.random.Generator, n_minutes: int) -> np.ndarray:
 def synthetic_week(*, models: list[str] | tuple[str, ...] = PAPER_MODELS, total_rps: float = 5.0,
                    alpha: float = 1.0, duration_s: float = 1200.0, seed: int = 0,
                    start_hour: float = 10.0, history_days: int = 6, window_s: float = 300.0,
-                   clip: bool = True) -> Workload:
+                   clip: bool = True, cv: float | None = None) -> Workload:
     """Replay `duration_s` from `start_hour` of the last day; earlier traffic becomes `history`.
 
     `total_rps` is the expected mean total rate over the replay (the realised one is in
     meta["realised_rps"]); model i gets share (i+1)^-alpha. `clip` applies the paper's
-    length limits (input <= 1024, 3 <= output <= 1023). Results are memoised per parameter
-    set (every run of the default experiment asks for the same week); callers get copies.
+    length limits (input <= 1024, 3 <= output <= 1023). `cv` reshapes the replay's
+    inter-arrival times to a Gamma with that coefficient of variation, as the paper's burstier
+    runs do; the history stays the unreshaped traffic (what the forecaster learned from).
+    Results are memoised per parameter set (every run of the default experiment asks for the
+    same week); callers get copies.
     """
     if isinstance(models, str):  # e.g. `-p models=a,b` on the command line
         models = [m.strip() for m in models.split(",") if m.strip()]
@@ -114,8 +117,12 @@ def synthetic_week(*, models: list[str] | tuple[str, ...] = PAPER_MODELS, total_
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = _generate(*key)
     cached = _CACHE[key]
-    return Workload(cached.requests.copy(), copy.deepcopy(cached.meta),
-                    None if cached.history is None else cached.history.copy())
+    workload = Workload(cached.requests.copy(), copy.deepcopy(cached.meta),
+                        None if cached.history is None else cached.history.copy())
+    if cv is not None:
+        workload = gamma_cv(workload, float(cv), seed=int(seed))
+        workload.meta["params"]["cv"] = float(cv)
+    return workload
 
 
 _CACHE: dict[tuple, Workload] = {}

@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--system", required=True, help="registered system, e.g. dedicated, vllm-ondemand, warmserve (an unknown name lists them)")
     p.add_argument("--workload", required=True, help="preset name, trace file, canonical CSV/Parquet or recipe TOML")
-    p.add_argument("--cluster", default="paper-16gpu", help="preset (paper-16gpu, sim-512gpu) or cluster TOML")
+    p.add_argument("--cluster", default="paper-16gpu", help="preset (paper-16gpu, paper-16gpu-h100, sim-512gpu) or cluster TOML")
     p.add_argument("--duration-s", type=float, help="simulate only arrivals before this time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",

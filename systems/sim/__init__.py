@@ -2,7 +2,7 @@
 
     simulate(workload, cluster, system, *, options=None, seed=0, duration_s=None, debug=False) -> RunResult
 
-`cluster` is a ClusterSpec, a preset name (`paper-16gpu`, `sim-512gpu`) or a TOML path;
+`cluster` is a ClusterSpec, a preset name (`paper-16gpu`, `paper-16gpu-h100`, `sim-512gpu`) or a TOML path;
 `system` a registered name (`SYSTEMS`); `options` the core's CORE_OPTIONS (e.g.
 `engine_init_s`) plus the system's own `Policy.OPTIONS`; `duration_s` keeps arrivals before
 it; `debug` checks memory and engine invariants after every event. Modules: specs (hardware,

@@ -243,3 +243,16 @@ spec = "traces/mine.csv"
     assert len(run.requests) == 40 and set(run.requests["model"]) == {"llama-2-7b"}
     assert len(run.manifest["trace_sha256"]) == 64  # the source file's hash
     assert run.manifest["workload"]["filtered_to_models"] == ["llama-2-7b"]
+
+
+def test_seeds_draw_independent_preset_workloads_unless_pinned(tmp_path) -> None:
+    text = TINY.replace("seeds = [0]", "seeds = [0, 1]").replace("total_rps = [2.0, 4.0]", "total_rps = 2.0")
+    config, _ = experiment.load(write(tmp_path, text))
+    specs = [s for s in experiment.grid(config) if s.system == "dedicated"]
+    hashes = {experiment.workload_sha256(experiment.resolve_workload(s).requests) for s in specs}
+    assert len(specs) == 2 and len(hashes) == 2
+    pinned, _ = experiment.load(write(tmp_path, text.replace("history_days = 1", "history_days = 1\nseed = 7"),
+                                      "pinned.toml"))
+    specs = [s for s in experiment.grid(pinned) if s.system == "dedicated"]
+    hashes = {experiment.workload_sha256(experiment.resolve_workload(s).requests) for s in specs}
+    assert len(specs) == 2 and len(hashes) == 1

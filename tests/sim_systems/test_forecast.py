@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from systems.sim.policies.warmserve.forecast import (
-    correction_weights, history_series, predict, rebin, seasonal_baseline,
+    correction_weights, history_series, predict, rebin, rebin_is_exact, seasonal_baseline,
 )
 
 W = 300.0
@@ -99,3 +99,11 @@ def test_history_series_and_rebinning() -> None:
     assert narrow[-479][0] == pytest.approx((2.0 * 120 + 4.0 * 60) / 180)  # spans windows 0 and 1
     assert narrow[-479][1] == 9.0
     assert history_series(None, 300.0, 300.0) == {}
+
+
+def test_rebin_is_exact_only_for_whole_multiples() -> None:
+    assert rebin_is_exact(60.0, 180.0) and rebin_is_exact(60.0, 2400.0) and rebin_is_exact(300.0, 300.0)
+    assert not rebin_is_exact(300.0, 180.0)  # finer than the history: peaks of the coarser windows
+    assert not rebin_is_exact(120.0, 300.0)  # straddles source windows
+    minute = {k: (float(k % 3), float(k % 3) + 1.0) for k in range(6)}
+    assert rebin(minute, 60.0, 180.0) == {0: (1.0, 3.0), 1: (1.0, 3.0)}

@@ -131,6 +131,14 @@ def test_no_history_falls_back_to_reactive() -> None:
     assert (result.requests["status"] == "ok").all()
 
 
+def test_a_window_finer_than_the_history_says_its_forecast_is_approximate() -> None:
+    w = periodic_bursty(duration_s=300.0)  # history in 300 s windows
+    approx = simulate(w, cluster(4), "warmserve", options={"window_s": 180.0}).events
+    exact = simulate(w, cluster(4), "warmserve", options={"window_s": 600.0}).events
+    assert approx["detail"].str.contains("approximate history: 300 s windows re-binned to 180 s").any()
+    assert not exact["detail"].str.contains("approximate history").any()
+
+
 def _sustains(system: str, rate_rps: float) -> bool:
     w = periodic_bursty(background_rps=rate_rps, burst_size=0, duration_s=240.0, input_tokens=1000,
                         output_tokens=1000, history_days=1)

@@ -118,3 +118,18 @@ def test_generated_week_looks_like_the_2024_pictures():
         minute = np.bincount((arrival // 60).astype(int))
         smooth = np.convolve(minute, np.ones(31) / 31, mode="same")
         assert (minute[30:-30] > 1.4 * smooth[30:-30]).sum() > 20  # minute-level bursts exist
+
+
+def test_cv_reshapes_the_replay_and_keeps_the_history():
+    plain = resolve("synthetic-week", duration_s=1200, history_days=1, total_rps=10.0)
+    bursty = resolve("synthetic-week", duration_s=1200, history_days=1, total_rps=10.0, cv=4.0)
+    gaps = np.diff(bursty.requests["arrival_s"].to_numpy())
+    assert 3.0 < gaps.std() / gaps.mean() < 5.0
+    plain_gaps = np.diff(plain.requests["arrival_s"].to_numpy())
+    assert plain_gaps.std() / plain_gaps.mean() < 1.5
+    assert len(bursty) == len(plain)
+    assert bursty.requests["model"].value_counts().equals(plain.requests["model"].value_counts())
+    pd.testing.assert_frame_equal(bursty.history, plain.history)
+    assert bursty.meta["params"]["cv"] == 4.0 and bursty.meta["transforms"][-1]["name"] == "gamma_cv"
+    with pytest.raises(WarmbenchError, match="CV"):
+        resolve("synthetic-week", duration_s=60, history_days=1, cv=0.0)

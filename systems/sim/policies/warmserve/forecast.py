@@ -49,6 +49,12 @@ def history_series(history: pd.DataFrame | None, history_window_s: float, window
     return out
 
 
+def rebin_is_exact(src_window_s: float, dst_window_s: float) -> bool:
+    """Whether re-binning keeps the exact mean and peak: each target window is whole source windows."""
+    ratio = dst_window_s / src_window_s
+    return ratio >= 1.0 - 1e-9 and math.isclose(ratio, round(ratio), rel_tol=0.0, abs_tol=1e-6)
+
+
 def rebin(src: Series, src_window_s: float, dst_window_s: float) -> Series:
     """Re-bin a window series; a target window is kept only if source windows cover it fully."""
     if not src:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from harness.errors import WarmbenchError
 from systems.sim.autoscale import Autoscaler
-from systems.sim.policies.warmserve.forecast import Forecast, history_series, predict
+from systems.sim.policies.warmserve.forecast import Forecast, history_series, predict, rebin_is_exact
 from systems.sim.policies.warmserve.options import typed
 from systems.sim.policies.warmserve.load import ConcurrencyTracker, autoscale_delta, kv_reserved_bytes
 from systems.sim.policies.warmserve.placement import (
@@ -90,6 +90,10 @@ class WarmServe(Policy):
         if self.prewarm_on:
             hist_w = float(sim.workload.meta.get("window_s", 300.0) or 300.0)
             self.history = history_series(sim.workload.history, hist_w, self.window_s)
+            if self.history and not rebin_is_exact(hist_w, self.window_s):
+                # e.g. a 3-minute window over 5-minute history: peaks are those of the coarser windows
+                sim.log("forecast", "", (), f"approximate history: {hist_w:g} s windows re-binned to "
+                                            f"{self.window_s:g} s; give the workload window_s that divides it")
             self._predict(sim)
             self._plan(sim)
 
