@@ -117,7 +117,10 @@ def send(pool: ClientPool, ep: Endpoint, record: dict[str, Any], now: Callable[[
     resp = None
     try:
         with gevent.Timeout(timeout_s):
-            resp = pool.get(ep.url).request("POST", path, body=body)
+            # The id on the wire (as `vllm bench serve` sends it) lets a server's own log be
+            # matched to this record.
+            resp = pool.get(ep.url).request("POST", path, body=body,
+                                            headers={"X-Request-Id": str(record["request_id"])})
             if resp.status_code != 200:
                 text = resp.read()[:300].decode("utf-8", "replace")
                 record["end_s"] = now()

@@ -3,9 +3,16 @@
 It speaks three real wire formats: OpenAI completions with SSE streaming (as vLLM serves it),
 the WarmServe PrewarmManager endpoint (`POST /`, raw text chunks then `#<completion tokens>`),
 and ServerlessLLM's non-streaming OpenAI chat API. Each request waits `ttft_s`, then emits one
-token every `gap_s`, so the server's own TTFT is known exactly. Faults can be injected per
-model name: HTTP 500, a stream cut mid-way, or a hang. Run it as
-`python -m harness.loadgen.standin --port P [--ttft-ms T] [--gap-ms G]`.
+token every `gap_s`. Faults can be injected per model name: HTTP 500, a stream cut mid-way,
+or a hang. Run it as `python -m harness.loadgen.standin --port P [--ttft-ms T] [--gap-ms G]
+[--log FILE]`.
+
+The nominal TTFT is only what the server aims for: on a busy host its timers fire late. With
+`--log FILE` it appends one JSON line per streamed request, written when the first token goes
+out: `{"request_id", "received_s", "first_token_s"}` with the request id it was sent
+(`X-Request-Id` header, or the WarmServe body's `id`) and both instants on `time.perf_counter()`
+(CLOCK_MONOTONIC on Linux, shared by every process of the host), so the benchmark can tell the
+server's lateness from the client's own timing error.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import json
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import IO
 
 import gevent
 from gevent.event import AsyncResult as Event
@@ -32,6 +40,13 @@ class Behaviour:
     hang_models: set[str] = field(default_factory=set)
     accept_token_ids: bool = True
     served: dict[str, int] = field(default_factory=dict)  # requests per model, for /metrics
+    log: IO[str] | None = None  # first-token log (see the module docstring), line-buffered
+
+    def log_first_token(self, request_id: str, received_s: float, first_token_s: float) -> None:
+        """One line per streamed request: when it arrived and when its first token was written."""
+        if self.log is not None:
+            self.log.write('{"request_id":%s,"received_s":%.7f,"first_token_s":%.7f}\n'
+                           % (json.dumps(request_id), received_s, first_token_s))
 
 
 def _count_prompt_tokens(prompt: object) -> int:
@@ -48,7 +63,8 @@ class _Conn:
     def __init__(self, sock, behaviour: Behaviour) -> None:
         self.sock, self.b, self.buf = sock, behaviour, b""
 
-    def read_request(self) -> tuple[str, str, bytes] | None:
+    def read_request(self) -> tuple[str, str, bytes, str] | None:
+        """(method, path, body, X-Request-Id or ''), or None when the client closed."""
         while b"\r\n\r\n" not in self.buf:
             data = self.sock.recv(65536)
             if not data:
@@ -57,18 +73,21 @@ class _Conn:
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
         lines = head.decode("latin-1").split("\r\n")
         method, path, _ = lines[0].split(" ", 2)
-        length = 0
+        length, request_id = 0, ""
         for line in lines[1:]:
             name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length":
+            name = name.strip().lower()
+            if name == "content-length":
                 length = int(value.strip())
+            elif name == "x-request-id":
+                request_id = value.strip()
         while len(self.buf) < length:
             data = self.sock.recv(65536)
             if not data:
                 return None
             self.buf += data
         body, self.buf = self.buf[:length], self.buf[length:]
-        return method, path, body
+        return method, path, body, request_id
 
     def respond(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}[status]
@@ -106,14 +125,14 @@ def handle(sock, _address, behaviour: Behaviour) -> None:
             if req is None:
                 return
             received = time.perf_counter()
-            method, path, body = req
+            method, path, body, request_id = req
             if method == "GET":
                 if path == "/metrics":
                     conn.respond(200, _metrics_text(behaviour), "text/plain; version=0.0.4")
                 else:
                     conn.respond(200, b"{}")
                 continue
-            if not _serve(conn, path, json.loads(body or b"{}"), received):
+            if not _serve(conn, path, json.loads(body or b"{}"), received, request_id):
                 return  # connection cut on purpose
     except (ConnectionError, OSError):
         return
@@ -121,7 +140,7 @@ def handle(sock, _address, behaviour: Behaviour) -> None:
         sock.close()
 
 
-def _serve(conn: _Conn, path: str, payload: dict, received: float) -> bool:
+def _serve(conn: _Conn, path: str, payload: dict, received: float, request_id: str) -> bool:
     """Answer one POST; returns False when the connection was cut on purpose."""
     b = conn.b
     model = str(payload.get("model", ""))
@@ -139,7 +158,7 @@ def _serve(conn: _Conn, path: str, payload: dict, received: float) -> bool:
     n_in = _count_prompt_tokens(prompt)
     cut_after = n_out // 2 if model in b.cut_models else None
     if path == "/":
-        return _warmserve(conn, payload, n_out, received, cut_after)
+        return _warmserve(conn, payload, n_out, received, cut_after, request_id)
     if path == "/v1/chat/completions" and not payload.get("stream"):
         gevent.sleep(max(0.0, received + b.ttft_s + b.gap_s * (n_out - 1) - time.perf_counter()))
         conn.respond(200, json.dumps({
@@ -153,17 +172,19 @@ def _serve(conn: _Conn, path: str, payload: dict, received: float) -> bool:
     if path != "/v1/completions":
         conn.respond(404, b'{"error": {"message": "not found"}}')
         return True
-    return _openai_stream(conn, model, n_in, n_out, received, cut_after)
+    return _openai_stream(conn, model, n_in, n_out, received, cut_after, request_id)
 
 
 class _Stream:
     """One streaming response in progress: the ticker writes its tokens as they fall due."""
 
-    __slots__ = ("conn", "token", "last", "trailer", "n_out", "next_i", "due", "cut_after", "done")
+    __slots__ = ("conn", "token", "last", "trailer", "n_out", "next_i", "due", "cut_after", "done",
+                 "request_id", "received")
 
     def __init__(self, conn: _Conn, token: bytes, last: bytes, trailer: bytes, n_out: int,
-                 received: float, cut_after: int | None) -> None:
+                 received: float, cut_after: int | None, request_id: str) -> None:
         self.conn, self.n_out, self.cut_after = conn, n_out, cut_after
+        self.request_id, self.received = request_id, received
         # Pre-framed HTTP chunks: writing a token is one send, no formatting.
         self.token = b"%x\r\n%s\r\n" % (len(token), token)
         self.last = b"%x\r\n%s\r\n" % (len(last), last)
@@ -189,11 +210,14 @@ class _Stream:
             if self.cut_after is not None and i == self.cut_after:
                 self.done.set(False)
                 return True
-            if i == self.n_out - 1:
-                self._send(self.last + self.trailer)
+            last = i == self.n_out - 1
+            written_s = time.perf_counter()
+            self._send(self.last + self.trailer if last else self.token)
+            if i == 0:  # logged after the write, so logging never delays the token
+                self.conn.b.log_first_token(self.request_id, self.received, written_s)
+            if last:
                 self.done.set(True)
                 return True
-            self._send(self.token)
             self.next_i, self.due = i + 1, self.due + gap
         return False
 
@@ -245,34 +269,36 @@ _TICKERS: dict[float, _Ticker] = {}
 
 
 def _stream(conn: _Conn, token: bytes, last: bytes, trailer: bytes, n_out: int, received: float,
-            cut_after: int | None) -> bool:
+            cut_after: int | None, request_id: str) -> bool:
     """Stream `n_out` tokens then the trailer; False if the stream was cut (close the socket)."""
     ticker = _TICKERS.setdefault(conn.b.gap_s, _Ticker(conn.b.gap_s))
     conn.start_stream()
-    stream = _Stream(conn, token, last, trailer, n_out, received, cut_after)
+    stream = _Stream(conn, token, last, trailer, n_out, received, cut_after, request_id)
     ticker.add(stream)
     return bool(stream.done.get())
 
 
 def _openai_stream(conn: _Conn, model: str, n_in: int, n_out: int, received: float,
-                   cut_after: int | None) -> bool:
+                   cut_after: int | None, request_id: str) -> bool:
     head = 'data: {"id":"cmpl-standin","object":"text_completion","created":0,"model":%s,"choices":[' % (
         json.dumps(model))
     token = (head + '{"index":0,"text":" tok","logprobs":null,"finish_reason":null}]}\n\n').encode()
     last = (head + '{"index":0,"text":" tok","logprobs":null,"finish_reason":"length"}]}\n\n').encode()
     usage = '{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (n_in, n_out, n_in + n_out)
     trailer = (head + '],"usage":' + usage + '}\n\ndata: [DONE]\n\n').encode()
-    return _stream(conn, token, last, trailer, n_out, received, cut_after)
+    return _stream(conn, token, last, trailer, n_out, received, cut_after, request_id)
 
 
-def _warmserve(conn: _Conn, payload: dict, n_out: int, received: float, cut_after: int | None) -> bool:
+def _warmserve(conn: _Conn, payload: dict, n_out: int, received: float, cut_after: int | None,
+               request_id: str) -> bool:
     """The PrewarmManager's format: raw delta text chunks, then `#<completion_tokens>`."""
     stream = str(payload.get("stream", False)).lower() == "true"
     if not stream:
         gevent.sleep(max(0.0, received + conn.b.ttft_s + conn.b.gap_s * (n_out - 1) - time.perf_counter()))
         conn.respond(200, json.dumps(" tok" * n_out).encode())
         return True
-    return _stream(conn, b" tok", b" tok", b"#%d" % n_out, n_out, received, cut_after)
+    return _stream(conn, b" tok", b" tok", b"#%d" % n_out, n_out, received, cut_after,
+                   request_id or str(payload.get("id", "")))
 
 
 def serve(port: int, behaviour: Behaviour, host: str = "127.0.0.1") -> StreamServer:
@@ -292,10 +318,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cut-model", action="append", default=[])
     parser.add_argument("--hang-model", action="append", default=[])
     parser.add_argument("--no-token-ids", action="store_true", help="reject token-id prompts (HTTP 400)")
+    parser.add_argument("--log", help="append each streamed request's arrival and first-token write "
+                                      "times (perf_counter s) to this JSONL file")
     args = parser.parse_args(argv)
     behaviour = Behaviour(ttft_s=args.ttft_ms / 1000, gap_s=args.gap_ms / 1000,
                           error_models=set(args.error_model), cut_models=set(args.cut_model),
-                          hang_models=set(args.hang_model), accept_token_ids=not args.no_token_ids)
+                          hang_models=set(args.hang_model), accept_token_ids=not args.no_token_ids,
+                          log=open(args.log, "a", buffering=1) if args.log else None)
     server = StreamServer((args.host, args.port), lambda s, a: handle(s, a, behaviour), backlog=4096)
     server.serve_forever()
 

@@ -202,6 +202,10 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
             clock.t0 += late_s
             for row in scraper.rows:
                 row["time_s"] -= late_s
+        # t=0 of the run on this host's perf_counter (CLOCK_MONOTONIC on Linux, one clock for
+        # every process): lets a server's own log be put on the run's timeline.
+        manifest["run_clock"] = {"t0_perf_counter_s": clock.t0,
+                                 "clock": time.get_clock_info("perf_counter").implementation}
         scraper.start()
         gpu.start(clock.now, live.gpu_pids, client.scrape_period_s)
         config = ReplayConfig(timeout_s=client.timeout_s, connect_timeout_s=client.connect_timeout_s,
