@@ -1,8 +1,8 @@
 """Send one request and time it: first token, every later token, end; faults become records.
 
-Built on geventhttpclient (what locust's FastHttpUser uses). The body is read as soon as any
-bytes arrive and split on `\\n` ourselves: geventhttpclient's `readline` waits for `\\r\\n`,
-which an SSE stream never sends, and it spins on a connection closed mid-body.
+The request goes through `harness.loadgen.http` (a small HTTP/1.1 client on gevent sockets):
+the streamed body is read from the event loop as soon as any bytes arrive, and every read is
+timed; tokens read together share a time.
 """
 
 from __future__ import annotations
@@ -16,82 +16,37 @@ from urllib.parse import urlsplit
 
 import gevent
 import numpy as np
-from geventhttpclient import HTTPClient
-from geventhttpclient.response import HTTPConnectionClosed, HTTPSocketPoolResponse
 
+from harness.loadgen.http import ClosedBeforeResponse, Exchange, Pool, ProtocolError, StreamCut
 from harness.loadgen.protocols import Endpoint, StreamReader, build_request
 
 NAN = math.nan
 
-
-class StreamCut(Exception):
-    """The server closed the connection before the response ended."""
+__all__ = ["ClientPool", "StreamCut", "send", "wall_to_perf"]
 
 
 class ClientPool:
-    """One keep-alive HTTP client per base URL, sized for open-loop load."""
+    """One keep-alive connection pool per base URL, sized for open-loop load."""
 
     def __init__(self, timeout_s: float, connect_timeout_s: float, max_connections: int) -> None:
         self.timeout_s, self.connect_timeout_s = timeout_s, connect_timeout_s
         self.max_connections = max_connections
-        self._clients: dict[str, HTTPClient] = {}
+        self._pools: dict[str, Pool] = {}
 
-    def get(self, url: str) -> HTTPClient:
-        client = self._clients.get(url)
-        if client is None:
+    def get(self, url: str) -> Pool:
+        pool = self._pools.get(url)
+        if pool is None:
             parts = urlsplit(url)
-            client = HTTPClient(parts.hostname, parts.port, concurrency=self.max_connections,
-                                connection_timeout=self.connect_timeout_s,
-                                # No per-read socket timeout: a gevent Timeout per recv costs
-                                # more than the read; `send` bounds the whole request instead.
-                                network_timeout=None, ssl=parts.scheme == "https",
-                                headers={"Content-Type": "application/json"})
-            # Resolve once: gevent's resolver costs ~40 ms per new connection on a busy host.
-            conn_pool = client._connection_pool
-            conn_pool.after_connect = _no_delay
-            addresses = conn_pool._resolve()
-            conn_pool._resolve = lambda: addresses
-            self._clients[url] = client
-        return client
+            tls = parts.scheme == "https"
+            pool = Pool(parts.hostname or "127.0.0.1", parts.port or (443 if tls else 80), tls,
+                        self.connect_timeout_s, self.max_connections)
+            self._pools[url] = pool
+        return pool
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
-
-
-def _no_delay(sock) -> None:
-    """Send small writes at once (no Nagle)."""
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _read_some(resp: HTTPSocketPoolResponse) -> bytes:
-    """Body bytes as soon as any arrive; b'' once the message is complete."""
-    while True:
-        buf = resp._body_buffer
-        if buf:
-            data = bytes(buf)
-            del buf[:]
-            return data
-        if resp.message_complete:
-            return b""
-        sock = resp._sock
-        if sock is None:
-            raise StreamCut("connection closed mid-response")
-        data = sock.recv(65536)
-        if not data:
-            raise StreamCut("connection closed by the server mid-response")
-        resp.feed(data)
-
-
-def _discard(resp: HTTPSocketPoolResponse | None) -> None:
-    """Close the connection of a response not read to its end: it must never go back to the pool."""
-    if resp is None:
-        return
-    pool, sock = resp._pool, resp._sock
-    resp._pool = resp._sock = None
-    if pool is not None and sock is not None:
-        pool.release_socket(sock)
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
@@ -102,8 +57,12 @@ def _describe(exc: BaseException) -> tuple[str, str]:
         return "error", "connection refused"
     if isinstance(exc, StreamCut):
         return "error", f"stream cut: {exc}"
-    if isinstance(exc, HTTPConnectionClosed):
-        return "error", "connection closed by the server before the response"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+        return "error", f"stream cut: connection reset by the server ({type(exc).__name__})"
+    if isinstance(exc, ClosedBeforeResponse):
+        return "error", str(exc)
+    if isinstance(exc, ProtocolError):
+        return "error", f"bad HTTP from the server: {exc}"[:300]
     return "error", f"{type(exc).__name__}: {exc}"[:300]
 
 
@@ -114,25 +73,27 @@ def send(pool: ClientPool, ep: Endpoint, record: dict[str, Any], now: Callable[[
                                record["output_tokens"], seed)
     reader = StreamReader(ep.protocol)
     token_times: list[float] = []
-    resp = None
+
+    def on_body(data: bytes, t: float) -> None:
+        events = reader.feed(data)
+        if events == 1:
+            token_times.append(t)
+        elif events:
+            token_times.extend([t] * events)  # tokens read together share a time
+
+    exchange = Exchange(pool.get(ep.url), now)
     try:
         with gevent.Timeout(timeout_s):
             # The id on the wire (as `vllm bench serve` sends it) lets a server's own log be
             # matched to this record.
-            resp = pool.get(ep.url).request("POST", path, body=body,
-                                            headers={"X-Request-Id": str(record["request_id"])})
-            if resp.status_code != 200:
-                text = resp.read()[:300].decode("utf-8", "replace")
+            head = exchange.request("POST", path, body, {"Content-Type": "application/json",
+                                                         "X-Request-Id": str(record["request_id"])})
+            if head.status != 200:
+                text = exchange.read_all()[:300].decode("utf-8", "replace")
                 record["end_s"] = now()
-                record["status"], record["error"] = "error", f"HTTP {resp.status_code}: {text}"
+                record["status"], record["error"] = "error", f"HTTP {head.status}: {text}"
                 return
-            while True:
-                data = _read_some(resp)
-                if not data:
-                    break
-                t = now()
-                events = reader.feed(data)
-                token_times.extend([t] * events)  # tokens read together share a time
+            exchange.read_body(on_body)
             reader.finish()
         record["end_s"] = now()
         if reader.error:
@@ -142,12 +103,11 @@ def send(pool: ClientPool, ep: Endpoint, record: dict[str, Any], now: Callable[[
     except gevent.GreenletExit:
         record["status"], record["error"] = "cancelled", "cancelled: drain time ran out after stop"
         record["end_s"] = now()
-        _discard(resp)
     except BaseException as exc:  # noqa: BLE001 - every fault becomes a record
         record["end_s"] = now()
         record["status"], record["error"] = _describe(exc)
-        _discard(resp)
     finally:
+        exchange.finish()  # a connection not read to its end is closed, never reused
         _fill_tokens(record, reader, token_times, ep)
 
 

@@ -1,0 +1,452 @@
+"""A small HTTP/1.1 client for the load generator's hot path: streamed response bodies.
+
+Why not geventhttpclient for the body: its llhttp parser calls back into Python for every chunk
+and each read first tries `recv`, fails with EAGAIN, then parks the greenlet; with one chunk
+per token that cost ~30 µs of CPU per token, a whole core at 200 req/s x 128 tokens. Here the
+request greenlet sends the request and reads the response head; a streamed body is then read
+from the event loop itself: one io watcher per connection calls `_readable` when bytes arrive,
+which reads them with one non-blocking `recv`, takes the time, and decodes the chunked framing
+incrementally. No greenlet switch per token, no parser callbacks, no sleeping between reads:
+bytes are read as soon as the loop sees them, and bytes read together share a time.
+
+Plain TCP only on that path; `https` endpoints read through gevent's SSL socket in the request
+greenlet (same framing code, slower).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.socket
+import gevent.ssl
+from gevent.event import Event
+from gevent.lock import BoundedSemaphore
+
+RECV_BYTES = 65536
+MAX_HEAD_BYTES = 65536
+
+
+class StreamCut(Exception):
+    """The server closed the connection before the response ended."""
+
+
+class ClosedBeforeResponse(Exception):
+    """The server closed the connection before any byte of a response."""
+
+
+class ProtocolError(Exception):
+    """The server's bytes are not valid HTTP/1.1."""
+
+
+class ChunkedDecoder:
+    """Incremental decoder of `Transfer-Encoding: chunked`, cheap when reads hold whole chunks.
+
+    `feed` returns the payload bytes the data completes (possibly b''); `done` is set once the
+    last chunk and its trailer have been read; bytes after that are kept in `extra`.
+    """
+
+    __slots__ = ("_pending", "_left", "_crlf", "_trailer", "done", "extra")
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._left = 0  # payload bytes still to come in the current chunk
+        self._crlf = False  # the CRLF after a chunk's payload is still to come
+        self._trailer = False  # after the last (empty) chunk: trailer lines until an empty one
+        self.done = False
+        self.extra = b""
+
+    def feed(self, data: bytes) -> bytes:
+        if not (self._pending or self._left or self._crlf or self._trailer):
+            # Fast path: the read is exactly one whole chunk (one SSE event per write, as
+            # servers send tokens).
+            eol = data.find(b"\r\n")
+            if 0 < eol <= 8:
+                try:
+                    size = int(data[:eol], 16)
+                except ValueError:
+                    size = 0  # an extension or bad digits: the general path decides
+                if size > 0 and len(data) == eol + size + 4 and data.endswith(b"\r\n"):
+                    return data[eol + 2:eol + 2 + size]
+        elif self._pending:
+            data = self._pending + data
+            self._pending = b""
+        out: list[bytes] = []
+        pos, n = 0, len(data)
+        while pos < n:
+            if self._left:
+                end = pos + self._left
+                if end <= n:
+                    out.append(data[pos:end])
+                    pos, self._left, self._crlf = end, 0, True
+                else:
+                    out.append(data[pos:])
+                    self._left, pos = end - n, n
+                continue
+            if self._crlf:
+                if n - pos < 2:
+                    self._pending = data[pos:]
+                    break
+                if data[pos:pos + 2] != b"\r\n":
+                    raise ProtocolError("chunk not followed by CRLF")
+                pos, self._crlf = pos + 2, False
+                continue
+            eol = data.find(b"\r\n", pos)
+            if eol < 0:
+                if n - pos > 4096:
+                    raise ProtocolError("chunk size line too long")
+                self._pending = data[pos:]
+                break
+            line, pos = data[pos:eol], eol + 2
+            if self._trailer:
+                if not line:
+                    self.done, self.extra = True, data[pos:]
+                    break
+                continue  # a trailer field: ignored
+            try:
+                size = int(line.split(b";", 1)[0], 16)
+            except ValueError:
+                raise ProtocolError(f"bad chunk size line {line[:40]!r}") from None
+            if size < 0:
+                raise ProtocolError(f"bad chunk size line {line[:40]!r}")
+            if size == 0:
+                self._trailer = True
+            else:
+                self._left = size
+        if len(out) == 1:
+            return out[0]
+        return b"".join(out)
+
+
+class Head:
+    """Status line and headers of a response (header names lower-cased)."""
+
+    __slots__ = ("status", "reason", "version", "headers")
+
+    def __init__(self, status: int, reason: str, version: str, headers: dict[str, str]) -> None:
+        self.status, self.reason, self.version, self.headers = status, reason, version, headers
+
+    @property
+    def keep_alive(self) -> bool:
+        conn = self.headers.get("connection", "").lower()
+        return "close" not in conn and (self.version != "HTTP/1.0" or "keep-alive" in conn)
+
+
+def parse_head(raw: bytes) -> Head:
+    """Parse the bytes before the blank line that ends a response head."""
+    lines = raw.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ProtocolError(f"bad status line {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            key = name.strip().lower()
+            headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+    return Head(int(parts[1]), parts[2] if len(parts) > 2 else "", parts[0], headers)
+
+
+class Connection:
+    """One keep-alive connection. Plain TCP is a non-blocking stdlib socket driven by io watchers
+    of the gevent loop; TLS is a gevent SSL socket."""
+
+    def __init__(self, sock: Any, tls: bool) -> None:
+        self.sock, self.tls = sock, tls
+        self.hub = gevent.get_hub()
+        self._rw = None if tls else self.hub.loop.io(sock.fileno(), 1)
+        self._ww = None if tls else self.hub.loop.io(sock.fileno(), 2)
+        self.closed = False
+
+    def sendall(self, data: bytes) -> None:
+        if self.tls:
+            self.sock.sendall(data)
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self.sock.send(view)
+                view = view[sent:]
+            except BlockingIOError:
+                self.hub.wait(self._ww)
+
+    def recv(self) -> bytes:
+        """Some bytes, waiting cooperatively for them; b'' when the peer closed."""
+        if self.tls:
+            return self.sock.recv(RECV_BYTES)
+        while True:
+            try:
+                return self.sock.recv(RECV_BYTES)
+            except BlockingIOError:
+                self.hub.wait(self._rw)
+
+    def is_stale(self) -> bool:
+        """True when an idle pooled connection was closed by the server (or has stray bytes)."""
+        if self.tls:
+            return False  # its recv would block; an error shows on use instead
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK) is not None  # b'' (closed) or stray bytes
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            for watcher in (self._rw, self._ww):
+                if watcher is not None:
+                    watcher.stop()
+                    watcher.close()
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+def _tls_context() -> gevent.ssl.SSLContext:
+    """Verifying client context whose sockets are cooperative (gevent.ssl.create_default_context
+    would give the stdlib's, whose handshake blocks the whole loop)."""
+    context = gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and host name
+    context.load_default_certs()
+    return context
+
+
+class Pool:
+    """Keep-alive connections to one host:port, at most `max_connections` in use at once."""
+
+    def __init__(self, url_host: str, port: int, tls: bool, connect_timeout_s: float,
+                 max_connections: int) -> None:
+        self.host, self.port, self.tls = url_host, port, tls
+        self.connect_timeout_s = connect_timeout_s
+        self._idle: list[Connection] = []
+        self._slots = BoundedSemaphore(max_connections)
+        self._address: tuple | None = None
+        self._ssl_context = _tls_context() if tls else None
+
+    def _connect(self) -> Connection:
+        if self._address is None:
+            # Resolve once: gevent's resolver costs ~40 ms per new connection on a busy host.
+            family, _, _, _, address = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0]
+            self._address = (family, address)
+        family, address = self._address
+        gsock = gevent.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            gsock.settimeout(self.connect_timeout_s)
+            gsock.connect(address)
+            # Send small writes at once: Nagle + the server's delayed ACK add tens of ms.
+            gsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls:
+                tls_sock = self._ssl_context.wrap_socket(gsock, server_hostname=self.host)
+                tls_sock.settimeout(None)
+                return Connection(tls_sock, tls=True)
+            raw = socket.socket(family, socket.SOCK_STREAM, fileno=gsock.detach())
+        except BaseException:
+            gsock.close()
+            raise
+        raw.setblocking(False)
+        return Connection(raw, tls=False)
+
+    def acquire(self) -> Connection:
+        """An idle live connection, or a new one; blocks while `max_connections` are in use."""
+        self._slots.acquire()
+        try:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.is_stale():
+                    return conn
+                conn.close()
+            return self._connect()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def release(self, conn: Connection, reusable: bool) -> None:
+        """Give a connection back; one not read to the end of a response must not be reused."""
+        if reusable and not conn.closed:
+            self._idle.append(conn)
+        else:
+            conn.close()
+        self._slots.release()
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
+
+
+OnBody = Callable[[bytes, float], None]
+
+
+class Exchange:
+    """One request and its response on a connection taken from a pool.
+
+    `request` sends and reads the head; `read_body` delivers body bytes to `on_body(data,
+    read_time)` as they arrive and returns when the body has ended. `finish` gives the
+    connection back (reusable only after a complete body).
+    """
+
+    def __init__(self, pool: Pool, now: Callable[[], float]) -> None:
+        self.pool, self.now = pool, now
+        self.conn: Connection | None = None
+        self.head: Head | None = None
+        self._rest = b""  # body bytes read with the head
+        self._rest_s = 0.0
+        self._complete = False
+
+    def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Head:
+        self.conn = self.pool.acquire()
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.pool.host}:{self.pool.port}",
+                 f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        self.conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        buf = b""
+        while True:
+            try:
+                data = self.conn.recv()
+            except ConnectionResetError:
+                if buf:
+                    raise
+                raise ClosedBeforeResponse("connection reset by the server before the response") from None
+            if not data:
+                if buf:
+                    raise StreamCut("connection closed in the response head")
+                raise ClosedBeforeResponse("connection closed by the server before the response")
+            t = self.now()
+            buf += data
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(buf) > MAX_HEAD_BYTES:
+                raise ProtocolError("response head too long")
+        self.head = parse_head(buf[:end])
+        self._rest, self._rest_s = buf[end + 4:], t
+        if 100 <= self.head.status < 200:
+            raise ProtocolError(f"unexpected interim response {self.head.status}")
+        return self.head
+
+    def read_body(self, on_body: OnBody) -> None:
+        """Deliver the body; raises StreamCut if the connection ends before it does."""
+        assert self.conn is not None and self.head is not None
+        headers = self.head.headers
+        if self.head.status in (204, 304):
+            self._complete = True
+            return
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            reader = _BodyReader(self.conn, self.now, on_body, ChunkedDecoder(), None)
+        elif "content-length" in headers:
+            try:
+                length = int(headers["content-length"])
+            except ValueError:
+                raise ProtocolError(f"bad Content-Length {headers['content-length']!r}") from None
+            reader = _BodyReader(self.conn, self.now, on_body, None, length)
+        else:
+            reader = _BodyReader(self.conn, self.now, on_body, None, None)  # until the server closes
+        reader.run(self._rest, self._rest_s)
+        self._complete = reader.complete and reader.reusable and self.head.keep_alive
+
+    def read_all(self) -> bytes:
+        """The whole body (for short non-streamed answers such as errors)."""
+        parts: list[bytes] = []
+        self.read_body(lambda data, _t: parts.append(data))
+        return b"".join(parts)
+
+    def finish(self) -> None:
+        if self.conn is not None:
+            self.pool.release(self.conn, reusable=self._complete)
+            self.conn = None
+
+
+class _BodyReader:
+    """Reads one body. Plain TCP: from an io watcher's callback in the event loop (no greenlet
+    switch per read); the request greenlet only waits for the end. TLS: a loop in the greenlet."""
+
+    __slots__ = ("conn", "now", "on_body", "chunked", "left", "complete", "reusable", "error", "ended")
+
+    def __init__(self, conn: Connection, now: Callable[[], float], on_body: OnBody,
+                 chunked: ChunkedDecoder | None, length: int | None) -> None:
+        self.conn, self.now, self.on_body = conn, now, on_body
+        self.chunked, self.left = chunked, length  # left: None = until the server closes
+        self.complete = False
+        self.reusable = length is not None or chunked is not None
+        self.error: BaseException | None = None
+        self.ended: Event | None = None
+
+    def _consume(self, data: bytes, t: float) -> bool:
+        """Handle bytes read at `t`; True when the body has ended."""
+        if self.chunked is not None:
+            payload = self.chunked.feed(data)
+            if payload:
+                self.on_body(payload, t)
+            if self.chunked.done:
+                self.complete = True
+                self.reusable = not self.chunked.extra  # stray bytes: never reuse
+                return True
+            return False
+        if self.left is None:
+            self.on_body(data, t)
+            return False
+        if len(data) > self.left:
+            self.reusable = False
+            data = data[:self.left]
+        self.left -= len(data)
+        if data:
+            self.on_body(data, t)
+        if self.left == 0:
+            self.complete = True
+            return True
+        return False
+
+    def _eof(self) -> None:
+        if self.left is None and self.chunked is None:
+            self.complete = True  # the body ends with the connection
+        else:
+            raise StreamCut("connection closed by the server mid-response")
+
+    def run(self, rest: bytes, rest_s: float) -> None:
+        if (rest and self._consume(rest, rest_s)) or self.left == 0:
+            self.complete = True
+            return
+        if self.conn.tls:
+            while True:
+                data = self.conn.recv()
+                if not data:
+                    self._eof()
+                    return
+                if self._consume(data, self.now()):
+                    return
+        self.ended = Event()
+        watcher = self.conn._rw
+        watcher.start(self._readable)
+        try:
+            self.ended.wait()
+        finally:
+            watcher.stop()
+        if self.error is not None:
+            raise self.error
+
+    def _readable(self) -> None:
+        """io watcher callback, run by the event loop: must never raise or block."""
+        try:
+            data = self.conn.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the request greenlet
+            self._end(exc)
+            return
+        try:
+            if not data:
+                self._eof()
+                self._end(None)
+            elif self._consume(data, self.now()):
+                self._end(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the request greenlet
+            self._end(exc)
+
+    def _end(self, exc: BaseException | None) -> None:
+        self.conn._rw.stop()
+        self.error = exc
+        if self.ended is not None:
+            self.ended.set()
