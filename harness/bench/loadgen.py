@@ -233,22 +233,21 @@ def run(quick: bool, rates_rps: tuple[float, ...] | None = None, duration_s: flo
 
 def render(result: dict[str, Any], console: Console) -> None:
     s = result["server"]
-    table = Table(title=f"load generator precision: {s['tokens']} tokens/request, server TTFT {s['ttft_ms']:g} ms, "
-                        f"gap {s['gap_ms']:g} ms, {result['duration_s']:g} s per rate, {result['cpus']} CPUs")
-    for col in ("rate req/s", "ok", "send lag P50/P99 ms", "own TTFT err P50/P99 ms", "vs nominal P99 ms",
-                "server late P99 ms", "client CPU % (µs/tok)", "server CPU % (µs/tok)", "other CPU %"):
+    table = Table(title=f"load generator precision: {s['tokens']} tok/req, server TTFT {s['ttft_ms']:g} ms, "
+                        f"gap {s['gap_ms']:g} ms, {result['duration_s']:g} s/rate, {result['cpus']} CPUs")
+    for col in ("req/s", "ok", "lag P50/P99 ms", "own err P50/P99", "vs nom P99", "srv late P99",
+                "CPU% cli/srv/other", "µs/tok cli/srv"):
         table.add_column(col, justify="right")
     for r in result["rates"]:
-        table.add_row(f"{r['rate_rps']:g}", f"{r['ok']}/{r['requests']}",
-                      f"{r['send_lag_p50_ms']:.2f} / {r['send_lag_p99_ms']:.2f}",
-                      f"{r['ttft_error_p50_ms']:.2f} / {r['ttft_error_p99_ms']:.2f}",
-                      f"{r['ttft_error_vs_nominal_p99_ms']:.2f}", f"{r['server_lateness_p99_ms']:.2f}",
-                      f"{r['client_cpu_percent']:.0f} ({r['client_cpu_us_per_token'] or 0:.1f})",
-                      f"{r['server_cpu_percent']:.0f} ({r['server_cpu_us_per_token'] or 0:.1f})",
-                      f"{r['other_cpu_percent']:.0f}")
+        table.add_row(f"{r['rate_rps']:g}", "all" if r["ok"] == r["requests"] else f"{r['ok']}/{r['requests']}",
+                      f"{r['send_lag_p50_ms']:.1f}/{r['send_lag_p99_ms']:.1f}",
+                      f"{r['ttft_error_p50_ms']:.1f}/{r['ttft_error_p99_ms']:.1f}",
+                      f"{r['ttft_error_vs_nominal_p99_ms']:.1f}", f"{r['server_lateness_p99_ms']:.1f}",
+                      f"{r['client_cpu_percent']:.0f}/{r['server_cpu_percent']:.0f}/{r['other_cpu_percent']:.0f}",
+                      f"{r['client_cpu_us_per_token'] or 0:.0f}/{r['server_cpu_us_per_token'] or 0:.0f}")
     console.print(table)
     best = result["highest_rate_meeting_targets_rps"]
-    console.print("judged: send lag and the client's own TTFT error (client TTFT minus the TTFT the stand-in "
-                  "logged it delivered); 'vs nominal' adds the stand-in's own lateness")
+    console.print("judged: send lag and own TTFT error (client TTFT minus the TTFT the stand-in logged it "
+                  "delivered); 'vs nom' adds the stand-in's own lateness ('srv late')")
     console.print(f"highest rate with P99 send lag and P99 own TTFT error under {result['target_ms']:g} ms: "
                   f"{best if best is not None else 'none'} req/s")

@@ -8,6 +8,7 @@ requests never sent are recorded as `unfinished`: every request is accounted for
 
 from __future__ import annotations
 
+import gc
 import math
 import resource
 import time
@@ -129,6 +130,10 @@ def replay(requests: pd.DataFrame, router: Router, recorder: JsonlRecorder, cloc
     lags: list[float] = []
     usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     sent = 0
+    # What exists before the replay (modules, pandas, the schedule) is not garbage: frozen, a
+    # full collection during the replay walks only the replay's own objects, not a ~80 ms pause
+    # of the event loop that makes every send due meanwhile late.
+    gc.freeze()
     try:
         for row in rows:
             delay = float(row.scheduled_s) - clock.now()
@@ -150,6 +155,7 @@ def replay(requests: pd.DataFrame, router: Router, recorder: JsonlRecorder, cloc
             recorder.write(record)
     finally:
         pool.close()
+        gc.unfreeze()
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     lags = [r["sent_s"] - r["scheduled_s"] for r in recorder.records if not math.isnan(r["sent_s"])]
     return ReplayStats(
