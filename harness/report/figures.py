@@ -27,6 +27,9 @@ EVENT_MARKS: dict[str, tuple[str, str]] = {
 }
 MEMORY_CATEGORIES: tuple[str, ...] = ("weights", "kv", "prewarmed", "free")
 MEMORY_COLORS: dict[str, str] = {"weights": "#4c72b0", "kv": "#dd8452", "prewarmed": "#55a868", "free": "#e5e5e5"}
+#: GPUs drawn in the memory figure: hundreds of panels are unreadable (and slow to lay out), so a
+#: big cluster shows the GPUs whose memory changed most often.
+MAX_MEMORY_GPUS = 16
 RATE_KEYS: tuple[str, ...] = ("total_rps", "rps", "rate", "rate_rps")
 
 
@@ -157,8 +160,14 @@ def memory_by_gpu(memory: pd.DataFrame) -> dict[tuple[int, int], pd.DataFrame]:
 
 
 def memory_stack(memory: pd.DataFrame, title: str, end_s: float | None = None) -> Figure:
-    """GPU memory per GPU over time as stacked areas (weights, KV, prewarmed, [process,] free), GiB."""
+    """GPU memory per GPU over time as stacked areas (weights, KV, prewarmed, [process,] free), GiB.
+
+    At most MAX_MEMORY_GPUS panels: the busiest GPUs (most snapshots), in cluster order."""
     per_gpu = memory_by_gpu(memory)
+    if len(per_gpu) > MAX_MEMORY_GPUS:
+        busiest = sorted(per_gpu, key=lambda k: (-len(per_gpu[k]), k))[:MAX_MEMORY_GPUS]
+        title = f"{title} ({MAX_MEMORY_GPUS} of {len(per_gpu)} GPUs: those whose memory changed most often)"
+        per_gpu = {k: per_gpu[k] for k in sorted(busiest)}
     n = len(per_gpu)
     cols = min(4, n)
     rows = math.ceil(n / cols)

@@ -312,8 +312,12 @@ class Simulator(Engine):
             return
         self._finalize_stop(inst)
 
-    def prewarm(self, model: str, gpus: Iterable[int]) -> Prewarm:
-        """Load `model`'s weights onto `gpus` (TP = len(gpus)) without starting an engine."""
+    def prewarm(self, model: str, gpus: Iterable[int], *, already_loaded: bool = False) -> Prewarm:
+        """Load `model`'s weights onto `gpus` (TP = len(gpus)) without starting an engine.
+        `already_loaded` (t = 0 only): the weights were resident before the run, as a deployment
+        that was running before the replayed slice would hold them."""
+        if already_loaded and self.now_s > 0:
+            raise SimError("already_loaded prewarms exist only at t = 0")
         group = self._check_group(gpus)
         spec = self.model(model)
         tp = len(group)
@@ -330,10 +334,16 @@ class Simulator(Engine):
         for g in group:
             self._alloc(g, PREWARMED, model, pw.shard_bytes)
             self._shards[(g, model)] = pw
+            if already_loaded:
+                continue
             links, source = self._links(pw.node, g, model)
             sources.add(source)
             self._start_flow(g, pw.shard_bytes, links, pw, source)
-        self.log("prewarm", model, group, f"id={pw.id} source={'+'.join(sorted(sources))} bytes={pw.shard_bytes * tp}")
+        source = "before-run" if already_loaded else "+".join(sorted(sources))
+        self.log("prewarm", model, group, f"id={pw.id} source={source} bytes={pw.shard_bytes * tp}")
+        if already_loaded:
+            pw.done_s = self.now_s
+            self.log("prewarm_done", model, group, f"id={pw.id} load_s=0.000000")
         return pw
 
     def evict(self, pw: Prewarm) -> None:

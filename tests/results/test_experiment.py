@@ -256,3 +256,11 @@ def test_seeds_draw_independent_preset_workloads_unless_pinned(tmp_path) -> None
     specs = [s for s in experiment.grid(pinned) if s.system == "dedicated"]
     hashes = {experiment.workload_sha256(experiment.resolve_workload(s).requests) for s in specs}
     assert len(specs) == 2 and len(hashes) == 1
+
+
+@pytest.mark.parametrize("preset", experiment.preset_names())
+def test_every_shipped_preset_validates_and_names_registered_systems(preset: str) -> None:
+    for quick in (False, True):
+        config, _ = experiment.load(preset, quick=quick)
+        specs = experiment.grid(config)
+        assert specs and {s.system for s in specs} <= set(experiment.registered_systems())

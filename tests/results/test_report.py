@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from harness.report.document import build
-from harness.report.figures import memory_by_gpu
+from harness.report.figures import MAX_MEMORY_GPUS, memory_by_gpu, memory_stack
 from harness.report.load import load_runs, summary_frame
 from harness.report.table import key_cells, markdown_table, ratio
 from harness.store import write_run
@@ -64,6 +64,19 @@ def test_memory_snapshots_become_per_gpu_category_timelines() -> None:
     assert list(g0.columns) == ["weights", "kv", "prewarmed", "process", "free"]  # free stacks on top
     assert per_gpu[(0, 1)]["process"].tolist() == [0.0]
     assert memory_by_gpu(mem.iloc[0:0]) == {}
+
+
+def test_a_big_cluster_draws_only_its_busiest_gpus() -> None:
+    rows = []
+    for gpu in range(64):
+        for t in range(1 + (gpu == 40) * 5 + (gpu < MAX_MEMORY_GPUS - 1)):  # GPU 40 changes most
+            rows += [(float(t), gpu // 8, gpu % 8, "weights", "m", 10.0), (float(t), gpu // 8, gpu % 8, "free", "", 70.0)]
+    mem = pd.DataFrame(rows, columns=["time_s", "node", "gpu", "category", "model", "bytes"])
+    fig = memory_stack(mem, "run")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert len(titles) == MAX_MEMORY_GPUS
+    assert "node 5 GPU 0" in titles and "node 0 GPU 0" in titles and "node 7 GPU 7" not in titles
+    assert f"{MAX_MEMORY_GPUS} of 64 GPUs" in fig._suptitle.get_text()
 
 
 def test_report_html_is_self_contained_with_figures_tables_and_warnings(tmp_path) -> None:

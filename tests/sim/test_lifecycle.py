@@ -90,6 +90,25 @@ def test_prewarmed_start_costs_engine_init_only():
     assert "prewarm_done" in set(res.events["kind"])
 
 
+def test_a_prewarm_resident_before_the_run_starts_in_engine_init_at_t0_and_only_at_t0():
+    class AtZero(Script):
+        def on_request(self, sim, req):
+            with pytest.raises(SimError, match="only at t = 0"):
+                sim.prewarm("llama-2-7b#1", [1], already_loaded=True)
+            sim.dispatch(req, sim.start_instance("llama-2-7b", [0]))
+
+    policy = AtZero(lambda sim: sim.prewarm("llama-2-7b", [0], already_loaded=True))
+    _, res = run_policy(workload([0.25]), policy, engine_init_s=INIT)
+    row = res.requests.iloc[0]
+    assert row["start_kind"] == "prewarmed"
+    assert row["first_token_s"] - 0.25 == pytest.approx(INIT + prefill(), rel=1e-9)
+    assert [t for t, _ in policy.prewarmed] == []   # no load ran, so no on_prewarm_done callback
+    ev = res.events
+    assert ev.loc[ev["kind"] == "prewarm", "detail"].str.contains("source=before-run").all()
+    assert (ev.loc[ev["kind"] == "prewarm_done", "time_s"] == 0.0).all()
+    assert "load_begin" not in set(ev["kind"])
+
+
 def test_partly_prewarmed_start_loads_only_the_remaining_bytes():
     class Later(Script):
         def on_request(self, sim, req):

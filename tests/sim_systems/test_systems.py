@@ -72,6 +72,20 @@ def test_prewarmed_burst_starts_in_engine_init_time_serverlessllm_pays_the_load(
     assert qw.loc[qw["start_kind"] == "prewarmed", "load_s"].max() <= CORE_INIT_S + 1e-9
 
 
+def test_first_window_prewarms_are_resident_at_the_start_unless_warm_start_is_off() -> None:
+    def at_start(result, kind):
+        ev = result.events
+        return ev[(ev["kind"] == kind) & (ev["time_s"] == 0.0)]
+    warm, cold = run("warmserve", "bursty"), run("warmserve", "bursty", warm_start=False)
+    assert len(at_start(warm, "prewarm")) > 0
+    assert len(at_start(warm, "prewarm_done")) == len(at_start(warm, "prewarm"))
+    assert at_start(warm, "prewarm")["detail"].str.contains("source=before-run").all()
+    # a cold cluster loads the same replicas from host memory first
+    assert len(at_start(cold, "prewarm")) == len(at_start(warm, "prewarm"))
+    assert len(at_start(cold, "prewarm_done")) == 0
+    assert at_start(cold, "prewarm")["detail"].str.contains("source=host").all()
+
+
 def test_every_request_has_a_start_kind_and_a_ttft_split() -> None:
     for system in ("warmserve", "serverlessllm", "muxserve", "ideal"):
         q = run(system, "bursty").requests

@@ -42,6 +42,10 @@ class WarmServe(Policy):
         "host_cache": True,         # checkpoints of every model pinned in host memory where they fit
         "replan_s": 5.0,            # after cluster changes, re-plan prewarms at most this often
         "n_recent": 10,             # CSP correction windows
+        # the first window's prewarms are resident when the replay starts (the replay is a slice
+        # of a running day, as dedicated's instances and serverlessllm's host cache are); False
+        # loads them from t = 0, a cold cluster
+        "warm_start": True,
     }
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
@@ -60,6 +64,7 @@ class WarmServe(Policy):
         self.host_cache = o["host_cache"]
         self.replan_s = o["replan_s"]
         self.n_recent = o["n_recent"]
+        self.warm_start = o["warm_start"]
         self.scaler = Autoscaler(capacity=self.capacity)
         self.trackers: dict[str, ConcurrencyTracker] = {}
         self.history: dict[str, dict[int, tuple[float, float]]] = {}
@@ -136,8 +141,9 @@ class WarmServe(Policy):
         if not new:
             return
         placed = self._place(sim, new, existing)
+        before_run = self.warm_start and sim.now_s == 0.0
         for r in placed:
-            pw = sim.prewarm(r.model, r.gpus)
+            pw = sim.prewarm(r.model, r.gpus, already_loaded=before_run)
             self.scores[pw.id] = r.score
         if len(placed) < len(new):
             self._displace(sim, [r for r in new if not any(p is r or (p.model == r.model and p.score == r.score) for p in placed)])
