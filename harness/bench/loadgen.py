@@ -20,6 +20,8 @@ Two TTFT errors are reported, and only the second is judged:
 The send lag (sent - scheduled) is always the client's. Targets on a 2-core machine: P99 send lag
 and P99 own TTFT error under 5 ms at 200 req/s x 128 tokens. CPU is reported per process (client,
 stand-in, everything else on the host) so a missed target can be traced to whoever used the cores.
+With two or more CPUs the stand-in is pinned to one and the client to the others (`cpu_split`),
+as if the server ran on its own machine.
 """
 
 from __future__ import annotations
@@ -53,10 +55,26 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_server(port: int, log_path: Path) -> subprocess.Popen:
+def split_cpus() -> tuple[set[int], set[int]] | None:
+    """(client CPUs, stand-in CPUs): the stand-in on the last CPU this process may use, the
+    client on the rest; None with fewer than two CPUs or where Linux affinity is not available.
+
+    The server under test normally runs on another machine; on one host, a stand-in that shares
+    the client's core would add its own CPU bursts to the client's figures."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    if len(cpus) < 2:
+        return None
+    return set(cpus[:-1]), {cpus[-1]}
+
+
+def _start_server(port: int, log_path: Path, cpus: set[int] | None) -> subprocess.Popen:
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     proc = subprocess.Popen([sys.executable, "-m", "harness.loadgen.standin", "--port", str(port),
                              "--ttft-ms", str(TTFT_MS), "--gap-ms", str(GAP_MS), "--log", str(log_path)],
-                            cwd=Path(__file__).resolve().parents[2])
+                            cwd=Path(__file__).resolve().parents[2], preexec_fn=pin)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -209,15 +227,21 @@ def run(quick: bool, rates_rps: tuple[float, ...] | None = None, duration_s: flo
     rates = rates_rps or (QUICK_RATES_RPS if quick else RATES_RPS)
     duration_s = duration_s or (3.0 if quick else 10.0)
     port = _free_port()
+    split = split_cpus()
+    own_cpus = os.sched_getaffinity(0) if split else None
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "standin-first-tokens.jsonl"
-        server = _start_server(port, log_path)
+        server = _start_server(port, log_path, split[1] if split else None)
+        if split:
+            os.sched_setaffinity(0, split[0])
         try:
             rows, offset = [], 0
             for i, rate in enumerate(rates):
                 row, offset = _one_rate(f"http://127.0.0.1:{port}", rate, duration_s, i, server, log_path, offset)
                 rows.append(row)
         finally:
+            if own_cpus:
+                os.sched_setaffinity(0, own_cpus)
             server.terminate()
             server.wait(timeout=10)
     meeting = [r["rate_rps"] for r in rows
@@ -225,6 +249,7 @@ def run(quick: bool, rates_rps: tuple[float, ...] | None = None, duration_s: flo
                and r["ok"] == r["requests"] == r["server_logged"]]
     return {"server": {"ttft_ms": TTFT_MS, "gap_ms": GAP_MS, "tokens": TOKENS}, "duration_s": duration_s,
             "target_ms": TARGET_MS, "cpus": os.cpu_count(),
+            "cpu_split": {"client": sorted(split[0]), "standin": sorted(split[1])} if split else None,
             "judged": "send_lag_p99_ms and ttft_error_p99_ms (client TTFT minus the TTFT the stand-in "
                       "logged it delivered: the load generator's own error)",
             "rates": rows,
@@ -247,6 +272,9 @@ def render(result: dict[str, Any], console: Console) -> None:
                       f"{r['client_cpu_us_per_token'] or 0:.0f}/{r['server_cpu_us_per_token'] or 0:.0f}")
     console.print(table)
     best = result["highest_rate_meeting_targets_rps"]
+    split = result.get("cpu_split")
+    if split:
+        console.print(f"client on CPU {split['client']}, stand-in on CPU {split['standin']}")
     console.print("judged: send lag and own TTFT error (client TTFT minus the TTFT the stand-in logged it "
                   "delivered); 'vs nom' adds the stand-in's own lateness ('srv late')")
     console.print(f"highest rate with P99 send lag and P99 own TTFT error under {result['target_ms']:g} ms: "

@@ -74,12 +74,13 @@ def send(pool: ClientPool, ep: Endpoint, record: dict[str, Any], now: Callable[[
     reader = StreamReader(ep.protocol)
     token_times: list[float] = []
 
-    def on_body(data: bytes, t: float) -> None:
+    def on_body(data: bytes, t: float) -> bool:
         events = reader.feed(data)
         if events == 1:
             token_times.append(t)
         elif events:
             token_times.extend([t] * events)  # tokens read together share a time
+        return bool(token_times)  # the rest of the stream may wait behind due sends
 
     exchange = Exchange(pool.get(ep.url), now)
     try:

@@ -277,14 +277,21 @@ class Pool:
         self._idle.clear()
 
 
-OnBody = Callable[[bytes, float], None]
+OnBody = Callable[[bytes, float], "bool | None"]
+
+# libev runs the watchers that became ready in one loop iteration highest priority first. A
+# stream's later tokens are read at BULK_PRIORITY, after sends that are due and first tokens
+# (default priority 0): at 200 req/s x 128 tokens one iteration can hold ~100 token reads, and
+# a due send or a first token queued behind them would be late by the whole batch.
+BULK_PRIORITY = -1
 
 
 class Exchange:
     """One request and its response on a connection taken from a pool.
 
     `request` sends and reads the head; `read_body` delivers body bytes to `on_body(data,
-    read_time)` as they arrive and returns when the body has ended. `finish` gives the
+    read_time)` as they arrive and returns when the body has ended; once `on_body` returns True
+    (it has seen the first token) the rest is read at BULK_PRIORITY. `finish` gives the
     connection back (reusable only after a complete body).
     """
 
@@ -363,7 +370,8 @@ class _BodyReader:
     """Reads one body. Plain TCP: from an io watcher's callback in the event loop (no greenlet
     switch per read); the request greenlet only waits for the end. TLS: a loop in the greenlet."""
 
-    __slots__ = ("conn", "now", "on_body", "chunked", "left", "complete", "reusable", "error", "ended")
+    __slots__ = ("conn", "now", "on_body", "chunked", "left", "complete", "reusable", "error", "ended",
+                 "bulk")
 
     def __init__(self, conn: Connection, now: Callable[[], float], on_body: OnBody,
                  chunked: ChunkedDecoder | None, length: int | None) -> None:
@@ -373,27 +381,37 @@ class _BodyReader:
         self.reusable = length is not None or chunked is not None
         self.error: BaseException | None = None
         self.ended: Event | None = None
+        self.bulk = False  # on_body has seen the first token
+
+    def _deliver(self, data: bytes, t: float) -> None:
+        if self.on_body(data, t) and not self.bulk:
+            self.bulk = True
+            watcher = self.conn._rw
+            if watcher is not None and watcher.active:  # libev: set priority only when stopped
+                watcher.stop()
+                watcher.priority = BULK_PRIORITY
+                watcher.start(self._readable)
 
     def _consume(self, data: bytes, t: float) -> bool:
         """Handle bytes read at `t`; True when the body has ended."""
         if self.chunked is not None:
             payload = self.chunked.feed(data)
             if payload:
-                self.on_body(payload, t)
+                self._deliver(payload, t)
             if self.chunked.done:
                 self.complete = True
                 self.reusable = not self.chunked.extra  # stray bytes: never reuse
                 return True
             return False
         if self.left is None:
-            self.on_body(data, t)
+            self._deliver(data, t)
             return False
         if len(data) > self.left:
             self.reusable = False
             data = data[:self.left]
         self.left -= len(data)
         if data:
-            self.on_body(data, t)
+            self._deliver(data, t)
         if self.left == 0:
             self.complete = True
             return True
@@ -419,11 +437,13 @@ class _BodyReader:
                     return
         self.ended = Event()
         watcher = self.conn._rw
+        watcher.priority = BULK_PRIORITY if self.bulk else 0
         watcher.start(self._readable)
         try:
             self.ended.wait()
         finally:
             watcher.stop()
+            watcher.priority = 0  # the connection's next request reads its head at the default
         if self.error is not None:
             raise self.error
 

@@ -26,6 +26,11 @@ from harness.loadgen.protocols import Endpoint
 from harness.loadgen.recorder import JsonlRecorder
 
 NAN = math.nan
+# Each request's greenlet is started this long before its time and waits on its own timer, at a
+# priority above stream reads: when it falls due it runs first in that loop iteration, not after
+# a spawn queued behind every token read of the iteration.
+LEAD_S = 0.05
+SEND_PRIORITY = 1
 
 
 class Clock:
@@ -88,8 +93,29 @@ def new_record(row: Any) -> dict[str, Any]:
     }
 
 
+def _sleep_until(clock: Clock, t_s: float) -> None:
+    """Wait for run time `t_s` on a high-priority timer (libev may fire early: re-checked)."""
+    hub = gevent.get_hub()
+    while (delay := t_s - clock.now()) > 0:
+        timer = hub.loop.timer(delay)
+        timer.priority = SEND_PRIORITY
+        hub.loop.update_now()  # as gevent.sleep: the timer counts from now, not the iteration's start
+        try:
+            hub.wait(timer)
+        finally:
+            timer.close()
+
+
 def _one(pool: ClientPool, router: Router, record: dict[str, Any], clock: Clock,
-         recorder: JsonlRecorder, config: ReplayConfig) -> None:
+         recorder: JsonlRecorder, config: ReplayConfig, stop: Event) -> None:
+    try:
+        _sleep_until(clock, record["scheduled_s"])
+    except gevent.GreenletExit:
+        stop.set()  # killed before its time: never sent
+    if stop.is_set():
+        record["error"] = "not sent: the replay was stopped"
+        recorder.write(record)
+        return
     record["sent_s"] = clock.now()
     acquired = False
     try:
@@ -129,21 +155,21 @@ def replay(requests: pd.DataFrame, router: Router, recorder: JsonlRecorder, cloc
     rows = list(requests.sort_values("scheduled_s", kind="stable").itertuples(index=False))
     lags: list[float] = []
     usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    sent = 0
+    sent = 0  # requests handed to a greenlet
     # What exists before the replay (modules, pandas, the schedule) is not garbage: frozen, a
     # full collection during the replay walks only the replay's own objects, not a ~80 ms pause
     # of the event loop that makes every send due meanwhile late.
     gc.freeze()
     try:
         for row in rows:
-            delay = float(row.scheduled_s) - clock.now()
+            delay = float(row.scheduled_s) - LEAD_S - clock.now()
             if delay > 0 and stop.wait(delay):
                 break
             if stop.is_set():
                 break
             record = new_record(row)
-            group.spawn(_one, pool, router, record, clock, recorder, config)
-            sent += 1
+            group.spawn(_one, pool, router, record, clock, recorder, config, stop)
+            sent += 1  # handed to its greenlet, which records it whether it sends or not
         if stop.is_set():
             group.join(timeout=config.drain_s)
             group.kill(block=True, timeout=5)
@@ -158,10 +184,11 @@ def replay(requests: pd.DataFrame, router: Router, recorder: JsonlRecorder, cloc
         gc.unfreeze()
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     lags = [r["sent_s"] - r["scheduled_s"] for r in recorder.records if not math.isnan(r["sent_s"])]
+    n_unsent = sum(1 for r in recorder.records if math.isnan(r["sent_s"]))
     return ReplayStats(
         send_lag_s=np.asarray(lags, dtype=float),
         cpu_s=(usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime),
-        wall_s=time.perf_counter() - wall0, stopped_early=stop.is_set(), n_unsent=len(rows) - sent)
+        wall_s=time.perf_counter() - wall0, stopped_early=stop.is_set(), n_unsent=n_unsent)
 
 
 class StaticRouter:

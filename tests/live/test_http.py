@@ -204,3 +204,36 @@ def test_https_endpoint_streams_through_tls(tmp_path, monkeypatch) -> None:
         assert exchange(Pool("127.0.0.1", server.server_port, True, 2.0, 4)) == (200, PAYLOAD)
     finally:
         server.stop()
+
+
+def test_after_its_first_token_a_stream_is_read_below_due_sends() -> None:
+    # libev runs higher priorities first in an iteration: the rest of a stream must not be
+    # read before sends that fall due or other streams' first tokens; the next request on the
+    # kept-alive connection reads its head at the default priority again.
+    from harness.loadgen.http import BULK_PRIORITY
+
+    def handler(sock) -> None:
+        for _ in range(2):
+            read_request(sock)
+            sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for event in EVENTS:
+                gevent.sleep(0.01)
+                sock.sendall(b"%x\r\n%s\r\n" % (len(event), event))
+            sock.sendall(b"0\r\n\r\n")
+        gevent.sleep(0.2)
+
+    server, pool = serve(handler)
+    try:
+        for _ in range(2):
+            priorities: list[int] = []
+            ex = Exchange(pool, lambda: 0.0)
+            ex.request("POST", "/v1/completions", b"{}", {})
+            watcher = ex.conn._rw
+            assert watcher.priority == 0
+            ex.read_body(lambda data, t: (priorities.append(watcher.priority), True)[1])
+            ex.finish()
+            assert priorities[0] == 0 and set(priorities[1:]) == {BULK_PRIORITY}
+            assert watcher.priority == 0
+        assert len(pool._idle) == 1  # one connection served both
+    finally:
+        server.stop()

@@ -174,3 +174,26 @@ def test_a_cut_stream_never_poisons_the_next_request_on_a_kept_alive_connection(
     req = result.requests
     assert (req.loc[req["model"] == "ok", "status"] == "ok").all(), req["error"].tolist()
     assert (req.loc[req["model"] == "cut", "status"] == "error").all()
+
+
+def test_a_stop_while_requests_wait_for_their_time_leaves_them_unsent(standin) -> None:
+    # Greenlets start LEAD_S before their time; a stop in that lead must not send them.
+    from harness.loadgen import Clock, Endpoint, ReplayConfig, StaticRouter, replay
+    from harness.loadgen.recorder import JsonlRecorder
+    from harness.loadgen.replay import LEAD_S
+
+    url = standin("--ttft-ms", "1", "--gap-ms", "1")
+    due_s = 0.3
+    schedule = pd.DataFrame({"request_id": range(11), "model": "m",
+                             "scheduled_s": [0.0] + [due_s] * 10, "input_tokens": 4, "output_tokens": 2})
+    stop = gevent.event.Event()
+    gevent.spawn_later(due_s - LEAD_S / 2, stop.set)  # after the ten were handed out, before their time
+    recorder = JsonlRecorder(None)
+    stats = replay(schedule, StaticRouter({"m": Endpoint(url)}), recorder, Clock(), ReplayConfig(drain_s=2.0), stop)
+    by_id = {r["request_id"]: r for r in recorder.records}
+    assert sorted(by_id) == list(range(11))
+    assert by_id[0]["status"] == "ok"
+    unsent = [by_id[i] for i in range(1, 11)]
+    assert all(r["status"] == "unfinished" and math.isnan(r["sent_s"]) for r in unsent)
+    assert all(r["error"].startswith("not sent") for r in unsent)
+    assert stats.n_unsent == 10 and stats.stopped_early
