@@ -97,10 +97,16 @@ def run(args: argparse.Namespace) -> int:
     req = result.requests
     ok = req[req["status"] == "ok"]
     ttft = (ok["first_token_s"] - ok["scheduled_s"])
-    kinds = req["start_kind"].value_counts().to_dict()
+    kinds = ok["start_kind"].value_counts().to_dict()
+    failed = req[req["status"] == "error"]
     console.print(f"[bold]{args.system}[/] on {cluster.name} ({cluster.num_gpus} GPUs): {len(req)} requests, "
-                  f"{len(ok)} ok, {int((req['status'] == 'unfinished').sum())} unfinished; "
+                  f"{len(ok)} ok, {len(failed)} failed, {int((req['status'] == 'unfinished').sum())} unfinished; "
                   f"simulated {result.manifest['simulated_s']:.1f} s in {wall_s:.2f} s wall")
+    if len(failed):
+        # one line per kind of failure (numbers stripped), so "why" is on screen, not only in the tables
+        reasons = failed["error"].str.replace(r"\d+", "N", regex=True).value_counts()
+        for reason, count in reasons.head(3).items():
+            console.print(f"  failed: {count} x {reason}", markup=False)
     if len(ok):
         console.print(f"TTFT mean {ttft.mean():.3f} s, P99 {np.percentile(ttft, 99):.3f} s; split (mean): "
                       f"queue {ok['queue_s'].mean():.3f} s, load {ok['load_s'].fillna(0).mean():.3f} s, "

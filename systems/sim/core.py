@@ -44,6 +44,9 @@ CORE_OPTIONS: dict[str, Any] = {
     "max_num_seqs": 256,             # engine batch limit
     "max_num_batched_tokens": 100_000,  # prefill token budget per iteration (the reference's setting)
     "chunked_prefill_tokens": 0,     # > 0: chunked prefill with this token budget per iteration
+    # prompt + output limit, as vLLM's --max-model-len (the paper's setting, and the live vllm
+    # adapter's default): a longer request is rejected on arrival, as vLLM answers HTTP 400; 0 = none
+    "max_model_len": 2048,
     "max_drain_s": 600.0,            # after the last arrival, how long to let requests finish
 }
 
@@ -95,6 +98,9 @@ class Simulator(Engine):
         self.max_num_seqs = int(options["max_num_seqs"])
         self.max_batched_tokens = int(options["max_num_batched_tokens"])
         self.chunk_budget = int(options["chunked_prefill_tokens"])
+        self.max_model_len = int(options["max_model_len"])
+        if self.max_model_len < 0:
+            raise SimError(f"option max_model_len must be >= 0 (0 = no limit), got {self.max_model_len}")
         frame = workload.requests
         if duration_s is not None:
             frame = frame[frame["arrival_s"] < duration_s]
@@ -447,6 +453,7 @@ class Simulator(Engine):
         open_ = self._open
         parked = self._parked
         na = 0
+        max_len = self.max_model_len
         while True:
             next_arr = arrivals[na]
             if heap and heap[0][0] <= next_arr:
@@ -461,10 +468,13 @@ class Simulator(Engine):
                 self.now_s = next_arr
                 req = reqs[na]
                 na = self._next_arrival = na + 1
-                req.parked = True
-                open_[req.model] += 1
-                parked[req.model].append(req)
-                policy.on_request(self, req)
+                if max_len and req.input_tokens + req.output_tokens > max_len:
+                    self._reject_too_long(req)
+                else:
+                    req.parked = True
+                    open_[req.model] += 1
+                    parked[req.model].append(req)
+                    policy.on_request(self, req)
             else:
                 break
             if debug:
@@ -674,6 +684,13 @@ class Simulator(Engine):
             n = len(inst.waiting) + len(inst.running) + len(inst.prefilling)
             if n != inst.in_flight:
                 raise SimError(f"t={self.now_s}: instance {inst.id} in_flight {inst.in_flight} != {n}")
+
+    def _reject_too_long(self, req: Request) -> None:
+        """Fail a request over max_model_len on arrival: no instance, no policy sees it."""
+        req.end_s = self.now_s
+        req.error = (f"{req.input_tokens} prompt + {req.output_tokens} output tokens exceed max_model_len "
+                     f"{self.max_model_len} (the core option max_model_len raises it; zero turns it off)")
+        self._finished += 1
 
     def _result(self) -> RunResult:
         reqs = self._requests

@@ -79,9 +79,23 @@ def test_events_grow_with_requests_not_tokens():
     """A long output is one stretch: the engine's event count does not depend on output length."""
     counts = []
     for out in (500, 5000):
-        sim, _ = run_policy(workload([0.0, 0.5], output_tokens=out), OneInstance(), debug=False)
+        sim, _ = run_policy(workload([0.0, 0.5], output_tokens=out), OneInstance(), debug=False, max_model_len=0)
         counts.append(sim._seq)
     assert counts[0] == counts[1]
+
+
+def test_a_request_over_max_model_len_is_rejected_on_arrival_as_vllm_does():
+    wl = workload([0.0, 0.1, 0.2], input_tokens=[2000, 1024, 100], output_tokens=[100, 1024, 10])
+    _, res = run_policy(wl, OneInstance())   # default 2048, the paper's --max-model-len
+    req = res.requests.sort_values("request_id")
+    assert list(req["status"]) == ["error", "ok", "ok"]
+    assert "exceed max_model_len 2048" in req["error"].iloc[0]
+    assert req["end_s"].iloc[0] == 0.0 and np.isnan(req["first_token_s"].iloc[0])
+    assert req["received_tokens"].iloc[0] == 0
+    _, unlimited = run_policy(wl, OneInstance(), max_model_len=0)
+    assert (unlimited.requests["status"] == "ok").all()
+    _, longer = run_policy(wl, OneInstance(), max_model_len=4096)
+    assert (longer.requests["status"] == "ok").all()
 
 
 def test_compute_share_stretches_iteration_time_exactly():
@@ -102,7 +116,7 @@ def test_kv_pressure_preempts_and_recomputes_yet_everything_finishes():
 
 def test_prompt_that_can_never_fit_is_an_error_not_a_hang():
     wl = workload([0.0, 0.1], input_tokens=[5000, 100], output_tokens=[10, 10])
-    _, res = run_policy(wl, OneInstance(kv_bytes_per_gpu=1 << 30))   # 2048 tokens of KV
+    _, res = run_policy(wl, OneInstance(kv_bytes_per_gpu=1 << 30), max_model_len=0)   # 2048 tokens of KV
     req = res.requests.sort_values("request_id")
     assert list(req["status"]) == ["error", "ok"]
     assert "does not fit" in req["error"].iloc[0]
