@@ -168,18 +168,26 @@ def test_killing_one_server_fails_only_its_remaining_requests(azure_run) -> None
     assert list(exits["model"]) == [KILLED]  # the crash is on the timeline
 
 
-def test_ondemand_mode_starts_the_engine_on_first_request_as_a_cold_start(tiny_models, tmp_path: Path) -> None:
+def test_ondemand_mode_starts_the_engine_on_first_request_stops_it_when_idle_and_restarts_it(
+        tiny_models, tmp_path: Path) -> None:
     from workloads.workload import Workload, canonical_frame
 
-    frame = canonical_frame(np.array([0.0, 0.5, 1.0]), MODELS[0], np.array([16, 16, 16]), np.array([4, 4, 4]))
+    # three requests that wait for one real engine start, then one long after the server went
+    # idle (idle_s 5; a CPU start takes 10-60 s): it pays a second real start
+    frame = canonical_frame(np.array([0.0, 0.5, 1.0, 150.0]), MODELS[0], np.full(4, 16), np.full(4, 4))
     result = run_live(Workload(frame, {"source": "test"}), "vllm",
                       {"models": {MODELS[0]: tiny_models[MODELS[0]]}, "python": vllm_python(),
                        "mode": "ondemand", "idle_s": 5, "timeout_s": 600, **FAST_START}, tmp_path / "run")
-    req = result.requests
+    req = result.requests.sort_values("request_id").reset_index(drop=True)
     assert (req["status"] == "ok").all(), req["error"].tolist()
     assert (req["start_kind"] == "cold").all()
-    assert (req["load_s"] > 1.0).all()  # waited for a real engine start
+    assert (req["load_s"] > 1.0).all()  # each waited for a real engine start
     assert ((req["first_token_s"] - req["scheduled_s"]) > req["load_s"]).all()
-    events = result.events.set_index("kind")["time_s"]
-    assert 0 <= events["instance_start"] < events["instance_ready"] <= events["instance_stop"]
     assert pd.notna(req["end_s"]).all()
+    ev = result.events
+    starts = ev.loc[ev["kind"] == "instance_start", "time_s"].tolist()
+    readies = ev.loc[ev["kind"] == "instance_ready", "time_s"].tolist()
+    stops = ev.loc[ev["kind"] == "instance_stop", "time_s"].tolist()
+    assert len(starts) == len(readies) == 2, ev.to_string()
+    assert starts[0] < readies[0] < stops[0] < req["sent_s"].iloc[3] <= starts[1] < readies[1]
+    assert stops[0] - req["end_s"].iloc[:3].max() >= 5.0 - 0.5  # stopped after idle_s, not before
