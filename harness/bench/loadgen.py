@@ -180,7 +180,7 @@ def _one_rate(url: str, rate_rps: float, duration_s: float, seed: int, server: s
     srv0, host0, wall0 = _process_cpu_s(server.pid), _host_busy_cpu_s(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = run_live(Workload(frame, {"source": "bench loadgen"}), "openai",
-                          {"url": url, "token_ids": True, "timeout_s": 30}, Path(tmp) / "run", seed=seed)
+                          {"url": url, "token_ids": True, "ignore_eos": True, "timeout_s": 30}, Path(tmp) / "run", seed=seed)
     srv1, host1, wall1 = _process_cpu_s(server.pid), _host_busy_cpu_s(), time.perf_counter()
     on1, wait1 = _schedstat()
     time.sleep(0.05)  # the stand-in writes its log line just after the first token; let it land

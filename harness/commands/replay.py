@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--vllm-python", help="interpreter with vLLM installed (default $WARMBENCH_VLLM_PYTHON)")
     p.add_argument("--token-ids", choices=["auto", "yes", "no"], default="auto",
                    help="openai: token-id prompts for exact input lengths; auto probes each endpoint once")
+    p.add_argument("--ignore-eos", choices=["auto", "yes", "no"], default="auto",
+                   help="openai: vLLM's ignore_eos + min_tokens for exact output lengths; auto drops "
+                        "them where the probe is refused")
     p.add_argument("--vocab-size", type=int, default=32000, help="openai --token-ids: ids drawn below this")
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="multiply arrival times by X (0.5 replays twice as fast)")
@@ -88,8 +91,9 @@ def options_from_args(args: argparse.Namespace) -> dict:
     elif args.system == "openai":
         if not args.endpoint:
             raise WarmbenchError("--system openai needs --endpoint MODEL=URL (or one URL for all)")
-        opts.update(endpoints=_pairs(endpoints, "--endpoint"), token_ids={"auto": "auto", "yes": True, "no": False}[args.token_ids],
-                    vocab_size=args.vocab_size)
+        choice = {"auto": "auto", "yes": True, "no": False}
+        opts.update(endpoints=_pairs(endpoints, "--endpoint"), token_ids=choice[args.token_ids],
+                    ignore_eos=choice[args.ignore_eos], vocab_size=args.vocab_size)
         if bare:
             opts["url"] = bare[0]
     elif bare:

@@ -4,8 +4,9 @@ It speaks three real wire formats: OpenAI completions with SSE streaming (as vLL
 the WarmServe PrewarmManager endpoint (`POST /`, raw text chunks then `#<completion tokens>`),
 and ServerlessLLM's non-streaming OpenAI chat API. Each request waits `ttft_s`, then emits one
 token every `gap_s`. Faults can be injected per model name: HTTP 500, a stream cut mid-way,
-or a hang. Run it as `python -m harness.loadgen.standin --port P [--ttft-ms T] [--gap-ms G]
-[--log FILE]`.
+or a hang; `--no-token-ids` and `--strict` make it refuse token-id prompts or vLLM's extra
+fields, as other servers do. Run it as `python -m harness.loadgen.standin --port P
+[--ttft-ms T] [--gap-ms G] [--log FILE]`.
 
 The nominal TTFT is only what the server aims for: on a busy host its timers fire late. With
 `--log FILE` it appends one JSON line per streamed request, written when the first token goes
@@ -39,6 +40,7 @@ class Behaviour:
     cut_models: set[str] = field(default_factory=set)
     hang_models: set[str] = field(default_factory=set)
     accept_token_ids: bool = True
+    strict: bool = False  # refuse fields the OpenAI API does not define (vLLM's ignore_eos, ...)
     served: dict[str, int] = field(default_factory=dict)  # requests per model, for /metrics
     log: IO[str] | None = None  # first-token log (see the module docstring), line-buffered
 
@@ -140,6 +142,14 @@ def handle(sock, _address, behaviour: Behaviour) -> None:
         sock.close()
 
 
+#: Body fields of OpenAI's own completions and chat APIs (what `--strict` accepts).
+OPENAI_FIELDS = frozenset({
+    "model", "prompt", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options",
+    "temperature", "top_p", "n", "stop", "echo", "logprobs", "top_logprobs", "presence_penalty",
+    "frequency_penalty", "seed", "user", "suffix", "best_of", "logit_bias",
+})
+
+
 def _serve(conn: _Conn, path: str, payload: dict, received: float, request_id: str) -> bool:
     """Answer one POST; returns False when the connection was cut on purpose."""
     b = conn.b
@@ -149,6 +159,11 @@ def _serve(conn: _Conn, path: str, payload: dict, received: float, request_id: s
         gevent.sleep(3600)
     if model in b.error_models:
         conn.respond(500, json.dumps({"error": {"message": f"injected error for {model}"}}).encode())
+        return True
+    unknown = sorted(set(payload) - OPENAI_FIELDS) if b.strict and path != "/" else []
+    if unknown:
+        conn.respond(400, json.dumps({"error": {"message": f"Unrecognized request argument supplied: {unknown[0]}",
+                                                "type": "invalid_request_error"}}).encode())
         return True
     prompt = payload.get("prompt", payload.get("messages", ""))
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], int) and not b.accept_token_ids:
@@ -333,12 +348,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cut-model", action="append", default=[])
     parser.add_argument("--hang-model", action="append", default=[])
     parser.add_argument("--no-token-ids", action="store_true", help="reject token-id prompts (HTTP 400)")
+    parser.add_argument("--strict", action="store_true",
+                        help="reject body fields OpenAI's API does not define, as it does (HTTP 400)")
     parser.add_argument("--log", help="append each streamed request's arrival and first-token write "
                                       "times (perf_counter s) to this JSONL file")
     args = parser.parse_args(argv)
     behaviour = Behaviour(ttft_s=args.ttft_ms / 1000, gap_s=args.gap_ms / 1000,
                           error_models=set(args.error_model), cut_models=set(args.cut_model),
                           hang_models=set(args.hang_model), accept_token_ids=not args.no_token_ids,
+                          strict=args.strict,
                           log=open(args.log, "a", buffering=1) if args.log else None)
     server = StreamServer((args.host, args.port), lambda s, a: handle(s, a, behaviour), backlog=4096)
     server.serve_forever()

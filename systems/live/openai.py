@@ -1,57 +1,91 @@
 """Existing OpenAI-compatible endpoints (one base URL per model, or one for all).
 
-With `token_ids="auto"` each endpoint gets one probe before t=0 (a 3-token id prompt asking for
-one token): if it answers 200 the replay sends token-id prompts (exact input lengths), else text
-prompts of the same word count.
+Servers differ in what they accept beyond OpenAI's own fields: vLLM and SGLang take token-id
+prompts (exact input lengths) and `ignore_eos` / `min_tokens` (exact output lengths); OpenAI's
+API refuses unknown fields with HTTP 400. With `token_ids` or `ignore_eos` set to "auto" each
+endpoint gets a probe before t=0, the replay's own request shape with a 3-token prompt and 2
+tokens out, tried from the most exact variant down; the first one answered 200 is replayed,
+and the run's events and manifest say which.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from urllib.parse import urlsplit
 
 import gevent
 from geventhttpclient import HTTPClient
 
 from harness.loadgen import Endpoint
-from harness.loadgen.protocols import FIRST_PROMPT_TOKEN_ID
+from harness.loadgen.protocols import build_request
 from systems.live.base import LiveSystem
 
 
-def accepts_token_ids(ep: Endpoint, timeout_s: float = 10.0) -> bool:
-    """Whether the endpoint answers a token-id prompt with 200."""
+def _ask(ep: Endpoint, timeout_s: float) -> tuple[int | None, str]:
+    """(HTTP status, error text) for the replay's request shape; status None if no answer came."""
     parts = urlsplit(ep.url)
+    path, body = build_request(ep, 0, 3, 2, seed=0)
     client = HTTPClient(parts.hostname, parts.port, connection_timeout=timeout_s, network_timeout=timeout_s,
-                        ssl=parts.scheme == "https", headers={"Content-Type": "application/json"})
-    body = {"model": ep.served_name, "max_tokens": 1,
-            "prompt": list(range(FIRST_PROMPT_TOKEN_ID, FIRST_PROMPT_TOKEN_ID + 3))}
+                        ssl=parts.scheme == "https",
+                        headers={"Content-Type": "application/json", "X-Request-Id": "warmbench-probe"})
     try:
-        resp = client.request("POST", "/v1/completions", body=json.dumps(body).encode())
-        resp.read()
-        return resp.status_code == 200
-    except (OSError, gevent.Timeout):
-        return False
+        with gevent.Timeout(timeout_s):
+            resp = client.request("POST", path, body=body)
+            if resp.status_code == 200:
+                try:
+                    resp.read()  # accepted; a stream that breaks later is the replay's to record
+                except Exception:  # noqa: BLE001
+                    pass
+                return 200, ""
+            return resp.status_code, f"HTTP {resp.status_code}: {resp.read()[:200].decode('utf-8', 'replace')}"
+    except (Exception, gevent.Timeout) as exc:  # noqa: BLE001 - any failure: no answer
+        return None, f"{type(exc).__name__}: {exc}"[:200]
     finally:
         client.close()
+
+
+def probe(ep: Endpoint, token_ids: bool | None, ignore_eos: bool | None,
+          timeout_s: float = 10.0) -> tuple[Endpoint, str]:
+    """The most exact variant of `ep` the server accepts (None = try both), and what was learnt.
+
+    Order: ids and pinned output, text and pinned output, ids, text: an output length the server
+    may cut short changes the load more than a prompt a few tokens off. If no variant is
+    accepted, `ep` as configured (its requests will fail with the server's answer) and why."""
+    ids_options = (True, False) if token_ids is None else (token_ids,)
+    eos_options = (True, False) if ignore_eos is None else (ignore_eos,)
+    last = ""
+    for eos in eos_options:
+        for ids in ids_options:
+            variant = dataclasses.replace(ep, token_ids=ids, ignore_eos=eos)
+            status, last = _ask(variant, timeout_s)
+            if status is None:  # down, hanging or cut: no shape will do better; the replay records it
+                return ep, f"no answer to the probe ({last}): replaying as configured"
+            if status == 200:
+                said = ("token-id prompts" if ids else "text prompts") + ", " + (
+                    "output lengths pinned (ignore_eos, min_tokens)" if eos else
+                    "output lengths not pinned (ignore_eos / min_tokens refused): replies may be shorter")
+                return variant, said
+    return ep, f"no request shape accepted; last answer {last}"
 
 
 class OpenAISystem(LiveSystem):
     name = "openai"
 
-    def __init__(self, *args, probe_token_ids: bool = False, **kw) -> None:
+    def __init__(self, *args, probe_token_ids: bool = False, probe_ignore_eos: bool = False, **kw) -> None:
         super().__init__(*args, **kw)
-        self.probe_token_ids = probe_token_ids
+        self.probe_token_ids, self.probe_ignore_eos = probe_token_ids, probe_ignore_eos
         self.token_ids: dict[str, bool] = {m: ep.token_ids for m, ep in self.endpoints.items()}
+        self.ignore_eos: dict[str, bool] = {m: ep.ignore_eos for m, ep in self.endpoints.items()}
 
     def start(self) -> None:
-        if not self.probe_token_ids:
+        if not (self.probe_token_ids or self.probe_ignore_eos):
             return
         for model, ep in list(self.endpoints.items()):
-            ok = accepts_token_ids(dataclasses.replace(ep, token_ids=True))
-            self.token_ids[model] = ok
-            self.endpoints[model] = dataclasses.replace(ep, token_ids=ok)
-            self.events.add("probe", model, "token-id prompts accepted" if ok else "text prompts (ids refused)")
+            chosen, said = probe(ep, None if self.probe_token_ids else ep.token_ids,
+                                 None if self.probe_ignore_eos else ep.ignore_eos)
+            self.endpoints[model] = chosen
+            self.token_ids[model], self.ignore_eos[model] = chosen.token_ids, chosen.ignore_eos
+            self.events.add("probe", model, said)
 
     def describe(self) -> dict:
-        return {**super().describe(), "token_ids": self.token_ids}
+        return {**super().describe(), "token_ids": self.token_ids, "ignore_eos": self.ignore_eos}

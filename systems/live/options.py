@@ -12,8 +12,9 @@ System options:
   `token_ids` (true: token-id prompts, exact input lengths, ids below `vocab_size` (32000);
   false: text prompts; "auto" (default): probe each endpoint once before t=0 and use ids
   where accepted),
-  `ignore_eos` (send vLLM's ignore_eos + min_tokens, default true), `metrics` (scrape
-  `<url>/metrics`, default true).
+  `ignore_eos` (true: send vLLM's ignore_eos + min_tokens for exact output lengths; false:
+  not; "auto" (default): probe, and drop them where the server refuses them), `metrics`
+  (scrape `<url>/metrics`, default true).
 - vllm: `models` ({model: local model dir}, required), `mode` (dedicated | ondemand | sleep),
   `idle_s` (ondemand / sleep idle time, 30), `python` (interpreter with vLLM; default
   $WARMBENCH_VLLM_PYTHON, else this one), `gpus` ({model: CUDA_VISIBLE_DEVICES}),
@@ -52,7 +53,7 @@ class OpenAIOptions(_Strict):
     url: str | None = None
     token_ids: bool | Literal["auto"] = "auto"
     vocab_size: int = Field(32000, ge=32)
-    ignore_eos: bool = True
+    ignore_eos: bool | Literal["auto"] = "auto"
     metrics: bool = True
 
 

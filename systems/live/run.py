@@ -67,9 +67,10 @@ def build_system(system: str, sys_opts: Any, client: ClientOptions, models: list
 
         eps = _endpoint_map(models, sys_opts.endpoints, sys_opts.url, "openai", served,
                             token_ids=sys_opts.token_ids is True, vocab_size=sys_opts.vocab_size,
-                            ignore_eos=sys_opts.ignore_eos)
+                            ignore_eos=sys_opts.ignore_eos is not False)
         return OpenAISystem(eps, events, run_dir, metrics=sys_opts.metrics,
-                            probe_token_ids=sys_opts.token_ids == "auto")
+                            probe_token_ids=sys_opts.token_ids == "auto",
+                            probe_ignore_eos=sys_opts.ignore_eos == "auto")
     if system in ("warmserve", "serverlessllm"):
         eps = _endpoint_map(models, {}, sys_opts.url, system, served)
         sys_cls = type(f"{system}System", (LiveSystem,), {"name": system})

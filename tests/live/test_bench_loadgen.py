@@ -17,8 +17,8 @@ def test_standin_logs_each_streams_arrival_and_first_token_by_request_id(standin
     url = standin("--ttft-ms", "15", "--gap-ms", "2", "--log", str(log))
     n = 12
     frame = canonical_frame(np.linspace(0, 0.3, n), "m", np.full(n, 8), np.full(n, 4))
-    result = run_live(Workload(frame, {"source": "test"}), "openai", {"url": url, "token_ids": True},
-                      tmp_path / "run")
+    result = run_live(Workload(frame, {"source": "test"}), "openai",
+                      {"url": url, "token_ids": True, "ignore_eos": True}, tmp_path / "run")
     server, offset = read_server_log(log, 0)
     assert offset == log.stat().st_size
     assert sorted(server["request_id"]) == list(range(n))  # the X-Request-Id the client sent

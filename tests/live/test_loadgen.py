@@ -140,6 +140,21 @@ def test_text_prompts_when_the_server_refuses_token_ids(standin, tmp_path: Path)
     assert (result.requests["server_input_tokens"] == 9).all()  # the stand-in counts words
 
 
+def test_a_server_that_refuses_vllm_fields_gets_requests_without_them(standin, tmp_path: Path) -> None:
+    # as OpenAI's API: HTTP 400 for ignore_eos / min_tokens; the probe drops them, says so, and
+    # the replay succeeds; with ignore_eos forced on, every request fails with the server's text
+    url = standin("--strict")
+    result = run_live(workload(["m"], 5, 0.2, input_tokens=9), "openai", {"url": url}, tmp_path / "run")
+    assert (result.requests["status"] == "ok").all(), result.requests["error"].tolist()
+    detail = result.manifest["system_detail"]
+    assert detail["ignore_eos"] == {"m": False} and detail["token_ids"] == {"m": True}
+    probes = result.events[result.events["kind"] == "probe"]
+    assert probes["detail"].str.contains("output lengths not pinned").all() and len(probes) == 1
+    forced = run_live(workload(["m"], 3, 0.2), "openai", {"url": url, "ignore_eos": True}, tmp_path / "forced")
+    assert (forced.requests["status"] == "error").all()
+    assert forced.requests["error"].str.contains("HTTP 400.*Unrecognized request argument", regex=True).all()
+
+
 def test_metrics_are_scraped_onto_the_run_timeline(standin, tmp_path: Path) -> None:
     url = standin()
     run_live(workload(["m"], 10, 1.5), "openai", {"url": url, "scrape_period_s": 0.5}, tmp_path / "run")
