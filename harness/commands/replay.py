@@ -46,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--vllm-python", help="interpreter with vLLM installed (default $WARMBENCH_VLLM_PYTHON)")
     p.add_argument("--token-ids", choices=["auto", "yes", "no"], default="auto",
                    help="openai: token-id prompts for exact input lengths; auto probes each endpoint once")
+    p.add_argument("--api", choices=["completions", "chat"], default="completions",
+                   help="openai: /v1/completions (default) or /v1/chat/completions (text prompts)")
     p.add_argument("--ignore-eos", choices=["auto", "yes", "no"], default="auto",
                    help="openai: vLLM's ignore_eos + min_tokens for exact output lengths; auto drops "
                         "them where the probe is refused")
@@ -93,7 +95,7 @@ def options_from_args(args: argparse.Namespace) -> dict:
             raise WarmbenchError("--system openai needs --endpoint MODEL=URL (or one URL for all)")
         choice = {"auto": "auto", "yes": True, "no": False}
         opts.update(endpoints=_pairs(endpoints, "--endpoint"), token_ids=choice[args.token_ids],
-                    ignore_eos=choice[args.ignore_eos], vocab_size=args.vocab_size)
+                    ignore_eos=choice[args.ignore_eos], vocab_size=args.vocab_size, api=args.api)
         if bare:
             opts["url"] = bare[0]
     elif bare:

@@ -1,7 +1,9 @@
 """Wire formats: how a request is put on the wire and how a response stream is read.
 
-Three formats: `openai` (completions with SSE streaming, vLLM and any OpenAI-compatible
-server), `warmserve` (the reference PrewarmManager: `POST /` with `{"id","model","prompt",
+Four formats: `openai` (completions with SSE streaming, vLLM and any OpenAI-compatible
+server), `openai-chat` (chat completions with SSE streaming, for servers that only take chat:
+a token is an event whose delta carries non-empty content, never the role-only first event),
+`warmserve` (the reference PrewarmManager: `POST /` with `{"id","model","prompt",
 "max_tokens","stream"}`, answered by raw text chunks then `#<completion tokens>`), and
 `serverlessllm` (OpenAI chat completions without streaming: no first-token time exists).
 """
@@ -15,11 +17,14 @@ from typing import Literal
 
 import numpy as np
 
-Protocol = Literal["openai", "warmserve", "serverlessllm"]
-PROTOCOLS: tuple[str, ...] = ("openai", "warmserve", "serverlessllm")
+Protocol = Literal["openai", "openai-chat", "warmserve", "serverlessllm"]
+PROTOCOLS: tuple[str, ...] = ("openai", "openai-chat", "warmserve", "serverlessllm")
 
 #: An SSE event that carries a token: a non-empty `choices` list (OpenAI chunks, any spacing).
 _TOKEN_EVENT = re.compile(rb'"choices"\s*:\s*\[\s*\{')
+
+#: A chat event that carries a token: non-empty content or reasoning content in its delta.
+_CHAT_TOKEN = re.compile(rb'"(?:reasoning_)?content"\s*:\s*"(?!")')
 
 #: Lowest token id used for id prompts: keeps clear of the special tokens most vocabularies
 #: put first (pad, bos, eos, unk).
@@ -69,6 +74,14 @@ def build_request(ep: Endpoint, request_id: int, input_tokens: int, output_token
         if ep.ignore_eos:
             body.update(ignore_eos=True, min_tokens=max_tokens)
         return "/v1/completions", json.dumps(body).encode()
+    if ep.protocol == "openai-chat":
+        # Chat takes text only; the template adds about 8 tokens (usage says how many were read).
+        body = {"model": ep.served_name, "max_tokens": max_tokens, "stream": True,
+                "messages": [{"role": "user", "content": text_prompt(max(1, input_tokens - 8))}],
+                "stream_options": {"include_usage": True}, "temperature": 0.0}
+        if ep.ignore_eos:
+            body.update(ignore_eos=True, min_tokens=max_tokens)
+        return "/v1/chat/completions", json.dumps(body).encode()
     if ep.protocol == "warmserve":
         # The PrewarmManager wraps the prompt in a chat template (about 8 tokens), as its own
         # request generator assumes; it always sets ignore_eos itself.
@@ -96,16 +109,50 @@ class StreamReader:
         self.raw = bytearray()
         if protocol == "openai":
             self.feed = self._feed_sse  # type: ignore[method-assign]  # one call less per read
+        elif protocol == "openai-chat":
+            self.feed = self._feed_chat  # type: ignore[method-assign]
 
     def feed(self, data: bytes) -> int:
         """Consume bytes; returns how many token-bearing events they completed."""
         if self.protocol == "openai":
             return self._feed_sse(data)
+        if self.protocol == "openai-chat":
+            return self._feed_chat(data)
         if self.protocol == "warmserve":
             self.raw += data
             return 0 if data.startswith(b"#") and data[1:].strip().isdigit() else 1
         self.raw += data  # serverlessllm: one JSON body, parsed at the end
         return 0
+
+    def _complete_lines(self, data: bytes) -> bytes:
+        """The whole SSE lines that `data` completes (the rest waits for the next read)."""
+        if self.pending:
+            data = self.pending + data
+            self.pending = b""
+        if data.endswith(b"\n"):
+            return data
+        cut = data.rfind(b"\n") + 1
+        complete, self.pending = data[:cut], data[cut:]
+        return complete
+
+    def _read_marks(self, complete: bytes) -> None:
+        """Parse the lines that carry usage, an error or the end marker (rare: JSON there only)."""
+        if b'"usage"' in complete or b'"error"' in complete or b"[DONE]" in complete:
+            marks = [i for i in (complete.find(b'"usage"'), complete.find(b'"error"'), complete.find(b"[DONE]"))
+                     if i >= 0]
+            start = complete.rfind(b"\n", 0, min(marks)) + 1
+            for line in complete[start:].split(b"\n"):
+                self._parse_line(line.strip())
+
+    def _feed_chat(self, data: bytes) -> int:
+        # A token is a delta with non-empty content: the first event (role, empty content) and
+        # the usage event are not tokens, or TTFT would be the time to the role event.
+        complete = self._complete_lines(data)
+        if not complete:
+            return 0
+        events = len(_CHAT_TOKEN.findall(complete))
+        self._read_marks(complete)
+        return events
 
     def _feed_sse(self, data: bytes) -> int:
         # Hot path (one call per network read, tens of thousands per second): count token
@@ -127,12 +174,7 @@ class StreamReader:
         if complete.count(b"data:") == events:
             return events  # every event a plain token event (compact JSON, as vLLM writes it)
         events = len(_TOKEN_EVENT.findall(complete))
-        if b'"usage"' in complete or b'"error"' in complete or b"[DONE]" in complete:
-            marks = [i for i in (complete.find(b'"usage"'), complete.find(b'"error"'), complete.find(b"[DONE]"))
-                     if i >= 0]
-            start = complete.rfind(b"\n", 0, min(marks)) + 1
-            for line in complete[start:].split(b"\n"):
-                self._parse_line(line.strip())
+        self._read_marks(complete)
         return events
 
     def _parse_line(self, line: bytes) -> None:

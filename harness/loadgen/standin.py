@@ -1,8 +1,9 @@
 """A small streaming server for the load generator's benchmark and contract tests.
 
-It speaks three real wire formats: OpenAI completions with SSE streaming (as vLLM serves it),
-the WarmServe PrewarmManager endpoint (`POST /`, raw text chunks then `#<completion tokens>`),
-and ServerlessLLM's non-streaming OpenAI chat API. Each request waits `ttft_s`, then emits one
+It speaks four real wire formats: OpenAI completions and chat completions with SSE streaming
+(as vLLM serves them; chat opens with a role-only event), the WarmServe PrewarmManager
+endpoint (`POST /`, raw text chunks then `#<completion tokens>`), and ServerlessLLM's
+non-streaming OpenAI chat API. Each request waits `ttft_s`, then emits one
 token every `gap_s`. Faults can be injected per model name: HTTP 500, a stream cut mid-way,
 or a hang; `--no-token-ids` and `--strict` make it refuse token-id prompts or vLLM's extra
 fields, as other servers do. Run it as `python -m harness.loadgen.standin --port P
@@ -184,6 +185,8 @@ def _serve(conn: _Conn, path: str, payload: dict, received: float, request_id: s
             "usage": {"prompt_tokens": n_in, "completion_tokens": n_out,
                       "total_tokens": n_in + n_out}}).encode())
         return True
+    if path == "/v1/chat/completions":
+        return _chat_stream(conn, model, n_in, n_out, received, cut_after, request_id)
     if path != "/v1/completions":
         conn.respond(404, b'{"error": {"message": "not found"}}')
         return True
@@ -299,10 +302,13 @@ _TICKERS: dict[float, _Ticker] = {}
 
 
 def _stream(conn: _Conn, token: bytes, last: bytes, trailer: bytes, n_out: int, received: float,
-            cut_after: int | None, request_id: str) -> bool:
-    """Stream `n_out` tokens then the trailer; False if the stream was cut (close the socket)."""
+            cut_after: int | None, request_id: str, preamble: bytes = b"") -> bool:
+    """Stream `preamble` at once, then `n_out` tokens, then the trailer; False if the stream was
+    cut (close the socket)."""
     ticker = _TICKERS.setdefault(conn.b.gap_s, _Ticker(conn.b.gap_s))
     conn.start_stream()
+    if preamble:
+        conn.chunk(preamble)
     stream = _Stream(conn, token, last, trailer, n_out, received, cut_after, request_id)
     ticker.add(stream)
     return bool(stream.done.get())
@@ -317,6 +323,21 @@ def _openai_stream(conn: _Conn, model: str, n_in: int, n_out: int, received: flo
     usage = '{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (n_in, n_out, n_in + n_out)
     trailer = (head + '],"usage":' + usage + '}\n\ndata: [DONE]\n\n').encode()
     return _stream(conn, token, last, trailer, n_out, received, cut_after, request_id)
+
+
+def _chat_stream(conn: _Conn, model: str, n_in: int, n_out: int, received: float,
+                 cut_after: int | None, request_id: str) -> bool:
+    """Chat completions as OpenAI streams them: a role-only event at once (no token: a client
+    that counts it gets a TTFT near 0), then one content delta per token, then usage."""
+    head = 'data: {"id":"chatcmpl-standin","object":"chat.completion.chunk","created":0,"model":%s,"choices":[' % (
+        json.dumps(model))
+    role = (head + '{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,'
+                   '"finish_reason":null}]}\n\n').encode()
+    token = (head + '{"index":0,"delta":{"content":" tok"},"logprobs":null,"finish_reason":null}]}\n\n').encode()
+    last = (head + '{"index":0,"delta":{"content":" tok"},"logprobs":null,"finish_reason":"length"}]}\n\n').encode()
+    usage = '{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (n_in, n_out, n_in + n_out)
+    trailer = (head + '],"usage":' + usage + '}\n\ndata: [DONE]\n\n').encode()
+    return _stream(conn, token, last, trailer, n_out, received, cut_after, request_id, preamble=role)
 
 
 def _warmserve(conn: _Conn, payload: dict, n_out: int, received: float, cut_after: int | None,

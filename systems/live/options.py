@@ -9,6 +9,8 @@ request body}, default the model name).
 
 System options:
 - openai: `endpoints` ({model: base URL}) and/or `url` (one base URL for every model);
+  `api` (completions (default) | chat: /v1/chat/completions, text prompts, for servers that
+  only serve chat);
   `token_ids` (true: token-id prompts, exact input lengths, ids below `vocab_size` (32000);
   false: text prompts; "auto" (default): probe each endpoint once before t=0 and use ids
   where accepted),
@@ -51,6 +53,7 @@ class ClientOptions(_Strict):
 class OpenAIOptions(_Strict):
     endpoints: dict[str, str] = {}
     url: str | None = None
+    api: Literal["completions", "chat"] = "completions"
     token_ids: bool | Literal["auto"] = "auto"
     vocab_size: int = Field(32000, ge=32)
     ignore_eos: bool | Literal["auto"] = "auto"

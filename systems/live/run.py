@@ -65,11 +65,12 @@ def build_system(system: str, sys_opts: Any, client: ClientOptions, models: list
     if system == "openai":
         from systems.live.openai import OpenAISystem
 
-        eps = _endpoint_map(models, sys_opts.endpoints, sys_opts.url, "openai", served,
-                            token_ids=sys_opts.token_ids is True, vocab_size=sys_opts.vocab_size,
+        chat = sys_opts.api == "chat"  # chat messages are text: no token-id prompts
+        eps = _endpoint_map(models, sys_opts.endpoints, sys_opts.url, "openai-chat" if chat else "openai", served,
+                            token_ids=sys_opts.token_ids is True and not chat, vocab_size=sys_opts.vocab_size,
                             ignore_eos=sys_opts.ignore_eos is not False)
         return OpenAISystem(eps, events, run_dir, metrics=sys_opts.metrics,
-                            probe_token_ids=sys_opts.token_ids == "auto",
+                            probe_token_ids=sys_opts.token_ids == "auto" and not chat,
                             probe_ignore_eos=sys_opts.ignore_eos == "auto")
     if system in ("warmserve", "serverlessllm"):
         eps = _endpoint_map(models, {}, sys_opts.url, system, served)

@@ -155,6 +155,20 @@ def test_a_server_that_refuses_vllm_fields_gets_requests_without_them(standin, t
     assert forced.requests["error"].str.contains("HTTP 400.*Unrecognized request argument", regex=True).all()
 
 
+def test_chat_api_ttft_is_the_first_content_not_the_role_event(standin, tmp_path: Path) -> None:
+    # the stand-in sends the role event at once and the first content 40 ms later
+    url = standin("--ttft-ms", "40", "--gap-ms", "2", "--strict")
+    result = run_live(workload(["m"], 6, 0.3, input_tokens=20, output_tokens=5), "openai",
+                      {"url": url, "api": "chat"}, tmp_path / "run")
+    req = result.requests
+    assert (req["status"] == "ok").all(), req["error"].tolist()
+    assert ((req["first_token_s"] - req["scheduled_s"]) >= 0.040).all()
+    assert (req["received_tokens"] == 5).all()
+    assert req["itl_s"].map(len).eq(4).all()  # five tokens, four gaps: the role event is none
+    assert (req["server_input_tokens"] == 12).all()  # the server's own count, from usage
+    assert result.manifest["system_detail"]["ignore_eos"] == {"m": False}  # --strict refused them
+
+
 def test_metrics_are_scraped_onto_the_run_timeline(standin, tmp_path: Path) -> None:
     url = standin()
     run_live(workload(["m"], 10, 1.5), "openai", {"url": url, "scrape_period_s": 0.5}, tmp_path / "run")

@@ -66,3 +66,37 @@ def test_openai_body_pins_exact_lengths() -> None:
 def test_prompt_ids_are_fixed_by_seed_and_request() -> None:
     assert prompt_token_ids(1, 10, 512, 0) == prompt_token_ids(1, 10, 512, 0)
     assert prompt_token_ids(1, 10, 512, 0) != prompt_token_ids(2, 10, 512, 0)
+
+
+CHAT_STREAM = (
+    b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
+    b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"reasoning_content":"hm"},"finish_reason":null}]}\n\n'
+    b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" \\"content\\":\\"x"},"finish_reason":null}]}\n\n'
+    b'data: {"id":"c", "choices": [{"index": 0, "delta": {"content": " b"}, "finish_reason": null}]}\n\n'
+    b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":null},"finish_reason":"length"}]}\n\n'
+    b'data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def test_chat_counts_content_deltas_not_the_role_event_whatever_the_split() -> None:
+    # role-only first event and the null-content last event carry no token; reasoning content
+    # does; quoted "content" inside generated text is not an event
+    for cut in range(1, len(CHAT_STREAM)):
+        reader = StreamReader("openai-chat")
+        first = reader.feed(CHAT_STREAM[:cut])
+        events = first + reader.feed(CHAT_STREAM[cut:])
+        reader.finish()
+        assert events == 3, cut
+        assert (reader.usage_tokens, reader.prompt_tokens, reader.done, reader.error) == (3, 12, True, None)
+    role_only = StreamReader("openai-chat")
+    assert role_only.feed(CHAT_STREAM.split(b"\n\n")[0] + b"\n\n") == 0
+
+
+def test_chat_body_is_text_messages_with_pinned_output() -> None:
+    ep = Endpoint("http://x", protocol="openai-chat", served_name="m", token_ids=True)
+    path, body = build_request(ep, 1, 40, 20, seed=0)
+    payload = json.loads(body)
+    assert path == "/v1/chat/completions" and payload["stream"] is True
+    assert isinstance(payload["messages"][0]["content"], str)  # ids are never sent in chat
+    assert payload["max_tokens"] == payload["min_tokens"] == 20 and payload["stream_options"]["include_usage"]
