@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--token-ids", choices=["auto", "yes", "no"], default="auto",
                    help="openai: token-id prompts for exact input lengths; auto probes each endpoint once")
     p.add_argument("--api", choices=["completions", "chat"], default="completions",
-                   help="openai: /v1/completions (default) or /v1/chat/completions (text prompts)")
+                   help="openai, vllm: /v1/completions (default) or /v1/chat/completions (text prompts)")
     p.add_argument("--ignore-eos", choices=["auto", "yes", "no"], default="auto",
                    help="openai: vLLM's ignore_eos + min_tokens for exact output lengths; auto drops "
                         "them where the probe is refused")
@@ -87,7 +87,7 @@ def options_from_args(args: argparse.Namespace) -> dict:
         if not args.model:
             raise WarmbenchError("--system vllm needs --model MODEL=PATH for each workload model")
         opts.update(models=_pairs(args.model, "--model"), mode=args.mode, idle_s=args.idle_s,
-                    gpus=_pairs(args.gpus, "--gpus"))
+                    gpus=_pairs(args.gpus, "--gpus"), api=args.api)
         if args.vllm_python:
             opts["python"] = args.vllm_python
     elif args.system == "openai":

@@ -18,6 +18,7 @@ System options:
   not; "auto" (default): probe, and drop them where the server refuses them), `metrics`
   (scrape `<url>/metrics`, default true).
 - vllm: `models` ({model: local model dir}, required), `mode` (dedicated | ondemand | sleep),
+  `api` (completions | chat, as for openai; chat needs a chat template in the tokenizer),
   `idle_s` (ondemand / sleep idle time, 30), `python` (interpreter with vLLM; default
   $WARMBENCH_VLLM_PYTHON, else this one), `gpus` ({model: CUDA_VISIBLE_DEVICES}),
   `max_model_len` (2048), `dtype` (default float32 without GPU, auto with), `extra_args`
@@ -63,6 +64,7 @@ class OpenAIOptions(_Strict):
 class VllmOptions(_Strict):
     models: dict[str, str]
     mode: Literal["dedicated", "ondemand", "sleep"] = "dedicated"
+    api: Literal["completions", "chat"] = "completions"
     idle_s: float = Field(30.0, gt=0)
     python: str | None = None
     gpus: dict[str, str] = {}

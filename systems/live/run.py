@@ -81,7 +81,7 @@ def build_system(system: str, sys_opts: Any, client: ClientOptions, models: list
     missing = [m for m in models if m not in sys_opts.models]
     if missing:
         raise WarmbenchError(f"no model directory for workload models {missing}: give --model MODEL=PATH")
-    return VllmSystem({m: sys_opts.models[m] for m in models}, events, run_dir, mode=sys_opts.mode,
+    return VllmSystem({m: sys_opts.models[m] for m in models}, events, run_dir, mode=sys_opts.mode, api=sys_opts.api,
                       idle_s=sys_opts.idle_s, python=sys_opts.python, gpus=sys_opts.gpus,
                       host=sys_opts.host, max_model_len=sys_opts.max_model_len, dtype=sys_opts.dtype,
                       extra_args=sys_opts.extra_args, env=sys_opts.env,

@@ -164,7 +164,7 @@ class VllmSystem(LiveSystem):
     name = "vllm"
 
     def __init__(self, models: dict[str, str], events: EventLog, run_dir: Path, *,
-                 mode: str = "dedicated", idle_s: float = 30.0, python: str | None = None,
+                 mode: str = "dedicated", api: str = "completions", idle_s: float = 30.0, python: str | None = None,
                  gpus: dict[str, str] | None = None, host: str = "127.0.0.1",
                  max_model_len: int = 2048, dtype: str | None = None,
                  extra_args: list[str] | None = None, env: dict[str, str] | None = None,
@@ -191,8 +191,10 @@ class VllmSystem(LiveSystem):
                                 gpus=(gpus or {}).get(model), max_model_len=max_model_len, dtype=dtype,
                                 extra_args=tuple(extra), env=env)
             self.instances[model] = _Instance(server)
-            endpoints[model] = Endpoint(url=server.url, protocol="openai", served_name=model,
-                                        token_ids=True, vocab_size=vocab_size(model_dir), ignore_eos=True)
+            chat = api == "chat"  # chat messages are text: no token-id prompts
+            endpoints[model] = Endpoint(url=server.url, protocol="openai-chat" if chat else "openai",
+                                        served_name=model, token_ids=not chat,
+                                        vocab_size=vocab_size(model_dir), ignore_eos=True)
         super().__init__(endpoints, events, run_dir)
         self._reaper: Any = None
         self._watcher: Any = None

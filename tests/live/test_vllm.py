@@ -191,3 +191,22 @@ def test_ondemand_mode_starts_the_engine_on_first_request_stops_it_when_idle_and
     assert len(starts) == len(readies) == 2, ev.to_string()
     assert starts[0] < readies[0] < stops[0] < req["sent_s"].iloc[3] <= starts[1] < readies[1]
     assert stops[0] - req["end_s"].iloc[:3].max() >= 5.0 - 0.5  # stopped after idle_s, not before
+
+
+def test_chat_api_against_real_vllm_counts_content_deltas(tiny_models, tmp_path: Path) -> None:
+    # vLLM's real chat stream (role event, content deltas, usage): every request ends with the
+    # exact token count from usage, and no more token events than tokens (the role event is none)
+    from workloads.workload import Workload, canonical_frame
+
+    n = 6
+    frame = canonical_frame(np.linspace(0.0, 2.0, n), MODELS[0], np.full(n, 24), np.full(n, 6))
+    result = run_live(Workload(frame, {"source": "test"}), "vllm",
+                      {"models": {MODELS[0]: tiny_models[MODELS[0]]}, "python": vllm_python(),
+                       "api": "chat", "timeout_s": 300, **FAST_START}, tmp_path / "run")
+    req = result.requests
+    assert (req["status"] == "ok").all(), req["error"].tolist()
+    assert (req["received_tokens"] == 6).all()  # usage: min_tokens + ignore_eos pinned it
+    events = req["itl_s"].map(len) + 1
+    assert ((events >= 1) & (events <= 6)).all()
+    assert (req["first_token_s"] > req["sent_s"]).all()
+    assert (req["server_input_tokens"] >= 16).all()  # 16 words plus the template's

@@ -27,6 +27,7 @@ def build(out_dir: Path, seed: int = 0) -> Path:
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>",
                                    eos_token="</s>", pad_token="<pad>")
     fast.model_max_length = 4096
+    fast.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"  # chat API: plain text
     fast.save_pretrained(out_dir)
 
     torch.manual_seed(seed)
