@@ -67,10 +67,11 @@ def _describe(exc: BaseException) -> tuple[str, str]:
 
 
 def send(pool: ClientPool, ep: Endpoint, record: dict[str, Any], now: Callable[[], float],
-         seed: int, timeout_s: float) -> None:
-    """Fill `record` (which has request_id, input/output tokens, sent_s) by sending it once."""
-    path, body = build_request(ep, record["request_id"], record["input_tokens"],
-                               record["output_tokens"], seed)
+         seed: int, timeout_s: float, prepared: tuple[str, bytes] | None = None) -> None:
+    """Fill `record` (which has request_id, input/output tokens, sent_s) by sending it once;
+    `prepared` is (path, body) already built for `ep`."""
+    path, body = prepared or build_request(ep, record["request_id"], record["input_tokens"],
+                                           record["output_tokens"], seed)
     reader = StreamReader(ep.protocol)
     token_times: list[float] = []
 

@@ -226,3 +226,31 @@ def test_a_stop_while_requests_wait_for_their_time_leaves_them_unsent(standin) -
     assert all(r["status"] == "unfinished" and math.isnan(r["sent_s"]) for r in unsent)
     assert all(r["error"].startswith("not sent") for r in unsent)
     assert stats.n_unsent == 10 and stats.stopped_early
+
+
+def test_a_body_built_ahead_for_another_endpoint_is_rebuilt_for_the_one_acquired(standin) -> None:
+    # bodies are built in the lead time for router.endpoints[model]; a router that answers a
+    # different endpoint at send time (another served name here) must get its own body
+    import urllib.request
+
+    from harness.loadgen import Clock, Endpoint, ReplayConfig, replay
+    from harness.loadgen.recorder import JsonlRecorder
+
+    url = standin("--ttft-ms", "1", "--gap-ms", "1")
+
+    class Moving:
+        endpoints = {"m": Endpoint(url, served_name="guessed")}
+
+        def acquire(self, model: str):
+            return Endpoint(url, served_name="acquired"), "", 0.0
+
+        def release(self, model: str) -> None:
+            pass
+
+    schedule = pd.DataFrame({"request_id": range(3), "model": "m", "scheduled_s": [0.0, 0.06, 0.12],
+                             "input_tokens": 4, "output_tokens": 2})
+    recorder = JsonlRecorder(None)
+    replay(schedule, Moving(), recorder, Clock(), ReplayConfig())
+    assert all(r["status"] == "ok" for r in recorder.records)
+    metrics = urllib.request.urlopen(f"{url}/metrics").read().decode()
+    assert 'model_name="acquired"} 3' in metrics and "guessed" not in metrics
