@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--drain-s", type=float, default=30.0, help="after Ctrl-C, wait this long for in-flight requests")
     p.add_argument("--overload-threshold-ms", type=float, default=10.0,
                    help="flag the run 'client overloaded' when P99 send lag exceeds this")
+    p.add_argument("--duration-s", type=float,
+                   help="replay only the requests that arrive in the trace's first DURATION_S seconds "
+                        "(before --time-scale), as sim --duration-s")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--web-ui", metavar="HOST:PORT",
                    help="show live TTFT / E2E per model in locust's web UI at this address")
@@ -122,6 +125,12 @@ def run(args: argparse.Namespace) -> int:
         raise WarmbenchError("replay needs --workload and --out")
     options = options_from_args(args)
     workload = load_workload(args.workload)
+    if args.duration_s is not None:
+        from workloads.transform import select_window
+
+        if args.duration_s <= 0:
+            raise WarmbenchError(f"--duration-s must be > 0, got {args.duration_s}")
+        workload = select_window(workload, 0.0, args.duration_s)
     if args.master:
         from systems.live.distributed import run_master
 

@@ -39,12 +39,25 @@ def test_replay_writes_a_run_with_the_simulated_runs_tables(standin, workload_cs
     assert result.manifest["system"] == "openai" and result.manifest["status"] == "complete"
 
 
+def test_duration_replays_only_the_traces_first_seconds_through_the_chat_api(
+        standin, workload_csv: Path, tmp_path: Path) -> None:
+    url = standin("--ttft-ms", "10", "--gap-ms", "1")
+    out = tmp_path / "run"
+    proc = replay("--workload", str(workload_csv), "--endpoint", url, "--duration-s", "0.5",
+                  "--api", "chat", "--time-scale", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    req = read_run(out).requests
+    assert len(req) == 6 and (req["status"] == "ok").all()  # arrivals 0 .. 0.45 s of 0 .. 1 s
+    assert req["scheduled_s"].max() == pytest.approx(2 * 5 / 11)  # before the time scale
+
+
 @pytest.mark.parametrize("args, message", [
     (["--system", "openai", "--endpoint", "a=not-a-url", "--endpoint", "b=http://127.0.0.1:9"], "not an http(s) URL"),
     (["--system", "openai", "--endpoint", "a=http://127.0.0.1:9"], "no endpoint for workload models ['b']"),
     (["--system", "vllm"], "needs --model"),
     (["--system", "vllm", "--model", "a=/nonexistent", "--model", "b=/nonexistent"], "cannot read"),
     (["--system", "openai", "--endpoint", "a=", "--endpoint", "b=http://x:1"], "MODEL=VALUE"),
+    (["--endpoint", "http://x:1", "--duration-s", "0"], "--duration-s must be > 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(workload_csv: Path, tmp_path: Path, args: list[str], message: str) -> None:
     proc = replay("--workload", str(workload_csv), "--out", str(tmp_path / "run"), *args)
