@@ -16,6 +16,7 @@ greenlet (same framing code, slower).
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -284,6 +285,42 @@ OnBody = Callable[[bytes, float], "bool | None"]
 # (default priority 0): at 200 req/s x 128 tokens one iteration can hold ~100 token reads, and
 # a due send or a first token queued behind them would be late by the whole batch.
 BULK_PRIORITY = -1
+# Bulk reads stop for the iteration once it has run this long (at least one read each): the
+# sockets stay readable (level-triggered), so the next iteration, which starts with whatever
+# became due or arrived meanwhile, reads them. A token is read no later than without the
+# budget; what arrives during a long batch no longer waits for all of it.
+BULK_BUDGET_S = 0.0005
+
+
+class _Iteration:
+    """When the event loop's current iteration began (a check watcher of the highest priority
+    runs first among the watchers an iteration found ready) and its bulk reads so far."""
+
+    start_s = 0.0
+    bulk_reads = 0
+    loop: Any = None
+
+    @staticmethod
+    def began() -> None:
+        _Iteration.start_s = time.perf_counter()
+        _Iteration.bulk_reads = 0
+
+    @staticmethod
+    def ensure() -> None:
+        loop = gevent.get_hub().loop
+        if _Iteration.loop is not loop:  # first use, or a new hub
+            watcher = loop.check()
+            watcher.priority = 2  # libev's EV_MAXPRI
+            watcher.start(_Iteration.began)
+            _Iteration.loop = loop
+
+    @staticmethod
+    def may_read_bulk() -> bool:
+        elapsed = time.perf_counter() - _Iteration.start_s
+        if _Iteration.bulk_reads and BULK_BUDGET_S < elapsed < 0.05:  # older: a stale start, read
+            return False
+        _Iteration.bulk_reads += 1
+        return True
 
 
 class Exchange:
@@ -436,6 +473,7 @@ class _BodyReader:
                 if self._consume(data, self.now()):
                     return
         self.ended = Event()
+        _Iteration.ensure()
         watcher = self.conn._rw
         watcher.priority = BULK_PRIORITY if self.bulk else 0
         watcher.start(self._readable)
@@ -449,6 +487,8 @@ class _BodyReader:
 
     def _readable(self) -> None:
         """io watcher callback, run by the event loop: must never raise or block."""
+        if self.bulk and not _Iteration.may_read_bulk():
+            return  # still readable: the next iteration reads it, after what is more urgent
         try:
             data = self.conn.sock.recv(RECV_BYTES)
         except BlockingIOError:

@@ -253,6 +253,10 @@ def _sleep_at(delay_s: float, priority: int) -> None:
         timer.close()
 
 
+#: Longest stretch the ticker writes tokens before it lets other work of the loop run.
+SLICE_S = 0.0005
+
+
 class _Ticker:
     """Writes due tokens of all open streams, like one engine iteration every `gap_s`.
 
@@ -288,13 +292,19 @@ class _Ticker:
             _sleep_at(max(0.0005, self.gap_s), -1)
             now = time.perf_counter()
             keep = []
-            for stream in self.streams:
+            slice_end = now + SLICE_S
+            current, self.streams = self.streams, []  # add() appends to the new list meanwhile
+            for stream in current:
+                if time.perf_counter() > slice_end:
+                    # let requests and first tokens that came meanwhile in before the rest
+                    _sleep_at(0.0, -1)
+                    slice_end = time.perf_counter() + SLICE_S
                 try:
                     if not stream.write_due(now):
                         keep.append(stream)
                 except OSError:
                     stream.done.set(False)
-            self.streams = keep
+            self.streams = keep + self.streams
         self._greenlet = None
 
 
