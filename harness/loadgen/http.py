@@ -309,7 +309,7 @@ class _Iteration:
     def ensure() -> None:
         loop = gevent.get_hub().loop
         if _Iteration.loop is not loop:  # first use, or a new hub
-            watcher = loop.check()
+            watcher = loop.check(ref=False)  # never what keeps the loop alive
             watcher.priority = 2  # libev's EV_MAXPRI
             watcher.start(_Iteration.began)
             _Iteration.loop = loop
