@@ -287,9 +287,11 @@ OnBody = Callable[[bytes, float], "bool | None"]
 BULK_PRIORITY = -1
 # Bulk reads stop for the iteration once it has run this long (at least one read each): the
 # sockets stay readable (level-triggered), so the next iteration, which starts with whatever
-# became due or arrived meanwhile, reads them. A token is read no later than without the
-# budget; what arrives during a long batch no longer waits for all of it.
+# became due or arrived meanwhile, reads them. What arrives during a long batch no longer waits
+# for all of it. Each deferred socket costs a wake-up per iteration, so once reads have been
+# deferred for BULK_BACKLOG_S on end (the client cannot keep up) an iteration reads them all.
 BULK_BUDGET_S = 0.0005
+BULK_BACKLOG_S = 0.02
 
 
 class _Iteration:
@@ -298,12 +300,16 @@ class _Iteration:
 
     start_s = 0.0
     bulk_reads = 0
+    deferred = False  # this iteration left bulk reads for the next
+    caught_up_s = 0.0  # when an iteration last began with nothing deferred before it
     loop: Any = None
 
     @staticmethod
     def began() -> None:
-        _Iteration.start_s = time.perf_counter()
-        _Iteration.bulk_reads = 0
+        now = time.perf_counter()
+        if not _Iteration.deferred:
+            _Iteration.caught_up_s = now
+        _Iteration.start_s, _Iteration.bulk_reads, _Iteration.deferred = now, 0, False
 
     @staticmethod
     def ensure() -> None:
@@ -316,8 +322,11 @@ class _Iteration:
 
     @staticmethod
     def may_read_bulk() -> bool:
-        elapsed = time.perf_counter() - _Iteration.start_s
-        if _Iteration.bulk_reads and BULK_BUDGET_S < elapsed < 0.05:  # older: a stale start, read
+        now = time.perf_counter()
+        elapsed = now - _Iteration.start_s
+        if (_Iteration.bulk_reads and BULK_BUDGET_S < elapsed < 0.05  # older: a stale start, read
+                and now - _Iteration.caught_up_s < BULK_BACKLOG_S):
+            _Iteration.deferred = True
             return False
         _Iteration.bulk_reads += 1
         return True

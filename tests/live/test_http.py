@@ -242,13 +242,22 @@ def test_after_its_first_token_a_stream_is_read_below_due_sends() -> None:
 def test_bulk_reads_yield_once_the_iteration_ran_past_its_budget_but_never_stall() -> None:
     import time
 
-    from harness.loadgen.http import BULK_BUDGET_S, _Iteration
+    from harness.loadgen.http import BULK_BACKLOG_S, BULK_BUDGET_S, _Iteration
 
-    _Iteration.start_s, _Iteration.bulk_reads = time.perf_counter(), 0
+    _Iteration.deferred = False
+    _Iteration.began()
     assert _Iteration.may_read_bulk()  # the first bulk read of an iteration always happens
     _Iteration.start_s = time.perf_counter() - 2 * BULK_BUDGET_S
     assert not _Iteration.may_read_bulk()  # over budget: left for the next iteration
     _Iteration.start_s = time.perf_counter() - 1.0
     assert _Iteration.may_read_bulk()  # a start that old is stale (no check watcher ran): read
+    # deferred on end for longer than the backlog bound: the client is behind, read everything
     _Iteration.began()
     assert _Iteration.bulk_reads == 0 and _Iteration.may_read_bulk()
+    _Iteration.start_s = time.perf_counter() - 2 * BULK_BUDGET_S
+    assert not _Iteration.may_read_bulk() and _Iteration.deferred
+    _Iteration.began()  # follows a deferring iteration: still behind since caught_up_s
+    _Iteration.caught_up_s -= 2 * BULK_BACKLOG_S
+    _Iteration.may_read_bulk()
+    _Iteration.start_s = time.perf_counter() - 2 * BULK_BUDGET_S
+    assert _Iteration.may_read_bulk()
