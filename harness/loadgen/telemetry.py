@@ -145,9 +145,11 @@ class GpuMemory:
                               "model": "", "bytes": int(info.free)})
             for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
                 used = proc.usedGpuMemory
+                if used is None:  # NVML could not say (MIG, some containers): no row, never a made-up 0
+                    continue
                 self.rows.append({"time_s": time_s, "node": self.node, "gpu": gpu,
                                   "category": "process", "model": pid_models.get(proc.pid, f"pid {proc.pid}"),
-                                  "bytes": int(used) if used is not None else -1})
+                                  "bytes": int(used)})
 
     def start(self, now: Callable[[], float], pid_models: Callable[[], dict[int, str]],
               period_s: float) -> None:
