@@ -272,21 +272,30 @@ class VllmSystem(LiveSystem):
             gevent.sleep(0.5)
             for model, inst in self.instances.items():
                 proc = inst.server.proc
-                if inst.state not in ("up", "asleep") or proc is None or proc.poll() is None:
+                if inst.state not in ("up", "asleep", "sleeping") or proc is None or proc.poll() is None:
                     continue
                 inst.error = f"vLLM server for {model} exited with code {proc.returncode}"
                 inst.state = "down" if self.mode == "ondemand" else "dead"
                 self.events.add("instance_exit", model, f"exit code {proc.returncode}")
 
     def _sleep(self, model: str, inst: _Instance) -> None:
+        # "sleeping" while the call runs: a request that comes meanwhile waits for it and then
+        # wakes the engine, rather than reaching an engine that vLLM is pausing (its default
+        # sleep aborts what is in flight)
+        inst.state = "sleeping"
+        inst.ready.clear()
         try:
             status = _get_status(inst.server.url, "/sleep?level=1", "POST", timeout_s=60)
         except (OSError, gevent.Timeout) as exc:
+            status = 0
             self.events.add("sleep_failed", model, str(exc)[:200])
-            return
         if status == 200:
-            inst.state = "asleep"
             self.events.add("sleep", model, "level 1")
+        elif status:
+            self.events.add("sleep_failed", model, f"HTTP {status}")
+        if inst.state == "sleeping":  # not if the watcher saw the server exit meanwhile
+            inst.state = "asleep" if status == 200 else "up"
+        inst.ready.set()
 
     # -- routing ---------------------------------------------------------------------------
     def acquire(self, model: str) -> tuple[Endpoint, str, float]:
@@ -296,6 +305,8 @@ class VllmSystem(LiveSystem):
         inst.inflight += 1
         t = time.perf_counter()
         try:
+            while inst.state == "sleeping":
+                inst.ready.wait()
             if inst.state == "up":
                 return self.endpoints[model], "warm", 0.0
             if inst.state == "asleep":

@@ -210,3 +210,28 @@ def test_chat_api_against_real_vllm_counts_content_deltas(tiny_models, tmp_path:
     assert ((events >= 1) & (events <= 6)).all()
     assert (req["first_token_s"] > req["sent_s"]).all()
     assert (req["server_input_tokens"] >= 16).all()  # 16 words plus the template's
+
+
+def _gpu_present() -> bool:
+    from harness.loadgen.telemetry import GpuMemory
+
+    return GpuMemory("node0").available
+
+
+@pytest.mark.skipif(not _gpu_present(), reason="no GPU: vLLM's sleep mode needs one")
+def test_sleep_mode_puts_an_idle_engine_to_sleep_and_a_request_wakes_it(tiny_models, tmp_path: Path) -> None:
+    # GPU only (vLLM's CPU build has no sleep mode): skipped here and in CI, run on a GPU host
+    from workloads.workload import Workload, canonical_frame
+
+    frame = canonical_frame(np.array([0.0, 0.5, 25.0]), MODELS[0], np.full(3, 16), np.full(3, 4))
+    result = run_live(Workload(frame, {"source": "test"}), "vllm",
+                      {"models": {MODELS[0]: tiny_models[MODELS[0]]}, "python": vllm_python(),
+                       "mode": "sleep", "idle_s": 3, "timeout_s": 300}, tmp_path / "run")
+    req = result.requests.sort_values("request_id").reset_index(drop=True)
+    assert (req["status"] == "ok").all(), req["error"].tolist()
+    assert list(req["start_kind"]) == ["warm", "warm", "cold"]  # the third woke the engine
+    ev = result.events
+    slept = ev.loc[ev["kind"] == "sleep", "time_s"].tolist()
+    woke = ev.loc[ev["kind"] == "wake_end", "time_s"].tolist()
+    assert slept and woke and slept[0] < req["sent_s"].iloc[2] <= woke[0]
+    assert req["load_s"].iloc[2] > 0
