@@ -80,9 +80,13 @@ class OpenAISystem(LiveSystem):
     def start(self) -> None:
         if not (self.probe_token_ids or self.probe_ignore_eos):
             return
-        for model, ep in list(self.endpoints.items()):
-            chosen, said = probe(ep, None if self.probe_token_ids else ep.token_ids,
-                                 None if self.probe_ignore_eos else ep.ignore_eos)
+        # all endpoints at once: 64 models behind one URL, or one hanging server, cost one probe's time
+        models = list(self.endpoints)
+        jobs = [gevent.spawn(probe, self.endpoints[m], None if self.probe_token_ids else self.endpoints[m].token_ids,
+                             None if self.probe_ignore_eos else self.endpoints[m].ignore_eos) for m in models]
+        gevent.joinall(jobs)
+        for model, job in zip(models, jobs):
+            chosen, said = job.value if job.successful() else (self.endpoints[model], f"probe failed: {job.exception}")
             self.endpoints[model] = chosen
             self.token_ids[model], self.ignore_eos[model] = chosen.token_ids, chosen.ignore_eos
             self.events.add("probe", model, said)
