@@ -294,6 +294,19 @@ BULK_BUDGET_S = 0.0005
 BULK_BACKLOG_S = 0.02
 
 
+def sleep_at_priority(delay_s: float, priority: int) -> None:
+    """gevent.sleep on a timer of libev `priority` (-2..2): of the watchers ready in one loop
+    iteration, higher priorities run first."""
+    hub = gevent.get_hub()
+    timer = hub.loop.timer(max(0.0, delay_s))
+    timer.priority = priority
+    hub.loop.update_now()  # as gevent.sleep: the timer counts from now, not the iteration's start
+    try:
+        hub.wait(timer)
+    finally:
+        timer.close()
+
+
 class _Iteration:
     """When the event loop's current iteration began (a check watcher of the highest priority
     runs first among the watchers an iteration found ready) and its bulk reads so far."""

@@ -22,6 +22,7 @@ from gevent.event import Event
 from gevent.pool import Group
 
 from harness.loadgen.client import ClientPool, send
+from harness.loadgen.http import sleep_at_priority
 from harness.loadgen.protocols import Endpoint, build_request
 from harness.loadgen.recorder import JsonlRecorder
 
@@ -94,16 +95,9 @@ def new_record(row: Any) -> dict[str, Any]:
 
 
 def _sleep_until(clock: Clock, t_s: float) -> None:
-    """Wait for run time `t_s` on a high-priority timer (libev may fire early: re-checked)."""
-    hub = gevent.get_hub()
+    """Wait for run time `t_s` on a high-priority timer (re-checked: a timer may fire early)."""
     while (delay := t_s - clock.now()) > 0:
-        timer = hub.loop.timer(delay)
-        timer.priority = SEND_PRIORITY
-        hub.loop.update_now()  # as gevent.sleep: the timer counts from now, not the iteration's start
-        try:
-            hub.wait(timer)
-        finally:
-            timer.close()
+        sleep_at_priority(delay, SEND_PRIORITY)
 
 
 def _one(pool: ClientPool, router: Router, record: dict[str, Any], clock: Clock,

@@ -30,6 +30,8 @@ import gevent
 from gevent.event import AsyncResult as Event
 from gevent.server import StreamServer
 
+from harness.loadgen.http import sleep_at_priority
+
 
 @dataclass
 class Behaviour:
@@ -240,19 +242,6 @@ class _Stream:
         return False
 
 
-def _sleep_at(delay_s: float, priority: int) -> None:
-    """gevent.sleep on a timer of libev `priority`: of the watchers ready in one loop iteration,
-    higher priorities run first."""
-    hub = gevent.get_hub()
-    timer = hub.loop.timer(delay_s)
-    timer.priority = priority
-    hub.loop.update_now()  # as gevent.sleep: the timer counts from now, not the iteration's start
-    try:
-        hub.wait(timer)
-    finally:
-        timer.close()
-
-
 #: Longest stretch the ticker writes tokens before it lets other work of the loop run.
 SLICE_S = 0.0005
 
@@ -275,7 +264,7 @@ class _Ticker:
     def add(self, stream: _Stream) -> None:
         delay = stream.due - time.perf_counter()
         if delay > 0:
-            _sleep_at(delay, 1)
+            sleep_at_priority(delay, 1)
         try:
             finished = stream.write_due(time.perf_counter())
         except OSError:
@@ -289,7 +278,7 @@ class _Ticker:
 
     def _run(self) -> None:
         while self.streams:
-            _sleep_at(max(0.0005, self.gap_s), -1)
+            sleep_at_priority(max(0.0005, self.gap_s), -1)
             now = time.perf_counter()
             keep = []
             slice_end = now + SLICE_S
@@ -297,7 +286,7 @@ class _Ticker:
             for stream in current:
                 if time.perf_counter() > slice_end:
                     # let requests and first tokens that came meanwhile in before the rest
-                    _sleep_at(0.0, -1)
+                    sleep_at_priority(0.0, -1)
                     slice_end = time.perf_counter() + SLICE_S
                 try:
                     if not stream.write_due(now):
