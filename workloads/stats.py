@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from workloads.forecast import PAPER_WINDOWS_S, forecast_error, rebin_is_exact
 from workloads.workload import Workload
 
 
@@ -53,7 +54,29 @@ def trace_stats(workload: Workload) -> dict[str, Any]:
         "rows_read": meta.get("rows_read"), "rows_kept": meta.get("rows_kept"),
         "dropped": dict(meta.get("dropped", {})), "unsorted_rows": meta.get("unsorted_rows"),
         "history_windows": None if workload.history is None else len(workload.history),
+        "forecast": forecastability(workload),
     }
+
+
+def forecastability(workload: Workload) -> dict[str, Any]:
+    """CSP forecast error over the replay at the history's window and the paper's three sizes.
+
+    Keyed by window seconds (empty without history). A size that cannot be scored maps to
+    {"unavailable": why}: unmeasured, never zero error.
+    """
+    if workload.history is None or len(workload.history) == 0:
+        return {}
+    history_window_s = float(workload.meta.get("window_s") or 300.0)
+    out: dict[str, Any] = {}
+    for w in sorted({history_window_s, *PAPER_WINDOWS_S}):
+        err = forecast_error(workload.history, history_window_s, workload.requests, w)
+        if err is None:
+            why = (f"history is in {history_window_s:g} s windows" if not rebin_is_exact(history_window_s, w)
+                   else "replay shorter than one window" if workload.duration_s < w
+                   else "no forecast for the replay's models")
+            err = {"unavailable": why}
+        out[f"{w:g}"] = err
+    return out
 
 
 def plot_rate(workload: Workload, path: str | Path) -> Path:

@@ -101,6 +101,14 @@ def render_stats(stats: dict[str, Any], console: Console) -> None:
         table.add_row(f"model {model}", _fmt(count))
     for reason, count in stats["dropped"].items():
         table.add_row(f"dropped: {reason}", _fmt(count))
+    for window, err in (stats.get("forecast") or {}).items():
+        table.add_row(f"forecast error, {window} s windows",
+                      f"n/a ({err['unavailable']})" if "unavailable" in err else
+                      f"peak {_pct(err['peak_error'])}, mean {_pct(err['mean_error'])} ({err['windows']} windows)")
     if stats.get("plot"):
         table.add_row("plot", stats["plot"])
     console.print(table)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"

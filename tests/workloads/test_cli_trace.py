@@ -38,6 +38,11 @@ def test_stats_json_and_plot_for_the_preset(tmp_path, capsys):
     assert sum(stats["models"].values()) == stats["requests"] > 0
     assert stats["span_s"] <= 600
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # forecastability: measured at the history's 300 s, and why not at the other paper sizes
+    fc = stats["forecast"]
+    assert fc["300"]["windows"] == 4 and fc["300"]["peak_error"] > 0  # 1 whole window x 4 models
+    assert fc["180"] == {"unavailable": "history is in 300 s windows"}
+    assert fc["2400"] == {"unavailable": "replay shorter than one window"}
 
 
 @pytest.mark.parametrize("content, words", [

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from harness.errors import WarmbenchError
 from systems.sim.autoscale import Autoscaler
-from systems.sim.policies.warmserve.forecast import Forecast, history_series, predict, rebin_is_exact
+from workloads.forecast import Forecast, history_series, predict, rebin_is_exact
 from systems.sim.policies.warmserve.options import typed
 from systems.sim.policies.warmserve.load import ConcurrencyTracker, autoscale_delta, kv_reserved_bytes
 from systems.sim.policies.warmserve.placement import (

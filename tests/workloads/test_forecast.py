@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from systems.sim.policies.warmserve.forecast import (
-    correction_weights, history_series, predict, rebin, rebin_is_exact, seasonal_baseline,
+from workloads.concurrency import history_frame
+from workloads.forecast import (
+    DAY_S, correction_weights, forecast_error, history_series, predict, rebin, rebin_is_exact, seasonal_baseline,
 )
+from workloads.workload import canonical_frame
 
 W = 300.0
 DAY = 288  # windows per day at 300 s
@@ -107,3 +110,37 @@ def test_rebin_is_exact_only_for_whole_multiples() -> None:
     assert not rebin_is_exact(120.0, 300.0)  # straddles source windows
     minute = {k: (float(k % 3), float(k % 3) + 1.0) for k in range(6)}
     assert rebin(minute, 60.0, 180.0) == {0: (1.0, 3.0), 1: (1.0, 3.0)}
+
+
+def _periodic(rate_per_s: int, days: int, span_s: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """History of `days` days at one request per second; a replay at `rate_per_s` requests per second."""
+    past = np.concatenate([-d * DAY_S + np.arange(0.0, span_s, 1.0) for d in range(days, 0, -1)])
+    history = history_frame({"llama-2-7b": (past, np.zeros(len(past)))}, -days * DAY_S, 0.0, W)
+    now = np.repeat(np.arange(0.0, span_s, 1.0), rate_per_s) + 0.5
+    return history, canonical_frame(now, "llama-2-7b", np.ones(len(now)), np.zeros(len(now)))
+
+
+def test_forecast_error_of_a_replay_like_its_history_is_zero() -> None:
+    history, replay = _periodic(1, days=2, span_s=4 * W)
+    err = forecast_error(history, W, replay, W)
+    assert err["windows"] == 3  # the replay's last request is in window 3: only 0-2 are whole
+    assert err["peak_error"] == pytest.approx(0.0, abs=1e-6) and err["mean_error"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_forecast_error_after_the_load_doubles_shrinks_as_the_correction_learns() -> None:
+    # peak 2 against the history's 1. The ten windows before the replay (quiet, as on earlier days)
+    # count in the correction, so window k is corrected by the weights of the k newest windows.
+    history, replay = _periodic(2, days=2, span_s=4 * W)
+    err = forecast_error(history, W, replay, W)
+    wt = correction_weights(10)
+    off = [abs(1.0 + sum(wt[:k]) - 2.0) / 2.0 for k in range(3)]  # 50%, then about 25% and 12.5%
+    assert err["peak_error"] == pytest.approx(sum(off) / 3, rel=1e-6)
+    assert err["mean_error"] == pytest.approx(sum(off) / 3, rel=1e-6)
+    assert err["models"]["llama-2-7b"]["windows"] == 3
+
+
+def test_forecast_error_is_none_where_it_cannot_be_measured() -> None:
+    history, replay = _periodic(1, days=2, span_s=4 * W)
+    assert forecast_error(None, W, replay, W) is None
+    assert forecast_error(history, W, replay, 180.0) is None       # 300 s history: 180 s is not whole windows
+    assert forecast_error(history, W, replay.iloc[:100], W) is None  # no whole window in the replay

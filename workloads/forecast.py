@@ -3,7 +3,9 @@
 Prediction = seasonal baseline (mean of the same window on the previous days) + a correction
 from the last N windows of today, weighted 1, 1/2, 1/4, ... from the newest (as the reference
 `scheduler.py` does; the paper prints the weights the other way round), normalised to sum 1.
-Pure functions over plain dicts so the policy and the tests share one implementation.
+Pure functions over plain dicts so the WarmServe policy, `trace stats` and the tests share one
+implementation. `forecast_error` asks how predictable a workload is: the paper reports a
+5-minute peak predicted with about 7.3% mean relative error on the Azure conversation trace.
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
+from workloads.concurrency import request_durations_s, window_concurrency
+
 DAY_S = 86_400.0
+#: Window sizes `trace stats` scores: the paper's 3-minute, 5-minute (default) and 40-minute.
+PAPER_WINDOWS_S: tuple[float, ...] = (180.0, 300.0, 2400.0)
 #: Past windows of today used for the correction (the reference's `num_sample_point`).
 N_RECENT = 10
 
@@ -137,3 +144,56 @@ def predict(history: Series, observed: Mapping[int, tuple[float, float]], window
         peak += sum(wt * e[1] for wt, e in zip(weights, errors))
     mean = max(mean, 0.0)
     return Forecast(mean=mean, peak=max(peak, mean))
+
+
+def replay_series(arrival_s: np.ndarray, output_tokens: np.ndarray, model: str, n_windows: int,
+                  window_s: float) -> Series:
+    """The replay's own windows 0..n_windows-1, measured as the history is (reference durations)."""
+    mean, peak = window_concurrency(arrival_s, request_durations_s(model, output_tokens), 0.0, n_windows, window_s)
+    return {k: (float(mean[k]), float(peak[k])) for k in range(n_windows)}
+
+
+def forecast_error(history: pd.DataFrame | None, history_window_s: float, requests: pd.DataFrame,
+                   window_s: float, *, n_recent: int = N_RECENT) -> dict[str, object] | None:
+    """Mean relative error of the CSP's mean and peak forecasts over the replay's whole windows.
+
+    Each window is forecast from the history plus the replay windows before it, as the policy
+    does online. Windows whose measured value is 0 are skipped (no relative error). None when
+    there is no history, the history cannot be re-binned exactly to `window_s`, or the replay
+    holds no whole window with a forecast.
+    """
+    if history is None or len(history) == 0 or not rebin_is_exact(history_window_s, window_s):
+        return None
+    series = history_series(history, history_window_s, window_s)
+    n_windows = int(np.floor(float(requests["arrival_s"].max()) / window_s + 1e-9)) if len(requests) else 0
+    per_model: dict[str, dict[str, float | int | None]] = {}
+    all_mean: list[float] = []
+    all_peak: list[float] = []
+    for model, rows in requests.groupby("model", sort=True):
+        past = series.get(str(model))
+        if not past or n_windows == 0:
+            continue
+        actual = replay_series(rows["arrival_s"].to_numpy(), rows["output_tokens"].to_numpy(), str(model),
+                               n_windows, window_s)
+        mean_err: list[float] = []
+        peak_err: list[float] = []
+        for k in range(n_windows):
+            f = predict(past, {j: actual[j] for j in range(max(0, k - n_recent), k)}, k,
+                        window_s=window_s, n_recent=n_recent)
+            if f is None:
+                continue
+            m, p = actual[k]
+            if m > 0:
+                mean_err.append(abs(f.mean - m) / m)
+            if p > 0:
+                peak_err.append(abs(f.peak - p) / p)
+        all_mean += mean_err
+        all_peak += peak_err
+        per_model[str(model)] = {"windows": len(peak_err),
+                                 "mean_error": float(np.mean(mean_err)) if mean_err else None,
+                                 "peak_error": float(np.mean(peak_err)) if peak_err else None}
+    if not all_peak:
+        return None
+    return {"window_s": float(window_s), "windows": len(all_peak),
+            "mean_error": float(np.mean(all_mean)) if all_mean else None,
+            "peak_error": float(np.mean(all_peak)), "models": per_model}
