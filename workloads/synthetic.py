@@ -55,9 +55,14 @@ SHAPES: dict[str, DailyShape] = {
                        weekend_level=0.65, weekend_amplitude=0.9),
 }
 
-NOISE_SIGMA = 0.15  # stationary std of the log-rate noise
+# Minute-level noise, calibrated on the paper's predictability figure: at the 2024 trace's own
+# volume (about 50 req/s per model), the CSP forecasts a 5-minute window's peak concurrency
+# with 8% mean relative error here (paper: 7.3% on AzureConv). Hourly 2x bursts and a 0.15
+# sigma, as before, gave 16%: less predictable than the trace the paper measured, and spikier
+# than its per-minute plots. `trace stats -p total_rps=100 -p alpha=0 ...` prints the figure.
+NOISE_SIGMA = 0.10  # stationary std of the log-rate noise
 NOISE_PHI = 0.9  # minute-to-minute correlation of the noise
-BURSTS_PER_HOUR = 1.0
+BURSTS_PER_HOUR = 0.25
 BURST_MINUTES = (1, 5)
 BURST_FACTOR = (1.5, 2.5)
 #: Expected rate gain from bursts, divided out so `total_rps` is the expected mean rate.
