@@ -210,6 +210,30 @@ HIGHER_IS_BETTER: frozenset[str] = frozenset({
 })
 
 
+#: Two-sided 95% Student t quantiles by degrees of freedom (1-30); above 30 the normal's 1.96.
+_T95: tuple[float, ...] = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+                           2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+                           2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def paired_ratio_ci(candidate: list[float], base: list[float]) -> tuple[float, float] | None:
+    """95% confidence interval of candidate / base from per-seed pairs (same workload draw).
+
+    A t interval on the mean log ratio, so it is symmetric in "x times" and pairs cancel the
+    draw-to-draw variation both systems share. None with fewer than two pairs or where a
+    value is unavailable, zero or negative (no log ratio).
+    """
+    pairs = [(c, b) for c, b in zip(candidate, base)
+             if c is not None and b is not None and math.isfinite(c) and math.isfinite(b) and c > 0 and b > 0]
+    if len(pairs) < 2 or len(pairs) != len(candidate):
+        return None
+    logs = np.log([c / b for c, b in pairs])
+    n = len(logs)
+    half = (_T95[n - 2] if n - 1 <= len(_T95) else 1.96) * float(logs.std(ddof=1)) / math.sqrt(n)
+    centre = float(logs.mean())
+    return math.exp(centre - half), math.exp(centre + half)
+
+
 def lower_is_better(metric: str) -> bool:
     """Latencies, failures, cold starts and lag are better low; attainment and rates high."""
     return metric not in HIGHER_IS_BETTER

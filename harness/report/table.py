@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from harness.metrics import ALL_MODELS, lower_is_better
+from harness.metrics import ALL_MODELS, lower_is_better, paired_ratio_ci
 from harness.report.load import RunInfo
 
 #: (metric, column title) shown in every key table; the terminal leaves out TERMINAL_SKIP to stay narrow.
@@ -51,6 +53,26 @@ class Cell:
     text: str
     best: bool
     ratio: float | None  # value / baseline's value; None for the baseline itself or when undefined
+    #: 95% CI of the ratio from the seeds both systems ran (paired), as a factor: the ratio is within
+    #: x/÷ (1 + spread); None with one seed or where a seed's value is unavailable or zero
+    spread: float | None = None
+
+    def ratio_text(self) -> str:
+        """`×1.08`, or `×1.08±6%` with several seeds: ± is the 95% CI of the paired ratio."""
+        if self.ratio is None:
+            return ""
+        text = f"×{self.ratio:.3g}" if math.isfinite(self.ratio) else "×inf"
+        if self.spread is None:
+            return text
+        pct = self.spread * 100
+        return text + ("±<1%" if pct < 1 else f"±{pct:.0f}%")
+
+    @property
+    def significant(self) -> bool | None:
+        """Whether the paired 95% CI excludes "no difference"; None without one."""
+        if self.spread is None or self.ratio is None or not math.isfinite(self.ratio):
+            return None
+        return abs(math.log(self.ratio)) > math.log1p(self.spread)
 
 
 def ratio(candidate: float, base: float) -> float | None:
@@ -66,6 +88,7 @@ def key_cells(runs: list[RunInfo], point: str, baseline: str | None,
               model: str = ALL_MODELS) -> dict[str, dict[str, Cell]]:
     """system -> metric -> Cell for the runs at one sweep point (the mean over seeds)."""
     values = point_means(runs, point, model)
+    by_seed = point_seeds(runs, point, model)
     frame = pd.DataFrame(values).T
     out: dict[str, dict[str, Cell]] = {s: {} for s in values}
     for metric, _ in KEY_METRICS:
@@ -79,7 +102,25 @@ def key_cells(runs: list[RunInfo], point: str, baseline: str | None,
             out[system][metric] = Cell(
                 value=v, text=fmt(metric, v),
                 best=best_value is not None and not ties_all and v == best_value,
-                ratio=ratio(v, base) if base is not None else None)
+                ratio=ratio(v, base) if base is not None else None,
+                spread=_spread(by_seed, system, baseline, metric) if base is not None else None)
+    return out
+
+
+def _spread(by_seed: dict[str, dict[Any, dict[str, float]]], system: str, baseline: str, metric: str) -> float | None:
+    """Half-width factor of the paired 95% CI of system / baseline over their common seeds."""
+    seeds = [k for k in by_seed.get(system, {}) if k in by_seed.get(baseline, {})]
+    ci = paired_ratio_ci([by_seed[system][k].get(metric, math.nan) for k in seeds],
+                         [by_seed[baseline][k].get(metric, math.nan) for k in seeds])
+    return None if ci is None else math.sqrt(ci[1] / ci[0]) - 1.0
+
+
+def point_seeds(runs: list[RunInfo], point: str, model: str = ALL_MODELS) -> dict[str, dict[Any, dict[str, float]]]:
+    """system -> seed -> summary of `model` at `point` (the pairs a CI is taken over)."""
+    out: dict[str, dict[Any, dict[str, float]]] = {}
+    for run in runs:
+        if run.label == point and model in run.summary:
+            out.setdefault(run.system, {})[json.dumps(run.point.get("seed"), default=str)] = run.summary[model]
     return out
 
 
@@ -116,7 +157,8 @@ def rich_tables(runs: list[RunInfo], baseline: str | None, model: str = ALL_MODE
     for point in points(runs):
         cells = key_cells(runs, point, baseline, model)
         n = seeds_at(runs, point)
-        title = (f"{point or 'run'} (model {model}" + (f"; mean of {n} seeds" if n > 1 else "") + "; best *"
+        title = (f"{point or 'run'} (model {model}" + (f"; mean of {n} seeds, ±95% CI of the paired ratio" if n > 1 else "")
+                 + "; best *"
                  + (f"; ×ratio to {baseline})" if baseline else ")"))
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
         shown = [(m, t) for m, t in KEY_METRICS if m not in TERMINAL_SKIP]
@@ -129,7 +171,7 @@ def rich_tables(runs: list[RunInfo], baseline: str | None, model: str = ALL_MODE
                 cell = row[metric]
                 text = f"[bold green]{cell.text}*[/]" if cell.best else cell.text
                 if cell.ratio is not None and not metric.startswith("start_") and metric != "failed":
-                    text += f"\n[dim]×{cell.ratio:.3g}[/]" if math.isfinite(cell.ratio) else "\n[dim]×inf[/]"
+                    text += f"\n[dim]{cell.ratio_text()}[/]"
                 rendered.append(text)
             table.add_row(system + ("\n[dim](base)[/]" if system == baseline else ""), *rendered)
         tables.append(table)
@@ -147,14 +189,14 @@ def markdown_table(runs: list[RunInfo], point: str, baseline: str | None, model:
             cell = row[metric]
             text = f"**{cell.text}**" if cell.best else cell.text
             if cell.ratio is not None and math.isfinite(cell.ratio) and not metric.startswith("start_") and metric != "failed":
-                text += f" (×{cell.ratio:.3g})"
+                text += f" ({cell.ratio_text()})"
             parts.append(text)
         lines.append(f"| {system}{' (base)' if system == baseline else ''} | " + " | ".join(parts) + " |")
     return "\n".join(lines)
 
 
 #: Terminal width the key tables need; narrower consoles get it anyway (wrapped by the terminal, never cropped).
-TABLE_WIDTH = 112
+TABLE_WIDTH = 128
 
 
 def print_tables(console: Console, tables: list[Table]) -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness.metrics import PAPER_UNFINISHED_TTFT_S, Slo, by_start_kind, jsonable, summarize
+from harness.metrics import PAPER_UNFINISHED_TTFT_S, Slo, by_start_kind, jsonable, paired_ratio_ci, summarize
 from tests.results.factory import NAN, requests
 
 # r0 ttft .05 tpot .05 e2e .25 | r1 ttft .5 tpot .5 e2e 1.5 | r2 ttft 2 (1 token) e2e 2
@@ -141,3 +141,20 @@ def test_ttft_split_by_start_kind() -> None:
     s = summarize(requests(rows))["all"]
     assert s["mean_load_s"] == pytest.approx(9.5 / 3) and s["mean_prefill_s"] == pytest.approx(0.26)
     assert by_start_kind(requests([])).empty
+
+
+def test_paired_ratio_ci_is_a_t_interval_on_log_ratios() -> None:
+    assert paired_ratio_ci([2.0, 4.0], [1.0, 2.0]) == pytest.approx((2.0, 2.0))  # same ratio every seed
+    lo, hi = paired_ratio_ci([2.0, 8.0], [1.0, 2.0])  # ratios 2 and 4: mean log 1.5 ln2, sd ln2 / sqrt(2)
+    half = 12.706 * (math.log(2) / math.sqrt(2)) / math.sqrt(2)
+    assert (lo, hi) == pytest.approx((math.exp(1.5 * math.log(2) - half), math.exp(1.5 * math.log(2) + half)))
+    # more seeds, narrower: t(4) = 2.776
+    ratios = [1.1, 1.2, 1.0, 1.15, 1.05]
+    lo5, hi5 = paired_ratio_ci(ratios, [1.0] * 5)
+    assert 1.0 < lo5 < 1.01 and 1.19 < hi5 < 1.21  # all five better: the interval excludes 1
+
+
+def test_paired_ratio_ci_is_none_where_unmeasurable() -> None:
+    assert paired_ratio_ci([2.0], [1.0]) is None              # one seed
+    assert paired_ratio_ci([2.0, 0.0], [1.0, 1.0]) is None    # a zero has no log ratio
+    assert paired_ratio_ci([2.0, NAN], [1.0, 1.0]) is None    # unavailable stays unavailable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.metrics import paired_ratio_ci
 from harness.report.document import build
 from harness.report.figures import MAX_MEMORY_GPUS, memory_by_gpu, memory_stack
 from harness.report.load import load_runs, summary_frame
@@ -31,6 +33,7 @@ def test_key_cells_mark_the_best_and_give_ratios(tmp_path) -> None:
     assert a["p50_ttft_s"].ratio is None                       # the baseline has no ratio
     assert b["p50_ttft_s"].ratio == pytest.approx(b["p50_ttft_s"].value / a["p50_ttft_s"].value)
     assert b["p50_ttft_s"].ratio > 3
+    assert b["p50_ttft_s"].spread is None and "±" not in b["p50_ttft_s"].ratio_text()  # one seed: no CI
     higher = "ttft_under_100ms"
     assert (a[higher].value > b[higher].value) == a[higher].best  # attainment-like metrics: higher wins
     md = markdown_table(runs, "total_rps=2.0", "a")
@@ -153,6 +156,15 @@ def test_seeds_are_averaged_in_tables_and_pooled_in_figures(tmp_path) -> None:
     assert len(p99) == 2 and cells["b"]["p99_ttft_s"].value == pytest.approx(sum(p99) / 2)
     from harness.report.table import rich_tables
     assert "mean of 2 seeds" in str(rich_tables(runs, "a")[0].title)
+    # the ratio's 95% CI pairs the seeds (the same workload draw for both systems)
+    a = {r.point["seed"]: r.summary["all"]["p99_ttft_s"] for r in runs if r.system == "a" and r.label == "total_rps=2.0"}
+    b = {r.point["seed"]: r.summary["all"]["p99_ttft_s"] for r in runs if r.system == "b" and r.label == "total_rps=2.0"}
+    lo, hi = paired_ratio_ci([b[0], b[1]], [a[0], a[1]])
+    cell = cells["b"]["p99_ttft_s"]
+    assert cell.spread == pytest.approx(math.sqrt(hi / lo) - 1.0)
+    assert cell.ratio_text().startswith(f"×{cell.ratio:.3g}±") and cell.significant == (lo > 1 or hi < 1)
+    assert cells["a"]["p99_ttft_s"].spread is None  # the baseline has no ratio
+    assert f"({cell.ratio_text()})" in markdown_table(runs, "total_rps=2.0", "a")
     report = build(root)
     assert "ttft_cdf" in report.figures
 
