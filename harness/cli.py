@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "trace": "trace statistics and multi-model workload recipes",
     "sim": "simulate a system on a cluster over a workload",
     "replay": "replay a workload against live endpoints (locust, open loop)",
+    "calibrate": "fit the simulator's perf model to a live run; writes a cluster TOML",
     "report": "write report.html / report.md for a run or experiment directory",
     "compare": "compare two runs or experiments; exit 1 when a --fail-if bound is crossed",
     "presets": "list experiment, workload and cluster presets and simulated systems",

@@ -39,4 +39,5 @@ def _minimal_args(name: str) -> list[str]:
         "bench": ["sim"],
         "report": ["d"],
         "compare": ["a", "b"],
+        "calibrate": ["run_dir", "--gpu", "H100-80GB"],
     }.get(name, [])

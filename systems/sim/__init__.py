@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from harness.errors import WarmbenchError
 from systems.sim import registry
 from systems.sim.core import CORE_OPTIONS, SimError, Simulator
-from systems.sim.specs import ClusterSpec, model_spec, resolve_cluster
+from systems.sim.specs import ClusterSpec, ModelSpec, model_spec, resolve_cluster
 
 if TYPE_CHECKING:
     from harness.result import RunResult
@@ -48,8 +48,12 @@ def split_options(system: str, options: Mapping[str, Any] | None) -> tuple[dict[
 
 
 def simulate(workload: "Workload", cluster: ClusterSpec | str, system: str, *, options: Mapping[str, Any] | None = None,
-             seed: int = 0, duration_s: float | None = None, debug: bool = False) -> "RunResult":
-    """Run `system` on `cluster` over `workload` in virtual time; same inputs, same result."""
+             seed: int = 0, duration_s: float | None = None, debug: bool = False,
+             models: Mapping[str, ModelSpec] | None = None) -> "RunResult":
+    """Run `system` on `cluster` over `workload` in virtual time; same inputs, same result.
+
+    `models` gives specs for workload model names that are not presets (e.g. `model_spec_from_config`).
+    """
     spec = resolve_cluster(cluster)
     core_opts, policy_opts = split_options(system, options)
     policy = registry.create(system, policy_opts)
@@ -59,7 +63,8 @@ def simulate(workload: "Workload", cluster: ClusterSpec | str, system: str, *, o
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        sim = Simulator(workload, spec, policy, options=core_opts, seed=seed, duration_s=duration_s, debug=debug)
+        sim = Simulator(workload, spec, policy, options=core_opts, seed=seed, duration_s=duration_s, debug=debug,
+                        models=models)
         result = sim.run()
     finally:
         if gc_was_enabled:
@@ -70,6 +75,7 @@ def simulate(workload: "Workload", cluster: ClusterSpec | str, system: str, *, o
         "options": {**core_opts, **policy.options},
         "cluster": spec.name,
         "cluster_gpus": spec.num_gpus,
+        "cluster_coefficients": [list(c) for c in spec.coefficients],  # calibrated overrides, if any
         "seed": seed,
         "duration_s": duration_s,
         "wall_s": time.perf_counter() - started,

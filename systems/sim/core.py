@@ -18,7 +18,7 @@ import math
 from operator import attrgetter
 from heapq import heappush
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ from systems.sim.entities import (  # noqa: F401  (re-exported: policies import 
     CATEGORIES, INIT, KV, LOADING, PREWARMED, READY, STOPPED, WEIGHTS, Flow, Gpu, Instance, Link, Prewarm,
     Request, SimError,
 )
-from systems.sim.perf import PerfModel
+from systems.sim.perf import PerfModel, coefficients_for
 from systems.sim.specs import ClusterSpec, ModelSpec, model_spec
 
 if TYPE_CHECKING:
@@ -55,7 +55,8 @@ class Simulator(Engine):
     """Virtual-time cluster driven by one policy; `run()` returns the RunResult tables."""
 
     def __init__(self, workload: "Workload", cluster: ClusterSpec, policy: "Policy", *,
-                 options: dict[str, Any], seed: int = 0, duration_s: float | None = None, debug: bool = False) -> None:
+                 options: dict[str, Any], seed: int = 0, duration_s: float | None = None, debug: bool = False,
+                 models: Mapping[str, ModelSpec] | None = None) -> None:
         self.workload, self.cluster, self.policy = workload, cluster, policy
         self.options = options
         self.seed, self.debug = seed, debug
@@ -87,7 +88,7 @@ class Simulator(Engine):
         self._prewarms: dict[int, Prewarm] = {}
         self._shards: dict[tuple[int, str], Prewarm] = {}    # (gpu, model) -> prewarm holding that shard
         self._parked: dict[str, deque[Request]] = {}
-        self._models: dict[str, ModelSpec] = {}
+        self._models: dict[str, ModelSpec] = dict(models or {})  # workload name -> spec, beyond the presets
         self._perf: dict[tuple, PerfModel] = {}
         self._next_id = 0
         self._events: list[tuple] = []
@@ -136,7 +137,7 @@ class Simulator(Engine):
         key = (spec.name.split("#")[0], gspec.name, tp)
         pm = self._perf.get(key)
         if pm is None:
-            pm = self._perf[key] = PerfModel(spec, gspec, tp)
+            pm = self._perf[key] = PerfModel(spec, gspec, tp, coefficients_for(gspec, self.cluster.coefficients))
         return pm
 
     def node_gpus(self, node: int) -> list[int]:

@@ -34,6 +34,11 @@ class Coefficients:
     nvlink_eff: float = 0.6          # share of NVLink bandwidth an all-reduce reaches
     iteration_s: float = 3e-3        # per iteration: scheduling, sampling, Python (vLLM eager)
     seq_s: float = 30e-6             # per sequence in the batch, per iteration
+    # Multipliers fitted to a live run (`warmbench calibrate`): everything the roofline leaves out
+    # (kernels slower than the profiles, HTTP and tokenizer time, another engine version). An
+    # iteration that prefills runs at prefill_scale; a pure decode step at decode_scale.
+    prefill_scale: float = 1.0
+    decode_scale: float = 1.0
 
     def with_values(self, **values: float) -> "Coefficients":
         known = {f.name for f in fields(self)}
@@ -58,8 +63,11 @@ COEFFICIENTS: dict[str, Coefficients] = {
 COEFFICIENTS["H200"] = COEFFICIENTS["H100-80GB"]
 
 
-def coefficients_for(gpu: GpuSpec) -> Coefficients:
-    return COEFFICIENTS.get(gpu.name, DEFAULT_COEFFICIENTS)
+def coefficients_for(gpu: GpuSpec, overrides: tuple[tuple[str, str, float], ...] = ()) -> Coefficients:
+    """The GPU's fitted table, with a cluster's (gpu, coefficient, value) overrides applied."""
+    base = COEFFICIENTS.get(gpu.name, DEFAULT_COEFFICIENTS)
+    mine = {name: value for g, name, value in overrides if g == gpu.name}
+    return base.with_values(**mine) if mine else base
 
 
 class PerfModel:
@@ -82,7 +90,7 @@ class PerfModel:
         self._kv_read_per_ctx_s = model.kv_bytes_per_token / tp / (gpu.hbm_bytes_per_s * c.attn_hbm_eff)
         decode_attn_flops_s = 4.0 * h * model.layers / tp / self._attn_flops_rate
         #: decode step time grows by this much per token of KV held by the batch
-        self.decode_ctx_slope_s = max(self._kv_read_per_ctx_s, decode_attn_flops_s)
+        self.decode_ctx_slope_s = max(self._kv_read_per_ctx_s, decode_attn_flops_s) * c.decode_scale
         self._allreduce_per_token_s = 0.0
         self._allreduce_fixed_s = 0.0
         if tp > 1:
@@ -116,22 +124,23 @@ class PerfModel:
     def prefill_s(self, tokens: int, seqs: int, attn_sq_tokens: float) -> float:
         """A prefill-only iteration: `tokens` prompt tokens of `seqs` sequences; `attn_sq_tokens` =
         sum over sequences of prompt_len^2 (or chunk * (2 * context + chunk) for a chunk)."""
-        return self._body_s(tokens, seqs) + attn_sq_tokens * self._attn_flop_per_sq / self._attn_flops_rate
+        return self.coeffs.prefill_scale * (self._body_s(tokens, seqs)
+                                            + attn_sq_tokens * self._attn_flop_per_sq / self._attn_flops_rate)
 
     def decode_fixed_s(self, seqs: int) -> float:
         """The part of a decode step of `seqs` sequences that does not depend on their context."""
         v = self._decode_fixed.get(seqs)
         if v is None:
-            v = self._decode_fixed[seqs] = self._body_s(seqs, seqs)
+            v = self._decode_fixed[seqs] = self._body_s(seqs, seqs) * self.coeffs.decode_scale
         return v
 
     def decode_s(self, seqs: int, ctx_tokens: int) -> float:
         """One decode step of `seqs` sequences holding `ctx_tokens` tokens of KV in total."""
-        return self._body_s(seqs, seqs) + self.decode_ctx_slope_s * ctx_tokens
+        return self.decode_fixed_s(seqs) + self.decode_ctx_slope_s * ctx_tokens
 
     def mixed_s(self, prefill_tokens: int, prefill_seqs: int, attn_sq_tokens: float,
                 decode_seqs: int, ctx_tokens: int) -> float:
         """A chunked-prefill iteration: prefill chunks and one decode token per running sequence."""
-        return (self._body_s(prefill_tokens + decode_seqs, prefill_seqs + decode_seqs)
-                + attn_sq_tokens * self._attn_flop_per_sq / self._attn_flops_rate
+        return (self.coeffs.prefill_scale * (self._body_s(prefill_tokens + decode_seqs, prefill_seqs + decode_seqs)
+                                             + attn_sq_tokens * self._attn_flop_per_sq / self._attn_flops_rate)
                 + self.decode_ctx_slope_s * ctx_tokens)

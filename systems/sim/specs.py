@@ -17,10 +17,15 @@ Cluster TOML (any field but `count` may be omitted; defaults are the A100 node b
     host_memory_gib = 1024    # host DRAM usable as checkpoint cache
     ssd_gb_per_s = 6.0        # SSD read bandwidth of the node (GB/s = 1e9 bytes/s)
     pcie_gb_per_s = 32.0      # host -> GPU bandwidth per GPU
+
+    [coefficients.H100-80GB]  # optional: perf-model coefficients for one GPU kind (names in
+    prefill_scale = 1.3       # systems/sim/perf.py Coefficients); `warmbench calibrate` writes these
+    decode_scale = 1.1
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -90,6 +95,8 @@ class ClusterSpec:
 
     name: str
     nodes: tuple[NodeSpec, ...]
+    #: (gpu name, coefficient, value) overriding the perf model's table for that GPU kind
+    coefficients: tuple[tuple[str, str, float], ...] = ()
 
     @property
     def num_gpus(self) -> int:
@@ -144,6 +151,45 @@ CLUSTERS: dict[str, ClusterSpec] = {
 }
 
 
+_DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float": 4, "half": 2}
+
+
+def model_spec_from_config(path: str | Path, name: str | None = None) -> ModelSpec:
+    """A Llama-style ModelSpec from a Hugging Face model directory (or its config.json).
+
+    Weight bytes are the safetensors files' size when the directory has them, else the
+    parameter count times the dtype's size. TP 1; errors name the file and field.
+    """
+    path = Path(path)
+    config = path / "config.json" if path.is_dir() else path
+    try:
+        raw = json.loads(config.read_text())
+    except FileNotFoundError as exc:
+        raise InputError("no such file (a Hugging Face model directory has config.json)", file=str(config)) from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc}", file=str(config)) from exc
+
+    def field(key: str, default: int | None = None) -> int:
+        value = raw.get(key, default)
+        if not isinstance(value, int) or value <= 0:
+            raise InputError(f"expected a positive integer, got {value!r}", file=str(config), field=key)
+        return value
+
+    heads = field("num_attention_heads")
+    dtype = str(raw.get("torch_dtype") or raw.get("dtype") or "float16")
+    if dtype not in _DTYPE_BYTES:
+        raise InputError(f"unsupported dtype {dtype!r}; known: {', '.join(_DTYPE_BYTES)}", file=str(config),
+                         field="torch_dtype")
+    layers, hidden = field("num_hidden_layers"), field("hidden_size")
+    kv_heads, inter, vocab = field("num_key_value_heads", heads), field("intermediate_size"), field("vocab_size")
+    files = sorted(config.parent.glob("*.safetensors"))
+    weight_bytes = (sum(f.stat().st_size for f in files) if files else
+                    _params(layers, hidden, heads, kv_heads, inter, vocab, tied=bool(raw.get("tie_word_embeddings")))
+                    * _DTYPE_BYTES[dtype])
+    return ModelSpec(name or config.parent.name, layers, hidden, heads, kv_heads, inter, vocab, weight_bytes, 1,
+                     _DTYPE_BYTES[dtype])
+
+
 def base_model_name(name: str) -> str:
     """`llama-2-7b#1` -> `llama-2-7b`: the `#k` suffix only marks a distinct copy."""
     return name.split("#", 1)[0]
@@ -173,6 +219,7 @@ class _ClusterToml(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = None
     nodes: list[_NodeToml] = Field(min_length=1)
+    coefficients: dict[str, dict[str, float]] = Field(default_factory=dict)
 
 
 def load_cluster_toml(path: str | Path) -> ClusterSpec:
@@ -196,7 +243,29 @@ def load_cluster_toml(path: str | Path) -> ClusterSpec:
         node = NodeSpec(GPUS[n.gpu], n.gpus_per_node, int(n.host_memory_gib * GIB),
                         n.ssd_gb_per_s * GB, n.pcie_gb_per_s * GB)
         nodes.extend([node] * n.count)
-    return ClusterSpec(cfg.name or path.stem, tuple(nodes))
+    return ClusterSpec(cfg.name or path.stem, tuple(nodes), _coefficients(cfg.coefficients, path))
+
+
+def _coefficients(table: dict[str, dict[str, float]], path: Path) -> tuple[tuple[str, str, float], ...]:
+    """Validated (gpu, coefficient, value) triples; a wrong GPU or name is an error naming the field."""
+    from systems.sim.perf import Coefficients  # perf imports this module
+
+    known = set(Coefficients.__dataclass_fields__)
+    out = []
+    for gpu, values in table.items():
+        if gpu not in GPUS:
+            raise InputError(f"unknown GPU {gpu!r}; presets: {', '.join(GPUS)}", file=str(path),
+                             field=f"coefficients.{gpu}")
+        for name, value in values.items():
+            if name not in known:
+                raise InputError(f"unknown coefficient; known: {', '.join(sorted(known))}", file=str(path),
+                                 field=f"coefficients.{gpu}.{name}")
+            positive = name.endswith(("_eff", "_scale"))
+            if not (value > 0 if positive else value >= 0):
+                raise InputError(f"must be {'> 0' if positive else '>= 0'}, got {value}", file=str(path),
+                                 field=f"coefficients.{gpu}.{name}")
+            out.append((GPUS[gpu].name, name, float(value)))
+    return tuple(out)
 
 
 def resolve_cluster(spec: str | Path | ClusterSpec) -> ClusterSpec:

@@ -105,3 +105,33 @@ def test_web_ui_shows_live_ttft_and_e2e_per_model(standin, tmp_path: Path) -> No
             proc.kill()
     assert proc.returncode == 0, stderr
     assert {"TTFT a", "E2E a"} <= set(seen) or {"TTFT b", "E2E b"} <= set(seen), seen
+
+
+def test_calibrate_fits_the_simulator_to_a_real_streaming_server(standin, tmp_path: Path) -> None:
+    # the stand-in streams at a fixed 40 ms TTFT and 8 ms per token over real HTTP: the fitted
+    # cluster must bring the simulated medians to it, which the roofline alone misses
+    path = tmp_path / "w.csv"
+    canonical_frame(np.linspace(0, 4, 40), ["llama-2-7b", "llama-2-13b"] * 20, np.full(40, 200),
+                    np.full(40, 20)).to_csv(path, index=False)
+    url = standin("--ttft-ms", "40", "--gap-ms", "8")
+    run, toml = tmp_path / "run", tmp_path / "cal.toml"
+    assert replay("--workload", str(path), "--endpoint", url, "--out", str(run)).returncode == 0
+    proc = subprocess.run([sys.executable, "run.py", "calibrate", str(run), "--gpu", "A100-80GB", "--json",
+                           "--out", str(toml)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    import json
+    fit = json.loads(proc.stdout)
+    assert fit["converged"] and fit["requests"] == 40 and fit["written"] == str(toml)
+    for m in fit["models"].values():
+        assert m["live_ttft_p50_s"] == pytest.approx(0.040, abs=0.01)
+        assert m["ttft_error_after"] < m["ttft_error_before"] and m["tpot_error_after"] < m["tpot_error_before"]
+    sim = subprocess.run([sys.executable, "run.py", "sim", "--system", "dedicated", "--workload", str(path),
+                          "--cluster", str(toml), "--out", str(tmp_path / "sim")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert sim.returncode == 0, sim.stderr
+    q = read_run(tmp_path / "sim").requests
+    assert float((q["first_token_s"] - q["scheduled_s"]).median()) == pytest.approx(0.040, rel=0.3)
+    # a simulated run is not a live one
+    bad = subprocess.run([sys.executable, "run.py", "calibrate", str(tmp_path / "sim"), "--gpu", "A100-80GB"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "calibrate needs a live one" in bad.stderr

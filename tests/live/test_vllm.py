@@ -235,3 +235,19 @@ def test_sleep_mode_puts_an_idle_engine_to_sleep_and_a_request_wakes_it(tiny_mod
     woke = ev.loc[ev["kind"] == "wake_end", "time_s"].tolist()
     assert slept and woke and slept[0] < req["sent_s"].iloc[2] <= woke[0]
     assert req["load_s"].iloc[2] > 0
+
+
+def test_calibrating_the_simulator_from_the_real_vllm_run(azure_run) -> None:
+    # the shapes come from the tiny models vLLM served (their config.json), not the 7B preset of
+    # the same name; the killed server's failed requests are left out
+    from systems.sim.calibrate_live import fit_live_run, live_specs
+
+    _, result, run_dir, _ = azure_run
+    specs = live_specs(result.manifest, list(MODELS), {})
+    assert all(s.layers < 8 and s.weight_bytes < 100e6 for s in specs.values())
+    fit = fit_live_run(result.requests, result.manifest, "A100-80GB", source=str(run_dir))
+    ok = result.requests[(result.requests["status"] == "ok") & (result.requests["received_tokens"] >= 2)]
+    assert fit.converged and fit.requests == len(ok)
+    for m in fit.models.values():
+        assert m["ttft_error_after"] < m["ttft_error_before"]
+        assert m["tpot_error_after"] < m["tpot_error_before"]

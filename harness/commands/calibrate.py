@@ -1,0 +1,84 @@
+"""`warmbench calibrate`: fit the simulator to a live run and write a cluster TOML that carries the fit.
+
+    python run.py calibrate results/live/run1 --gpu H100-80GB [--model NAME=PRESET_OR_DIR ...]
+        [--nodes 2 --gpus-per-node 8] --out calibrated.toml [--json]
+    python run.py sim --cluster calibrated.toml ...    # simulate at scale on the calibrated GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import WarmbenchError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("calibrate", help="fit the simulator's perf model to a live run; writes a cluster TOML",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path, help="a live run directory (from `replay`)")
+    p.add_argument("--gpu", required=True, help="GPU preset the live servers ran on (A100-80GB, H100-80GB, H200)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=PRESET_OR_DIR",
+                   help="shape of a live model: a preset or a Hugging Face directory (default: the directory "
+                        "the vllm adapter served, else the preset of the same name); repeatable")
+    p.add_argument("--nodes", type=int, default=1, help="nodes in the written cluster (default 1)")
+    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--out", type=Path, help="cluster TOML to write")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(handler=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from harness.store import read_run
+    from systems.sim.calibrate_live import cluster_toml, fit_live_run
+
+    if args.nodes < 1 or args.gpus_per_node < 1:
+        raise WarmbenchError("--nodes and --gpus-per-node must be >= 1")
+    sources = {}
+    for pair in args.model:
+        name, sep, source = pair.partition("=")
+        if not sep or not name or not source:
+            raise WarmbenchError(f"--model expects NAME=PRESET_OR_DIR, got {pair!r}")
+        sources[name] = source
+    result = read_run(args.run)
+    if result.manifest.get("kind") != "live":
+        raise WarmbenchError(f"{args.run} is a {result.manifest.get('kind', 'unknown')} run; calibrate needs a live one")
+    fit = fit_live_run(result.requests, result.manifest, args.gpu, sources, source=str(args.run))
+    out = fit.to_json()
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(cluster_toml(fit, args.nodes, args.gpus_per_node))
+        out["written"] = str(args.out)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0 if fit.converged else 1
+    console = Console()
+    table = Table(title=f"calibration on {fit.gpu}: prefill_scale {fit.prefill_scale:.4g}, "
+                        f"decode_scale {fit.decode_scale:.4g} ({fit.requests} requests, "
+                        f"{'converged' if fit.converged else 'NOT converged'} in {fit.iterations} rounds)",
+                  title_justify="left")
+    table.add_column("model", no_wrap=True)
+    table.add_column("requests", justify="right")
+    for what in ("TTFT", "TPOT"):
+        table.add_column(f"{what} p50 live", justify="right")
+        table.add_column("sim: before → after", justify="right")
+        table.add_column("|err| p50", justify="right")
+    for model, m in fit.models.items():
+        cells = [model, str(m["requests"])]
+        for what in ("ttft", "tpot"):
+            cells += [_ms(m[f"live_{what}_p50_s"]),
+                      f"{_ms(m[f'sim_{what}_p50_before_s'])} → {_ms(m[f'sim_{what}_p50_after_s'])}",
+                      f"{m[f'{what}_error_before']:.0%} → {m[f'{what}_error_after']:.0%}"]
+        table.add_row(*cells)
+    console.print(table)
+    if args.out:
+        console.print(f"wrote {args.out}: simulate with --cluster {args.out}")
+    return 0 if fit.converged else 1
+
+
+def _ms(value: float) -> str:
+    return f"{value * 1000:.3g}ms"

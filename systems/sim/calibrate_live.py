@@ -1,0 +1,194 @@
+"""Calibrate the perf model from a live run: make the simulator reproduce what a real server did.
+
+The live run's successful requests are replayed in the simulator (`dedicated`: one warm
+instance per model, as the live servers were) at the times they were sent, with the tokens
+they received. Each request is then timed twice, live and simulated, and two multipliers
+of the GPU's coefficients are fitted so that the median paired ratio is 1: `prefill_scale`
+on TTFT (from the send: what the server and network took, not the client's lag) and
+`decode_scale` on TPOT. They absorb what the roofline leaves out (engine version, kernels,
+HTTP and tokenizer time) on that GPU; the result is a cluster TOML the simulator reads.
+
+Not fitted: loading and engine start (a dedicated run has none), the KV capacity, and
+anything per model beyond the two scales (the per-model errors after the fit say how much
+that matters).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import WarmbenchError
+from systems.sim.perf import coefficients_for
+from systems.sim.specs import GPUS, MODELS, ClusterSpec, ModelSpec, NodeSpec, base_model_name, model_spec_from_config
+
+#: Stop when both median paired ratios are within this of 1.
+TOLERANCE = 0.005
+MAX_ITERATIONS = 12
+
+
+@dataclass
+class LiveFit:
+    """Fitted multipliers and how well the simulator matches the live run before and after."""
+
+    gpu: str
+    prefill_scale: float
+    decode_scale: float
+    converged: bool
+    iterations: int
+    requests: int
+    source: str
+    #: model -> {"requests", live / sim-before / sim-after medians of TTFT and TPOT in seconds,
+    #: and the median |sim / live - 1| of each after the fit}
+    models: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gpu": self.gpu, "prefill_scale": self.prefill_scale, "decode_scale": self.decode_scale,
+                "converged": self.converged, "iterations": self.iterations, "requests": self.requests,
+                "source": self.source, "models": self.models}
+
+
+def live_specs(manifest: Mapping[str, Any], models: list[str], given: Mapping[str, str]) -> dict[str, ModelSpec]:
+    """Spec of each live model: `given` (a preset name or a model directory) first, then the
+    directory the vllm adapter served it from, then the preset of the same name."""
+    served = ((manifest.get("options") or {}).get("system") or {}).get("models") or {}
+    out = {}
+    for m in models:
+        source = given.get(m) or served.get(m)
+        if source is None and base_model_name(m) in MODELS:
+            source = base_model_name(m)
+        if source is None:
+            raise WarmbenchError(f"no model shape for live model {m!r}: give --model {m}=PRESET_OR_DIR "
+                                 f"(presets: {', '.join(MODELS)}, or a Hugging Face directory with config.json)")
+        spec = MODELS.get(base_model_name(source)) if not Path(source).exists() else model_spec_from_config(source, m)
+        if spec is None:
+            raise WarmbenchError(f"--model {m}={source}: neither a preset ({', '.join(MODELS)}) nor a directory")
+        out[m] = replace(spec, name=m)
+    return out
+
+
+def usable_requests(requests: pd.DataFrame) -> pd.DataFrame:
+    """Successful streamed requests with a first token, an end and at least two tokens (a TPOT)."""
+    q = requests
+    received = pd.to_numeric(q["received_tokens"], errors="coerce")
+    ok = ((q["status"] == "ok") & q["sent_s"].notna() & q["first_token_s"].notna() & q["end_s"].notna()
+          & (received >= 2))
+    q = q[ok].copy()
+    q["received_tokens"] = received[ok].astype("int64")
+    q["ttft_s"] = q["first_token_s"] - q["sent_s"]
+    q["tpot_s"] = (q["end_s"] - q["first_token_s"]) / (q["received_tokens"] - 1)
+    return q[(q["ttft_s"] > 0) & (q["tpot_s"] > 0)]
+
+
+def _workload(q: pd.DataFrame):
+    from workloads.workload import Workload
+
+    t0 = float(q["sent_s"].min())
+    frame = pd.DataFrame({"request_id": q["request_id"].astype("int64").to_numpy(),
+                          "arrival_s": (q["sent_s"] - t0).to_numpy(np.float64),
+                          "model": q["model"].astype(str).to_numpy(object),
+                          "input_tokens": q["input_tokens"].astype("int64").to_numpy(),
+                          "output_tokens": q["received_tokens"].to_numpy()})
+    frame = frame.sort_values("arrival_s", kind="stable").reset_index(drop=True)
+    return Workload(frame, {"source": "live run (calibration)"})
+
+
+def fit_cluster(gpu: str, specs: Mapping[str, ModelSpec], prefill_scale: float = 1.0,
+                decode_scale: float = 1.0) -> ClusterSpec:
+    """One node with a GPU per TP rank of every model, the two scales on that GPU kind."""
+    n_gpus = sum(s.tp for s in specs.values())
+    name = GPUS[gpu].name
+    return ClusterSpec(f"calibration-{name}", (NodeSpec(GPUS[gpu], gpus_per_node=max(n_gpus, 1)),),
+                       ((name, "prefill_scale", prefill_scale), (name, "decode_scale", decode_scale)))
+
+
+def _simulated(workload, cluster: ClusterSpec, specs: Mapping[str, ModelSpec]) -> pd.DataFrame:
+    from systems.sim import simulate
+
+    result = simulate(workload, cluster, "dedicated", options={"max_model_len": 0}, models=specs)
+    r = result.requests.set_index("request_id")
+    out = pd.DataFrame({"sim_ttft_s": r["first_token_s"] - r["scheduled_s"],
+                        "sim_tpot_s": (r["end_s"] - r["first_token_s"]) / (r["output_tokens"] - 1)})
+    return out[(r["status"] == "ok") & (out["sim_ttft_s"] > 0) & (out["sim_tpot_s"] > 0)]
+
+
+def _paired(q: pd.DataFrame, sim: pd.DataFrame) -> pd.DataFrame:
+    return q.set_index("request_id")[["model", "ttft_s", "tpot_s"]].join(sim, how="inner")
+
+
+def fit_live_run(requests: pd.DataFrame, manifest: Mapping[str, Any], gpu: str,
+                 model_sources: Mapping[str, str] | None = None, source: str = "") -> LiveFit:
+    """Fit prefill_scale and decode_scale on `gpu` so the simulated run matches the live one."""
+    if gpu not in GPUS:
+        raise WarmbenchError(f"unknown GPU {gpu!r}; presets: {', '.join(GPUS)}")
+    q = usable_requests(requests)
+    if len(q) < 10:
+        raise WarmbenchError(f"calibration needs at least 10 successful streamed requests with 2+ tokens; "
+                             f"the run has {len(q)}")
+    specs = live_specs(manifest, sorted(q["model"].astype(str).unique()), model_sources or {})
+    workload = _workload(q)
+    base = coefficients_for(GPUS[gpu])
+    prefill, decode = base.prefill_scale, base.decode_scale
+    before = after = None
+    converged, iterations = False, 0
+    for iterations in range(1, MAX_ITERATIONS + 1):
+        paired = _paired(q, _simulated(workload, fit_cluster(gpu, specs, prefill, decode), specs))
+        if before is None:
+            before = paired
+        after = paired
+        r_ttft = float(np.median(paired["ttft_s"] / paired["sim_ttft_s"]))
+        r_tpot = float(np.median(paired["tpot_s"] / paired["sim_tpot_s"]))
+        if abs(r_ttft - 1) < TOLERANCE and abs(r_tpot - 1) < TOLERANCE:
+            converged = True
+            break
+        # TTFT and TPOT are close to proportional to their scale: a multiplicative step lands near
+        # the fixed point; queueing makes TTFT super-linear, hence a few rounds
+        prefill *= r_ttft
+        decode *= r_tpot
+    else:
+        paired = _paired(q, _simulated(workload, fit_cluster(gpu, specs, prefill, decode), specs))
+        after = paired
+    return LiveFit(GPUS[gpu].name, prefill, decode, converged, iterations, len(q), source,
+                   _per_model(before, after))
+
+
+def _per_model(before: pd.DataFrame, after: pd.DataFrame) -> dict[str, dict[str, float]]:
+    out = {}
+    for model, a in after.groupby("model", sort=True):
+        b = before[before["model"] == model]
+        out[str(model)] = {
+            "requests": int(len(a)),
+            "live_ttft_p50_s": float(a["ttft_s"].median()), "live_tpot_p50_s": float(a["tpot_s"].median()),
+            "sim_ttft_p50_before_s": float(b["sim_ttft_s"].median()),
+            "sim_tpot_p50_before_s": float(b["sim_tpot_s"].median()),
+            "sim_ttft_p50_after_s": float(a["sim_ttft_s"].median()),
+            "sim_tpot_p50_after_s": float(a["sim_tpot_s"].median()),
+            "ttft_error_before": float((b["sim_ttft_s"] / b["ttft_s"] - 1).abs().median()),
+            "ttft_error_after": float((a["sim_ttft_s"] / a["ttft_s"] - 1).abs().median()),
+            "tpot_error_before": float((b["sim_tpot_s"] / b["tpot_s"] - 1).abs().median()),
+            "tpot_error_after": float((a["sim_tpot_s"] / a["tpot_s"] - 1).abs().median()),
+        }
+    return out
+
+
+def cluster_toml(fit: LiveFit, nodes: int = 1, gpus_per_node: int = 8) -> str:
+    """A cluster TOML of `nodes` nodes of the fitted GPU carrying the fitted coefficients."""
+    lines = [f"# Calibrated from {fit.source or 'a live run'}: {fit.requests} requests, "
+             f"{'converged' if fit.converged else 'NOT converged'} in {fit.iterations} rounds.",
+             "# Median |sim / live - 1| per model after the fit (before):"]
+    for model, m in fit.models.items():
+        lines.append(f"#   {model}: TTFT {m['ttft_error_after']:.1%} ({m['ttft_error_before']:.1%}), "
+                     f"TPOT {m['tpot_error_after']:.1%} ({m['tpot_error_before']:.1%})")
+    lines += [f'name = "calibrated-{fit.gpu}"', "", "[[nodes]]", f"count = {nodes}", f'gpu = "{fit.gpu}"',
+              f"gpus_per_node = {gpus_per_node}", "", f'[coefficients."{fit.gpu}"]',
+              f"prefill_scale = {_num(fit.prefill_scale)}", f"decode_scale = {_num(fit.decode_scale)}", ""]
+    return "\n".join(lines)
+
+
+def _num(value: float) -> str:
+    return repr(float(f"{value:.6g}")) if math.isfinite(value) else "nan"
