@@ -27,9 +27,9 @@ from harness.errors import WarmbenchError
 from systems.sim.perf import coefficients_for
 from systems.sim.specs import GPUS, MODELS, ClusterSpec, ModelSpec, NodeSpec, base_model_name, model_spec_from_config
 
-#: Stop when both median paired ratios are within this of 1.
+#: Stop when both median paired ratios are within this of 1 (or further steps move less than 0.01%).
 TOLERANCE = 0.005
-MAX_ITERATIONS = 12
+MAX_ITERATIONS = 20
 
 
 @dataclass
@@ -133,26 +133,33 @@ def fit_live_run(requests: pd.DataFrame, manifest: Mapping[str, Any], gpu: str,
     specs = live_specs(manifest, sorted(q["model"].astype(str).unique()), model_sources or {})
     workload = _workload(q)
     base = coefficients_for(GPUS[gpu])
-    prefill, decode = base.prefill_scale, base.decode_scale
+    scales = [base.prefill_scale, base.decode_scale]
+    steps = [1.0, 1.0]        # damping of each scale's step: halved whenever its error changes sign
+    last = [0.0, 0.0]
     before = after = None
+    prefill, decode = scales
     converged, iterations = False, 0
     for iterations in range(1, MAX_ITERATIONS + 1):
-        paired = _paired(q, _simulated(workload, fit_cluster(gpu, specs, prefill, decode), specs))
-        if before is None:
-            before = paired
-        after = paired
-        r_ttft = float(np.median(paired["ttft_s"] / paired["sim_ttft_s"]))
-        r_tpot = float(np.median(paired["tpot_s"] / paired["sim_tpot_s"]))
-        if abs(r_ttft - 1) < TOLERANCE and abs(r_tpot - 1) < TOLERANCE:
+        prefill, decode = scales  # the fit reported is the last one simulated
+        after = _paired(q, _simulated(workload, fit_cluster(gpu, specs, *scales), specs))
+        before = after if before is None else before
+        # log(live / sim) of the median pair, for TTFT (prefill) and TPOT (decode)
+        errors = [math.log(float(np.median(after["ttft_s"] / after["sim_ttft_s"]))),
+                  math.log(float(np.median(after["tpot_s"] / after["sim_tpot_s"])))]
+        if all(abs(e) < math.log1p(TOLERANCE) for e in errors):
             converged = True
             break
-        # TTFT and TPOT are close to proportional to their scale: a multiplicative step lands near
-        # the fixed point; queueing makes TTFT super-linear, hence a few rounds
-        prefill *= r_ttft
-        decode *= r_tpot
-    else:
-        paired = _paired(q, _simulated(workload, fit_cluster(gpu, specs, prefill, decode), specs))
-        after = paired
+        # times are close to proportional to their scale, so a full multiplicative step lands near
+        # the fixed point; a median over few requests moves in jumps, so a step that overshoots
+        # (the error changes sign) is halved, and steps that no longer move anything end the fit
+        for i, e in enumerate(errors):
+            if e * last[i] < 0:
+                steps[i] *= 0.5
+            last[i] = e
+        if all(abs(e) < math.log1p(TOLERANCE) or step * abs(e) < 1e-4 for e, step in zip(errors, steps)):
+            converged = True
+            break
+        scales = [s * math.exp(step * e) for s, step, e in zip(scales, steps, errors)]
     return LiveFit(GPUS[gpu].name, prefill, decode, converged, iterations, len(q), source,
                    _per_model(before, after))
 
