@@ -47,7 +47,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     result = read_run(args.run)
     if result.manifest.get("kind") != "live":
         raise WarmbenchError(f"{args.run} is a {result.manifest.get('kind', 'unknown')} run; calibrate needs a live one")
-    fit = fit_live_run(result.requests, result.manifest, args.gpu, sources, source=str(args.run))
+    fit = fit_live_run(result.requests, result.manifest, args.gpu, sources, source=str(args.run),
+                       events=result.events)
     out = fit.to_json()
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +76,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
                       f"{m[f'{what}_error_before']:.0%} → {m[f'{what}_error_after']:.0%}"]
         table.add_row(*cells)
     console.print(table)
+    for model, st in fit.starts.items():
+        console.print(f"engine start of {model}: {st['start_p50_s']:.2f} s median over {st['starts']} "
+                      f"(instance_start -> instance_ready); engine_init_s {st['engine_init_s']:.2f} s "
+                      "after the simulator's weight load")
+    if fit.engine_init_s is None:
+        console.print("engine starts: not measured (the run logged no instance_start/instance_ready)")
+    else:
+        console.print(f"simulate with --option engine_init_s={fit.engine_init_s:.3g} to use the measured starts")
     if args.out:
         console.print(f"wrote {args.out}: simulate with --cluster {args.out}")
     return 0 if fit.converged else 1

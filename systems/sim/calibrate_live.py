@@ -8,9 +8,11 @@ on TTFT (from the send: what the server and network took, not the client's lag) 
 `decode_scale` on TPOT. They absorb what the roofline leaves out (engine version, kernels,
 HTTP and tokenizer time) on that GPU; the result is a cluster TOML the simulator reads.
 
-Not fitted: loading and engine start (a dedicated run has none), the KV capacity, and
-anything per model beyond the two scales (the per-model errors after the fit say how much
-that matters).
+Engine starts are measured, not fitted: each server's `instance_start` -> `instance_ready`
+in the run's events (the vllm adapter logs both, in either mode), reported per model with the
+`engine_init_s` they imply once the simulator's own weight load (host memory over PCIe) is
+taken out. Not fitted: the KV capacity, and anything per model beyond the two scales (the
+per-model errors after the fit say how much that matters).
 """
 
 from __future__ import annotations
@@ -46,11 +48,20 @@ class LiveFit:
     #: model -> {"requests", live / sim-before / sim-after medians of TTFT and TPOT in seconds,
     #: and the median |sim / live - 1| of each after the fit}
     models: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: model -> {"starts", "start_p50_s", "engine_init_s"}: measured engine starts (none: no events)
+    starts: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def engine_init_s(self) -> float | None:
+        """Median over models of the engine_init_s their starts imply; None when no start was logged."""
+        values = [s["engine_init_s"] for s in self.starts.values()]
+        return float(np.median(values)) if values else None
 
     def to_json(self) -> dict[str, Any]:
         return {"gpu": self.gpu, "prefill_scale": self.prefill_scale, "decode_scale": self.decode_scale,
                 "converged": self.converged, "iterations": self.iterations, "requests": self.requests,
-                "source": self.source, "models": self.models}
+                "source": self.source, "models": self.models, "starts": self.starts,
+                "engine_init_s": self.engine_init_s}
 
 
 def live_specs(manifest: Mapping[str, Any], models: list[str], given: Mapping[str, str]) -> dict[str, ModelSpec]:
@@ -122,8 +133,10 @@ def _paired(q: pd.DataFrame, sim: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_live_run(requests: pd.DataFrame, manifest: Mapping[str, Any], gpu: str,
-                 model_sources: Mapping[str, str] | None = None, source: str = "") -> LiveFit:
-    """Fit prefill_scale and decode_scale on `gpu` so the simulated run matches the live one."""
+                 model_sources: Mapping[str, str] | None = None, source: str = "",
+                 events: pd.DataFrame | None = None) -> LiveFit:
+    """Fit prefill_scale and decode_scale on `gpu` so the simulated run matches the live one;
+    measure engine starts from `events` (the run's control-plane events) where given."""
     if gpu not in GPUS:
         raise WarmbenchError(f"unknown GPU {gpu!r}; presets: {', '.join(GPUS)}")
     q = usable_requests(requests)
@@ -161,7 +174,34 @@ def fit_live_run(requests: pd.DataFrame, manifest: Mapping[str, Any], gpu: str,
             break
         scales = [s * math.exp(step * e) for s, step, e in zip(scales, steps, errors)]
     return LiveFit(GPUS[gpu].name, prefill, decode, converged, iterations, len(q), source,
-                   _per_model(before, after))
+                   _per_model(before, after), engine_starts(events, specs, gpu))
+
+
+def engine_starts(events: pd.DataFrame | None, specs: Mapping[str, ModelSpec], gpu: str) -> dict[str, dict[str, float]]:
+    """Per model: how many starts completed, their median seconds, and the engine_init_s that
+    leaves once a load of the model's shard from host memory over `gpu`'s node PCIe is taken out (>= 0)."""
+    if events is None or len(events) == 0:
+        return {}
+    pcie_bytes_per_s = NodeSpec(GPUS[gpu]).pcie_bytes_per_s
+    out = {}
+    for model, rows in events.sort_values("time_s", kind="stable").groupby("model", sort=True):
+        if str(model) not in specs:
+            continue
+        durations, begun = [], None
+        for kind, t in zip(rows["kind"], rows["time_s"]):
+            if kind == "instance_start":
+                begun = float(t)
+            elif kind == "instance_ready" and begun is not None:
+                durations.append(float(t) - begun)
+                begun = None
+            elif kind in ("instance_failed", "instance_exit"):
+                begun = None
+        if durations:
+            spec = specs[str(model)]
+            start = float(np.median(durations))
+            out[str(model)] = {"starts": len(durations), "start_p50_s": start,
+                               "engine_init_s": max(start - spec.shard_bytes() / pcie_bytes_per_s, 0.0)}
+    return out
 
 
 def _per_model(before: pd.DataFrame, after: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -191,6 +231,11 @@ def cluster_toml(fit: LiveFit, nodes: int = 1, gpus_per_node: int = 8) -> str:
     for model, m in fit.models.items():
         lines.append(f"#   {model}: TTFT {m['ttft_error_after']:.1%} ({m['ttft_error_before']:.1%}), "
                      f"TPOT {m['tpot_error_after']:.1%} ({m['tpot_error_before']:.1%})")
+    for model, st in fit.starts.items():
+        lines.append(f"# Engine start of {model}: {st['start_p50_s']:.2f} s median over {st['starts']} "
+                     f"(engine_init_s {st['engine_init_s']:.2f} s after the weight load).")
+    if fit.engine_init_s is not None:
+        lines.append(f"# Simulate with --option engine_init_s={fit.engine_init_s:.3g} to use the measured starts.")
     lines += [f'name = "calibrated-{fit.gpu}"', "", "[[nodes]]", f"count = {nodes}", f'gpu = "{fit.gpu}"',
               f"gpus_per_node = {gpus_per_node}", "", f'[coefficients."{fit.gpu}"]',
               f"prefill_scale = {_num(fit.prefill_scale)}", f"decode_scale = {_num(fit.decode_scale)}", ""]

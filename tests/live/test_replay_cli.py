@@ -122,6 +122,7 @@ def test_calibrate_fits_the_simulator_to_a_real_streaming_server(standin, tmp_pa
     import json
     fit = json.loads(proc.stdout)
     assert fit["converged"] and fit["requests"] == 40 and fit["written"] == str(toml)
+    assert fit["engine_init_s"] is None and fit["starts"] == {}  # fixed endpoints: no start to measure, not 0
     for m in fit["models"].values():
         assert m["live_ttft_p50_s"] == pytest.approx(0.040, abs=0.01)
         assert m["ttft_error_after"] < m["ttft_error_before"] and m["tpot_error_after"] < m["tpot_error_before"]

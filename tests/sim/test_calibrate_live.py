@@ -70,3 +70,20 @@ def test_model_shapes_come_from_what_the_server_served(tmp_path: Path) -> None:
     given = live_specs(manifest, ["llama-2-7b"], {"llama-2-7b": "llama-2-13b"})["llama-2-7b"]
     assert given.layers == 40 and given.tp == 2                     # --model wins over both
     assert live_specs({}, ["llama-2-7b#1"], {})["llama-2-7b#1"].layers == 32  # the preset of the name
+
+
+def test_engine_starts_are_measured_from_the_runs_events() -> None:
+    import pandas as pd
+    from systems.sim.calibrate_live import engine_starts
+
+    events = pd.DataFrame({
+        "time_s": [0.0, 10.0, 50.0, 52.0, 60.0, 74.0, 1.0, 3.0],
+        "kind": ["instance_start", "instance_ready", "instance_start", "instance_failed", "instance_start",
+                 "instance_ready", "instance_start", "instance_ready"],
+        "model": ["llama-2-7b"] * 6 + ["not-in-the-fit"] * 2, "node": "n", "gpus": "", "detail": ""})
+    starts = engine_starts(events, {"llama-2-7b": MODELS["llama-2-7b"]}, "A100-80GB")
+    assert list(starts) == ["llama-2-7b"]                       # other models' events are not this fit's
+    st = starts["llama-2-7b"]
+    assert st["starts"] == 2 and st["start_p50_s"] == pytest.approx(12.0)  # 10 s and 14 s; the failed one is out
+    assert st["engine_init_s"] == pytest.approx(12.0 - 13_476_831_232 / 32e9)  # less a host-memory load at 32 GB/s
+    assert engine_starts(events.iloc[0:0], {"llama-2-7b": MODELS["llama-2-7b"]}, "A100-80GB") == {}
