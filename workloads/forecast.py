@@ -178,8 +178,8 @@ def forecast_error(history: pd.DataFrame | None, history_window_s: float, reques
         mean_err: list[float] = []
         peak_err: list[float] = []
         for k in range(n_windows):
-            f = predict(past, {j: actual[j] for j in range(max(0, k - n_recent), k)}, k,
-                        window_s=window_s, n_recent=n_recent)
+            # predict reads only windows before k, so the whole replay series can be passed
+            f = predict(past, actual, k, window_s=window_s, n_recent=n_recent)
             if f is None:
                 continue
             m, p = actual[k]

@@ -67,13 +67,6 @@ class Cell:
         pct = self.spread * 100
         return text + ("±<1%" if pct < 1 else f"±{pct:.0f}%")
 
-    @property
-    def significant(self) -> bool | None:
-        """Whether the paired 95% CI excludes "no difference"; None without one."""
-        if self.spread is None or self.ratio is None or not math.isfinite(self.ratio):
-            return None
-        return abs(math.log(self.ratio)) > math.log1p(self.spread)
-
 
 def ratio(candidate: float, base: float) -> float | None:
     """candidate / base; 1.0 when both are 0; inf when only base is 0; None when either is unavailable."""
