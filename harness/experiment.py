@@ -4,18 +4,22 @@ Any list-valued field is a sweep axis (the `systems` list, `seeds`, `cluster`, `
 value in `workload.params`, in `options` and in a system's own `options`); the grid is their
 product. To pass a list as one value, wrap it: `[[a, b]]` (except LIST_VALUED names such as
 `models` and `extra_args`, whose plain list is one value). Runs are independent, so the grid runs
-in a process pool; a run already complete with the same config and code revision is skipped (resume).
+in a process pool. Resume: a run is skipped only when its directory holds a complete run with the
+same resolved config, the same workload (hash of the requests replayed) and the same code (commit
+and uncommitted changes, see `identity.code_identity`); any other earlier attempt is moved to the
+experiment's `.history/` (see `harness.store`), never deleted. Ctrl-C stops the whole grid.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
+import ctypes
 import itertools
 import json
 import os
 import re
-import shutil
+import signal
+import threading
 import time
 import tomllib
 import traceback
@@ -26,11 +30,13 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PrivateAttr, ValidationError, field_validator
 
 from harness.errors import InputError, WarmbenchError
+from harness.identity import code_identity, config_sha256, workload_sha256
 from harness.report.load import EXPERIMENT_FILE
-from harness.store import COMPLETE, INCOMPLETE, environment, git_revision, read_summary, write_json, write_run
+from harness.store import (COMPLETE, FAILED, INCOMPLETE, archive_run, new_manifest, read_summary, write_json,
+                           write_manifest, write_run)
 
 #: Experiment presets shipped in the package.
 PRESET_DIR = Path(__file__).parent / "experiments"
@@ -83,6 +89,8 @@ class ExperimentConfig(_Strict):
     baseline: str | None = None
     #: Dotted-key overrides applied by `--quick`, e.g. {"duration_s" = 120}.
     quick: dict[str, Any] = Field(default_factory=dict)
+    #: The file it was read from (for error messages); not part of the config.
+    _source: str = PrivateAttr(default="")
 
     @field_validator("systems")
     @classmethod
@@ -114,7 +122,7 @@ class RunSpec:
         return asdict(self)
 
     def config_sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=str).encode()).hexdigest()
+        return config_sha256(self.config())
 
 
 # ---------------------------------------------------------------- loading
@@ -159,6 +167,7 @@ def parse(raw: dict[str, Any], path: Path, *, quick: bool = False) -> Experiment
         key = ".".join(str(p) for p in err["loc"])
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise InputError(f"{err['msg']}{more}", file=str(path), field=key) from None
+    config._source = str(path)
     spec = config.workload.spec
     if ("/" in spec or spec.endswith((".toml", ".csv", ".parquet", ".jsonl", ".gz"))) and not Path(spec).is_absolute():
         config.workload.spec = str((path.parent / spec).resolve())
@@ -221,7 +230,29 @@ def grid(config: ExperimentConfig) -> list[RunSpec]:
                 cluster=at["cluster"], system=entry.name, options=options, workload_spec=config.workload.spec,
                 workload_params=params, models=config.models, seed=seed, duration_s=at["duration_s"],
                 slo=config.slo.model_dump()))
+    _check_unique_ids(specs, config._source)
     return specs
+
+
+#: Longest run id: a folder name must stay under the usual 255-byte limit, with room for `-N`.
+MAX_RUN_ID = 200
+
+
+def _check_unique_ids(specs: list[RunSpec], source: str) -> None:
+    """Two points with one run id would overwrite each other: refuse the grid before anything runs.
+    Ids are compared case-folded too (a case-insensitive file system would merge them)."""
+    seen: dict[str, RunSpec] = {}
+    for spec in specs:
+        if len(spec.run_id.encode()) > MAX_RUN_ID:
+            raise InputError(f"run id of point {spec.point} is {len(spec.run_id.encode())} bytes long "
+                             f"(at most {MAX_RUN_ID}); shorten the system label or the swept values",
+                             file=source or None, field="systems")
+        key = spec.run_id.casefold()
+        if key in seen:
+            raise InputError(f"points {seen[key].point} and {spec.point} get the same run id {spec.run_id!r} "
+                             "(one would overwrite the other); make the labels or values distinct",
+                             file=source or None)
+        seen[key] = spec
 
 
 def _short_names(names: list[str]) -> dict[str, str]:
@@ -230,13 +261,18 @@ def _short_names(names: list[str]) -> dict[str, str]:
 
 
 def run_id(point: dict[str, Any]) -> str:
-    """Readable, filesystem-safe: `warmserve_total_rps-5_seed-0`."""
+    """Readable, filesystem-safe: `warmserve_total_rps-5_seed-0`. Floats are written short when
+    that is exact (`5`, `0.5`) and in full otherwise; `grid` refuses ids that still collide."""
     parts = [str(point["system"])] + [f"{k}-{_fmt(v)}" for k, v in point.items() if k != "system"]
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts))
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts))
+    return "_" + text[1:] if text.startswith(".") else text  # never a hidden folder
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 # ---------------------------------------------------------------- running
@@ -249,30 +285,49 @@ class RunOutcome:
     error: str = ""
     user_error: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
+    #: Stopped by Ctrl-C: the grid stops after it.
+    interrupted: bool = False
+    #: More than half of the requests not ok (or none): see harness.store.Manifest.
+    mostly_failed: bool = False
+    requests_summary: dict[str, int] | None = None
 
 
-def current_git() -> dict[str, Any]:
-    """The checkout's git commit and dirtiness ({} outside git): results are only reused for the same code."""
-    return git_revision(Path(__file__).resolve().parents[1])
+class GridInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the grid: `outcomes` holds the runs that ended (the interrupted one
+    incomplete); the others in `missing` were not started."""
+
+    def __init__(self, exp_dir: Path, outcomes: list[RunOutcome], missing: list[RunSpec]) -> None:
+        super().__init__("interrupted")
+        self.exp_dir, self.outcomes, self.missing = exp_dir, outcomes, missing
 
 
-def is_done(spec: RunSpec, run_dir: Path, revision: str | None = None) -> bool:
-    """Complete, with the same config and the same code revision: safe to skip."""
+def current_code() -> dict[str, Any]:
+    """The checkout's code identity (commit + hash of uncommitted changes): results are only reused for the same code."""
+    return code_identity()
+
+
+def is_done(spec: RunSpec, run_dir: Path, code: dict[str, Any] | None = None,
+            workload_hash: str | None = None) -> bool:
+    """Complete, with the same config, the same workload and the same code: safe to skip."""
     manifest = run_dir / "manifest.json"
-    if not manifest.is_file():
+    if not manifest.is_file() or workload_hash is None:
         return False
     try:
         data = json.loads(manifest.read_text())
-    except json.JSONDecodeError:
+    except (OSError, ValueError):
         return False
+    if not isinstance(data, dict) or not isinstance(data.get("code"), dict):
+        return False  # written before runs recorded their code: cannot tell, redo
+    mine = code or {}
     return (data.get("status") == COMPLETE and data.get("config_sha256") == spec.config_sha256()
-            and (data.get("git") or {}).get("revision") == revision and (run_dir / "requests.parquet").is_file())
+            and data.get("workload_sha256") == workload_hash
+            and data["code"].get("revision") == mine.get("revision")
+            and data["code"].get("diff_sha256") == mine.get("diff_sha256")
+            and (run_dir / "requests.parquet").is_file())
 
 
-def resolve_workload(spec: RunSpec):
-    """The run's workload: a preset gets the experiment's models and the run's seed (so `seeds`
-    gives independent draws of the workload, unless `workload.params.seed` pins one); a trace is
-    filtered to the models."""
+def _workload_args(spec: RunSpec) -> tuple[dict[str, Any], bool]:
+    """Parameters to resolve the run's workload with, and whether it is a preset."""
     import workloads
 
     params = dict(spec.workload_params)
@@ -281,37 +336,65 @@ def resolve_workload(spec: RunSpec):
         params.setdefault("models", list(spec.models))
     if is_preset:
         params.setdefault("seed", spec.seed)
+    return params, is_preset
+
+
+def resolve_workload(spec: RunSpec, source: str = ""):
+    """The run's workload: a preset gets the experiment's models and the run's seed (so `seeds`
+    gives independent draws of the workload, unless `workload.params.seed` pins one); a trace is
+    filtered to the models. No requests left is an input error (`source`: the experiment file)."""
+    import workloads
+
+    params, is_preset = _workload_args(spec)
     workload = workloads.resolve(spec.workload_spec, **params)
     if spec.models and not is_preset:
         keep = workload.requests["model"].isin(spec.models)
+        if len(workload) and not keep.any():
+            raise InputError(f"none of the workload's requests is for one of {list(spec.models)}; "
+                             f"{spec.workload_spec} has models {workload.models[:10]}",
+                             file=source or None, field="models")
         workload = workloads.Workload(workload.requests[keep].reset_index(drop=True),
                                       {**workload.meta, "filtered_to_models": list(spec.models)}, workload.history)
+    if not len(workload):
+        raise InputError(f"workload {spec.workload_spec} with {spec.workload_params} has no requests",
+                         file=source or None, field="workload")
     return workload
 
 
-def workload_sha256(requests: pd.DataFrame) -> str:
-    """Hash of the request table itself: equal inputs, equal hash (whatever the source)."""
-    hashed = pd.util.hash_pandas_object(requests, index=False).to_numpy()
-    return hashlib.sha256(hashed.tobytes()).hexdigest()
+def resolve_workloads(specs: list[RunSpec], source: str = "") -> dict[str, Any]:
+    """Each run's workload by run id, resolved once per distinct (spec, params, models) and shared.
+    Any error is an input error naming the file: nothing has run yet."""
+    cache: dict[str, Any] = {}
+    out: dict[str, Any] = {}
+    for spec in specs:
+        params, is_preset = _workload_args(spec)
+        key = json.dumps([spec.workload_spec, params, None if is_preset else spec.models], sort_keys=True, default=str)
+        if key not in cache:
+            try:
+                cache[key] = resolve_workload(spec, source)
+            except WarmbenchError:
+                raise
+            except Exception as exc:  # a reader or generator choking on this input
+                raise InputError(f"workload {spec.workload_spec}: {type(exc).__name__}: {exc}",
+                                 file=source or None, field="workload") from None
+        out[spec.run_id] = cache[key]
+    return out
 
 
-def execute(spec: RunSpec, run_dir: Path) -> RunOutcome:
-    """Do one run and write it; a failure is recorded in the manifest, never raised."""
+def execute(spec: RunSpec, run_dir: Path, code: dict[str, Any] | None = None, workload: Any = None) -> RunOutcome:
+    """Do one run and write it; a failure is recorded in the manifest, never raised. Ctrl-C
+    (KeyboardInterrupt, or a live run that stopped on SIGINT) leaves it incomplete, `interrupted`."""
     started = time.time()
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an earlier incomplete or outdated attempt: start clean
+    archive_run(run_dir)  # an earlier incomplete or outdated attempt: kept in .history, start clean
     run_dir.mkdir(parents=True)
-    manifest: dict[str, Any] = {
-        "experiment": spec.experiment, "run_id": spec.run_id, "point": spec.point, "system": spec.point["system"],
-        "backend": spec.backend, "seed": spec.seed, "config": spec.config(), "config_sha256": spec.config_sha256(),
-        "started_at": _iso(started), "status": INCOMPLETE, **environment(), "git": current_git(),
-    }
-    write_json(run_dir / "manifest.json", manifest)
+    manifest: dict[str, Any] = {}
     try:
-        workload = resolve_workload(spec)
-        manifest.update(workload=workload.meta, trace_sha256=workload.meta.get("sha256"),
-                        workload_sha256=workload_sha256(workload.requests), workload_requests=len(workload))
-        write_json(run_dir / "manifest.json", manifest)
+        workload = workload if workload is not None else resolve_workload(spec)
+        manifest = new_manifest(kind=spec.backend, system=spec.point["system"], config=spec.config(), seed=spec.seed,
+                                workload=workload, code=code if code is not None else current_code(),
+                                started_at=_iso(started), experiment=spec.experiment, run_id=spec.run_id,
+                                point=spec.point)
+        write_manifest(run_dir, manifest)
         if spec.backend == "sim":
             from systems.sim import simulate
 
@@ -321,72 +404,204 @@ def execute(spec: RunSpec, run_dir: Path) -> RunOutcome:
             from systems.live import run_live
 
             result = run_live(workload, spec.system, spec.options, run_dir, seed=spec.seed)
+        ended = time.time()
+        interrupted = bool(result.manifest.get("interrupted"))
+        status = INCOMPLETE if result.manifest.get("status") == INCOMPLETE or interrupted else COMPLETE
+        result.manifest = {**result.manifest, **manifest, "status": status, "interrupted": interrupted,
+                           "ended_at": _iso(ended), "wall_s": round(ended - started, 3)}
+        write_run(result, run_dir)
+    except KeyboardInterrupt:
+        manifest.update(status=INCOMPLETE, interrupted=True, ended_at=_iso(time.time()))
+        _write_best_effort(run_dir, manifest, spec)
+        return RunOutcome(spec, INCOMPLETE, time.time() - started, error="interrupted", interrupted=True)
     except Exception as exc:  # recorded; the grid goes on
-        manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}", ended_at=_iso(time.time()),
+        manifest.update(status=FAILED, error=f"{type(exc).__name__}: {exc}", ended_at=_iso(time.time()),
                         traceback=traceback.format_exc(limit=8))
-        write_json(run_dir / "manifest.json", manifest)
-        return RunOutcome(spec, "failed", time.time() - started, error=str(exc),
-                          user_error=isinstance(exc, WarmbenchError))
-    ended = time.time()
-    status = INCOMPLETE if result.manifest.get("status") == INCOMPLETE else COMPLETE  # a live run stopped early
-    result.manifest = {**result.manifest, **manifest, "status": status, "ended_at": _iso(ended),
-                       "wall_s": round(ended - started, 3)}
-    write_run(result, run_dir)
-    return RunOutcome(spec, status, ended - started, summary=read_summary(run_dir)["models"].get("all", {}))
+        _write_best_effort(run_dir, manifest, spec)
+        return RunOutcome(spec, FAILED, time.time() - started, error=str(exc),
+                          user_error=isinstance(exc, WarmbenchError), mostly_failed=True)
+    m = result.manifest
+    return RunOutcome(spec, status, ended - started, summary=read_summary(run_dir)["models"].get("all", {}),
+                      interrupted=interrupted, mostly_failed=bool(m.get("mostly_failed")),
+                      requests_summary=m.get("requests_summary"))
+
+
+def _write_best_effort(run_dir: Path, manifest: dict[str, Any], spec: RunSpec) -> None:
+    """The manifest of a run that did not complete; if even the start manifest was never built
+    (the workload failed), a minimal one that still follows the schema."""
+    base = {"schema_version": None, "kind": spec.backend, "backend": spec.backend, "system": spec.point["system"],
+            "seed": spec.seed, "point": spec.point, "config": spec.config(), "config_sha256": spec.config_sha256(),
+            "experiment": spec.experiment, "run_id": spec.run_id}
+    data = {**{k: v for k, v in base.items() if v is not None}, **manifest}
+    if (run_dir / "requests.jsonl").is_file() and not (run_dir / "requests.parquet").is_file():
+        from harness.store import read_jsonl
+        from harness.result import REQUEST_COLUMNS
+
+        write_manifest(run_dir, data, read_jsonl(run_dir / "requests.jsonl", REQUEST_COLUMNS))
+    else:
+        write_manifest(run_dir, data)
 
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds")
 
 
-def _execute_in_worker(spec: RunSpec, run_dir: str) -> RunOutcome:
-    return execute(spec, Path(run_dir))
+# ---------------------------------------------------------------- pool workers
+
+#: prctl(2) option: the signal a process gets when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
+
+
+#: Set in a pool worker while it does a run: Ctrl-C outside a run is ignored there (the parent stops the pool).
+_IN_RUN = threading.Event()
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Runs in each pool worker: die with the parent (even on SIGKILL of it), and take one Ctrl-C
+    during a run (it marks that run incomplete), ignoring any after it so the manifest gets written."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the watchdog below still covers it
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watchdog() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watchdog, name="die-with-parent", daemon=True).start()
+
+    def interrupt_once(signum: int, frame: Any) -> None:
+        if _IN_RUN.is_set():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt_once)
+
+
+def _execute_in_worker(spec: RunSpec, run_dir: str, code: dict[str, Any], workload: Any) -> RunOutcome:
+    _IN_RUN.set()
+    try:
+        return execute(spec, Path(run_dir), code, workload)
+    finally:
+        _IN_RUN.clear()
+
+
+#: After Ctrl-C, how long the grid waits for pool workers to record their runs as incomplete.
+STOP_GRACE_S = 10.0
 
 
 def run(config: ExperimentConfig, results_dir: Path, *, jobs: int = 1, source: Path | None = None,
         on_start: Callable[[RunSpec], None] = lambda s: None,
         on_done: Callable[[RunOutcome], None] = lambda o: None) -> tuple[Path, list[RunOutcome]]:
-    """Run the grid into `results_dir/<name>/`, skipping complete runs; returns the experiment dir and outcomes."""
+    """Run the grid into `results_dir/<name>/`, skipping runs done with the same config, workload and
+    code; returns the experiment dir and outcomes. Ctrl-C raises GridInterrupted (the run going on
+    is left incomplete, the rest not started)."""
     specs = grid(config)
+    src = config._source or str(source or "")
     exp_dir = Path(results_dir) / config.name
+    code = current_code()
+    workloads_by_id = resolve_workloads(specs, src)  # every input error before anything runs or moves
     exp_dir.mkdir(parents=True, exist_ok=True)
     write_json(exp_dir / EXPERIMENT_FILE, {"config": config.model_dump(), "source": str(source or ""),
                                            "runs": [s.run_id for s in specs],
                                            "points": {s.run_id: s.point for s in specs}})
     outcomes: list[RunOutcome] = []
     todo = []
-    revision = current_git().get("revision")
+    hashes: dict[int, str] = {}
     for spec in specs:
-        if is_done(spec, exp_dir / spec.run_id, revision):
-            outcome = RunOutcome(spec, "skipped", summary=read_summary(exp_dir / spec.run_id)["models"].get("all", {}))
-            outcomes.append(outcome)
-            on_done(outcome)
+        workload = workloads_by_id[spec.run_id]
+        digest = hashes.get(id(workload)) or hashes.setdefault(id(workload), workload_sha256(workload))
+        if is_done(spec, exp_dir / spec.run_id, code, digest):
+            outcomes.append(_skipped(spec, exp_dir / spec.run_id))
+            on_done(outcomes[-1])
         else:
             todo.append(spec)
     if jobs <= 1 or len(todo) <= 1 or config.backend == "live":  # live runs would disturb each other
-        for spec in todo:
+        for i, spec in enumerate(todo):
             on_start(spec)
-            outcome = execute(spec, exp_dir / spec.run_id)
+            try:
+                outcome = execute(spec, exp_dir / spec.run_id, code, workloads_by_id[spec.run_id])
+            except KeyboardInterrupt:  # a second Ctrl-C while the run was being recorded
+                outcome = RunOutcome(spec, INCOMPLETE, error="interrupted", interrupted=True)
             outcomes.append(outcome)
             on_done(outcome)
+            if outcome.interrupted:
+                raise GridInterrupted(exp_dir, _ordered(outcomes, specs), todo[i + 1:])
     else:
-        pool = ProcessPoolExecutor(max_workers=jobs)
-        try:
-            queue, running = list(todo), set()
-            while queue or running:
-                while queue and len(running) < jobs:  # submit as workers free up: "running" is true
-                    spec = queue.pop(0)
-                    running.add(pool.submit(_execute_in_worker, spec, str(exp_dir / spec.run_id)))
-                    on_start(spec)
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    outcome = future.result()
-                    outcomes.append(outcome)
-                    on_done(outcome)
-        except BaseException:  # Ctrl-C: drop queued runs; interrupted ones keep status incomplete
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
+        _run_pool(todo, exp_dir, code, workloads_by_id, jobs, outcomes, on_start, on_done, specs)
+    return exp_dir, _ordered(outcomes, specs)
+
+
+def _skipped(spec: RunSpec, run_dir: Path) -> RunOutcome:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return RunOutcome(spec, "skipped", summary=read_summary(run_dir)["models"].get("all", {}),
+                      mostly_failed=bool(manifest.get("mostly_failed")),
+                      requests_summary=manifest.get("requests_summary"))
+
+
+def _ordered(outcomes: list[RunOutcome], specs: list[RunSpec]) -> list[RunOutcome]:
     order = {s.run_id: i for i, s in enumerate(specs)}
-    outcomes.sort(key=lambda o: order[o.spec.run_id])
-    return exp_dir, outcomes
+    return sorted(outcomes, key=lambda o: order[o.spec.run_id])
+
+
+def _run_pool(todo: list[RunSpec], exp_dir: Path, code: dict[str, Any], workloads_by_id: dict[str, Any], jobs: int,
+              outcomes: list[RunOutcome], on_start: Callable[[RunSpec], None], on_done: Callable[[RunOutcome], None],
+              specs: list[RunSpec]) -> None:
+    """Runs in worker processes, submitted as workers free up (so "running" is true)."""
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init, initargs=(os.getpid(),))
+    queue, running = list(todo), {}
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                spec = queue.pop(0)
+                running[pool.submit(_execute_in_worker, spec, str(exp_dir / spec.run_id), code,
+                                    workloads_by_id[spec.run_id])] = spec
+                on_start(spec)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                spec = running.pop(future)
+                outcome = future.result()
+                outcomes.append(outcome)
+                on_done(outcome)
+                if outcome.interrupted:  # a worker got the Ctrl-C first
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        _stop_pool(pool, running, outcomes, on_done)
+        started = {o.spec.run_id for o in outcomes}
+        raise GridInterrupted(exp_dir, _ordered(outcomes, specs), [s for s in todo if s.run_id not in started]) from None
+    except BaseException:
+        _stop_pool(pool, running, outcomes, lambda o: None)
+        raise
+    pool.shutdown()
+
+
+def _stop_pool(pool: ProcessPoolExecutor, running: dict[Any, RunSpec], outcomes: list[RunOutcome],
+               on_done: Callable[[RunOutcome], None]) -> None:
+    """Interrupt the runs in flight (each records itself incomplete), drop queued ones, end the workers."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # further Ctrl-C: we are stopping already
+    try:
+        pool.shutdown(wait=False, cancel_futures=True)
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        for proc in processes:
+            try:
+                os.kill(proc.pid, signal.SIGINT)
+            except (OSError, TypeError):
+                pass
+        done, _ = wait(running, timeout=STOP_GRACE_S)
+        for future, spec in running.items():
+            try:
+                outcome = future.result(timeout=0) if future in done else None
+            except BaseException:  # noqa: BLE001 - a worker that died: its manifest says incomplete
+                outcome = None
+            outcome = outcome or RunOutcome(spec, INCOMPLETE, error="interrupted", interrupted=True)
+            outcomes.append(outcome)
+            on_done(outcome)
+        running.clear()
+        for proc in processes:
+            if proc.is_alive():
+                proc.kill()
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -62,15 +62,25 @@ def handle(args: argparse.Namespace) -> int:
             progress.stop_task(task)
             progress.advance(overall)
 
-        exp_dir, outcomes = experiment.run(config, args.results, jobs=args.jobs, source=source,
-                                           on_start=on_start, on_done=on_done)
+        try:
+            exp_dir, outcomes = experiment.run(config, args.results, jobs=args.jobs, source=source,
+                                               on_start=on_start, on_done=on_done)
+        except experiment.GridInterrupted as stop:
+            progress.stop()
+            return _interrupted(console, stop)
     failed = [o for o in outcomes if o.status == "failed"]
     for o in failed:
         console.print(f"[red]failed[/] {o.spec.run_id}: {o.error}", highlight=False)
-    if len(failed) == len(outcomes):
+    if failed and len(failed) == len(outcomes):
         if all(o.user_error for o in failed):
             raise WarmbenchError(f"every run failed; first error: {failed[0].error}")
         return 1
+    incomplete = [o for o in outcomes if o.status == "incomplete"]
+    for o in incomplete:
+        console.print(f"[yellow]incomplete[/] {o.spec.run_id}: left out of the table", highlight=False)
+    bad = [o for o in outcomes if o.status in ("complete", "skipped") and o.mostly_failed]
+    for o in bad:
+        console.print(f"[red]mostly failed[/] {o.spec.run_id}: {_why(o)}", highlight=False)
     runs = [r for r in load_runs(exp_dir) if r.complete]
     wanted = args.baseline or config.baseline
     baseline = wanted if wanted in systems(runs) else (runs[0].system if runs else None)  # its runs may have failed
@@ -78,4 +88,29 @@ def handle(args: argparse.Namespace) -> int:
     if not args.no_report:
         report = build(exp_dir, baseline=baseline)
         console.print(f"report: [bold]{report.html_path}[/] (and {report.md_path.name})", soft_wrap=True)
-    return 1 if failed else 0
+    return 1 if failed or incomplete or bad else 0
+
+
+def _why(outcome: experiment.RunOutcome) -> str:
+    s = outcome.requests_summary or {}
+    if not s.get("total"):
+        return "the run has no requests"
+    return (f"{s['total'] - s['ok']} of {s['total']} requests not ok ({s['failed']} failed, "
+            f"{s['unfinished']} unfinished); see its requests table for the errors")
+
+
+def _interrupted(console: Console, stop: experiment.GridInterrupted) -> int:
+    """Ctrl-C: say which runs are done, which was cut short and which never started; exit 130."""
+    done = [o for o in stop.outcomes if o.status in ("complete", "skipped")]
+    cut = [o for o in stop.outcomes if o.status == "incomplete"]
+    console.print(f"[yellow]interrupted[/]: {len(done)} runs complete, {len(cut)} incomplete, "
+                  f"{len(stop.missing)} not started (rerun the same command to resume)", highlight=False)
+    for o in cut:
+        console.print(f"  incomplete: {o.spec.run_id}", highlight=False)
+    for spec in stop.missing:
+        console.print(f"  not started: {spec.run_id}", highlight=False)
+    ids = {o.spec.run_id for o in done}  # not the not-started runs' old results
+    runs = [r for r in load_runs(stop.exp_dir) if r.complete and r.run_id in ids] if done else []
+    if runs:
+        print_tables(console, rich_tables(runs, runs[0].system))
+    return 130

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from datetime import datetime, timezone
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from harness.errors import WarmbenchError
+from harness.errors import InputError, WarmbenchError
 
 
 def parse_value(text: str) -> Any:
@@ -43,15 +42,6 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def workload_sha256(requests) -> str:
-    """Hash of the canonical request columns: identifies the exact requests simulated."""
-    h = hashlib.sha256()
-    for col in ("request_id", "arrival_s", "input_tokens", "output_tokens"):
-        h.update(np.ascontiguousarray(requests[col].to_numpy()).tobytes())
-    h.update("\n".join(map(str, requests["model"].tolist())).encode())
-    return h.hexdigest()
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sim", help="simulate a system on a cluster over a workload",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.metrics import summarize
-    from harness.store import environment, write_run
+    from harness.store import new_manifest, write_run
     from systems.sim import simulate
     from systems.sim.specs import resolve_cluster
     from workloads import resolve
@@ -77,21 +67,19 @@ def run(args: argparse.Namespace) -> int:
     options = parse_options(args.option)
     cluster = resolve_cluster(args.cluster)
     workload = resolve(args.workload)
+    if not len(workload):
+        raise InputError("the workload has no requests", file=str(args.workload), field="--workload")
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     result = simulate(workload, cluster, args.system, options=options, seed=args.seed,
                       duration_s=args.duration_s, debug=args.debug)
     wall_s = time.perf_counter() - t0
-    result.manifest.update({
-        "status": "complete",
-        "workload": {"spec": str(args.workload), "meta": workload.meta, "requests": len(workload),
-                     "sha256": workload_sha256(workload.requests), "source_sha256": workload.meta.get("sha256")},
-        "cluster_spec": str(args.cluster),
-        "config": {"system": args.system, "options": options, "cluster": str(args.cluster), "seed": args.seed,
-                   "duration_s": args.duration_s},
-        "start": started.isoformat(), "end": datetime.now(timezone.utc).isoformat(), "wall_s": wall_s,
-        **environment(),
-    })
+    config = {"system": args.system, "options": options, "cluster": str(args.cluster), "seed": args.seed,
+              "duration_s": args.duration_s, "workload": str(args.workload)}
+    result.manifest.update(new_manifest(
+        kind="sim", system=args.system, config=config, seed=args.seed, workload=workload,
+        started_at=started.isoformat(), workload_spec=str(args.workload), cluster_spec=str(args.cluster)))
+    result.manifest.update(status="complete", ended_at=datetime.now(timezone.utc).isoformat(), wall_s=wall_s)
     out = write_run(result, args.out)
     console = Console()
     req = result.requests
@@ -112,4 +100,9 @@ def run(args: argparse.Namespace) -> int:
                       f"queue {ok['queue_s'].mean():.3f} s, load {ok['load_s'].fillna(0).mean():.3f} s, "
                       f"prefill {ok['prefill_s'].mean():.3f} s; start kinds " + json.dumps(kinds))
     console.print(f"wrote {out}")
+    if result.manifest["mostly_failed"]:
+        s = result.manifest["requests_summary"]
+        Console(stderr=True).print(f"[red]mostly failed:[/] {s['total'] - s['ok']} of {s['total']} requests not ok "
+                                   f"({s['failed']} failed, {s['unfinished']} unfinished)", highlight=False)
+        return 1
     return 0

@@ -70,6 +70,8 @@ class ReplayConfig:
     drain_s: float = 30.0
     max_connections: int = 8192
     seed: int = 0
+    #: Set (e.g. by a second Ctrl-C) to end the drain at once: in-flight requests are cancelled.
+    cut: Event | None = None
 
 
 @dataclass
@@ -150,6 +152,19 @@ def _one(pool: ClientPool, router: Router, record: dict[str, Any], clock: Clock,
         recorder.write(record)
 
 
+def _drain(group: Group, drain_s: float, cut: Event | None) -> None:
+    """Wait up to `drain_s` for in-flight requests, or until `cut` is set."""
+    if cut is None:
+        group.join(timeout=drain_s)
+        return
+    deadline = time.perf_counter() + drain_s
+    while len(group) and not cut.is_set():
+        left_s = deadline - time.perf_counter()
+        if left_s <= 0:
+            break
+        group.join(timeout=min(left_s, 0.1))
+
+
 def replay(requests: pd.DataFrame, router: Router, recorder: JsonlRecorder, clock: Clock,
            config: ReplayConfig, stop: Event | None = None) -> ReplayStats:
     """Send every request of `requests` (columns request_id, model, scheduled_s, input_tokens,
@@ -176,7 +191,7 @@ def replay(requests: pd.DataFrame, router: Router, recorder: JsonlRecorder, cloc
             group.spawn(_one, pool, router, record, clock, recorder, config, stop)
             sent += 1  # handed to its greenlet, which records it whether it sends or not
         if stop.is_set():
-            group.join(timeout=config.drain_s)
+            _drain(group, config.drain_s, config.cut)
             group.kill(block=True, timeout=5)
         else:
             group.join()

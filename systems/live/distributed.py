@@ -96,7 +96,8 @@ class _MasterReplayer:
                     for r in part[list(SHARD_COLUMNS)].itertuples(index=False)]
             self.workers[worker_id] = {"requests": len(rows)}
             self.runner.send_message(MSG_SHARD, {"rows": rows, "endpoints": endpoints, "start_epoch": start_epoch,
-                                                 "config": dataclasses.asdict(config)}, client_id=worker_id)
+                                                 "config": {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                                                            if f.name != "cut"}}, client_id=worker_id)
         wall0 = time.perf_counter()
         stopped = False
         while not self._done.is_set():

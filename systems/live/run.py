@@ -1,8 +1,10 @@
 """`run_live`: stand up (or reach) a system, replay a workload against it, write the run.
 
 The run directory gets `requests.jsonl` while the replay runs (flushed at least every second)
-and `manifest.json` with status `running`; at the end the Parquet tables, `metrics.parquet`
-(Prometheus scrapes) and the final manifest (status `complete`, or `incomplete` after Ctrl-C).
+and `manifest.json` with status `incomplete` (written through harness.store's one manifest writer);
+at the end the Parquet tables, `metrics.parquet` (Prometheus scrapes) and the final manifest
+(status `complete`, or `incomplete` with `interrupted: true` after Ctrl-C; a second Ctrl-C cuts
+the drain of in-flight requests short).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import platform
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ from harness.loadgen.recorder import JsonlRecorder
 from harness.loadgen.replay import ReplayStats
 from harness.loadgen.telemetry import METRIC_COLUMNS, GpuMemory, Scraper
 from harness.result import EVENT_COLUMNS, MEMORY_COLUMNS, REQUEST_COLUMNS, RunResult
-from harness.store import write_json, write_run
+from harness.store import new_manifest, write_manifest, write_run
 from systems.live.base import EventLog, LiveSystem
 from systems.live.options import ClientOptions, parse_options
 from workloads.workload import Workload
@@ -120,15 +121,6 @@ def requests_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.sort_values("request_id", kind="stable").reset_index(drop=True)
 
 
-def _git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parents[2])
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -175,20 +167,29 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
     gpu = GpuMemory(node)
     events = EventLog(node=node)
     live = build_system(system, sys_opts, client, workload.models, events, out, gpu.available)
-    manifest: dict[str, Any] = {
-        "kind": "live", "system": system, "status": "running", "seed": seed,
-        "options": {"client": client.model_dump(), "system": sys_opts.model_dump()},
-        "workload": workload.meta, "n_requests": len(workload), "models": workload.models,
-        "host": node, "platform": platform.platform(), "argv": sys.argv,
-        "git_revision": _git_revision(), "versions": _versions(),
-        "started_at": datetime.now(timezone.utc).isoformat(),
-        "gpu_memory": "measured (NVML)" if gpu.available else gpu.reason,
+    run_options = {"client": client.model_dump(), "system": sys_opts.model_dump()}
+    manifest = new_manifest(
+        kind="live", system=system, seed=seed, workload=workload,
+        config={"system": system, "options": run_options, "seed": seed},
+        options=run_options, n_requests=len(workload), models=workload.models,
+        platform=platform.platform(), argv=sys.argv,
+        started_at=datetime.now(timezone.utc).isoformat(),
+        gpu_memory="measured (NVML)" if gpu.available else gpu.reason,
         **(extra_manifest or {}),
-    }
-    write_json(out / "manifest.json", manifest)
+    )
+    manifest["versions"] = {**manifest["versions"], **_versions()}
+    manifest["git_revision"] = manifest["code"]["revision"]  # schema 1 readers
+    write_manifest(out, manifest)
     main_thread = threading.current_thread() is threading.main_thread()
     old_handler = signal.getsignal(signal.SIGINT) if main_thread else None
-    sig = gevent.signal_handler(signal.SIGINT, stop.set) if main_thread else None
+    interrupts: list[float] = []
+    cut = Event()  # set by a second Ctrl-C: stop waiting for in-flight requests
+
+    def on_sigint() -> None:
+        interrupts.append(time.time())
+        (stop if len(interrupts) == 1 else cut).set()
+
+    sig = gevent.signal_handler(signal.SIGINT, on_sigint) if main_thread else None
     recorder = JsonlRecorder(jsonl, on_record=on_record)
     scraper: Scraper | None = None
     stats: ReplayStats | None = None
@@ -211,13 +212,18 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
         scraper.start()
         gpu.start(clock.now, live.gpu_pids, client.scrape_period_s)
         config = ReplayConfig(timeout_s=client.timeout_s, connect_timeout_s=client.connect_timeout_s,
-                              drain_s=client.drain_s, max_connections=client.max_connections, seed=seed)
+                              drain_s=client.drain_s, max_connections=client.max_connections, seed=seed,
+                              cut=cut)
         stats = replayer(schedule(workload, client.time_scale), live, recorder, clock, config, stop)
         scraper.stop()
         scraper.scrape_once()  # final counters, after the last request
     except BaseException as exc:
+        if interrupts or isinstance(exc, KeyboardInterrupt):  # Ctrl-C: not a failure of the system
+            manifest.update(status="incomplete", interrupted=True, error=f"{type(exc).__name__}: {exc}"[:500])
+            write_manifest(out, manifest, requests_table(recorder.records))
+            raise KeyboardInterrupt from exc
         manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
-        write_json(out / "manifest.json", manifest)
+        write_manifest(out, manifest, requests_table(recorder.records))
         raise
     finally:
         if scraper is not None:
@@ -230,7 +236,7 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
             signal.signal(signal.SIGINT, old_handler)
     incomplete = stats is None or stats.stopped_early
     manifest.update(
-        status="incomplete" if incomplete else "complete",
+        status="incomplete" if incomplete else "complete", interrupted=bool(interrupts),
         ended_at=datetime.now(timezone.utc).isoformat(),
         client=client_health(stats, client.overload_threshold_ms),
         scrape_failures=scraper.failures if scraper else {},

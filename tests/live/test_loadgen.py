@@ -84,7 +84,7 @@ def test_records_are_on_disk_while_the_replay_runs(standin, tmp_path: Path) -> N
         gevent.sleep(2.0)
         path = run / "requests.jsonl"
         seen.append(len(path.read_text().splitlines()) if path.exists() else -1)
-        seen.append(json.loads((run / "manifest.json").read_text())["status"] == "running")
+        seen.append(json.loads((run / "manifest.json").read_text())["status"] == "incomplete")  # until the end
 
     g = gevent.spawn(peek)
     run_live(workload(["m"], 30, 3.0), "openai", {"url": url}, run)

@@ -126,7 +126,7 @@ def test_default_preset_validates_and_covers_every_system() -> None:
 @pytest.fixture(autouse=True)
 def fixed_revision(monkeypatch):
     """Others commit to this tree while tests run; resume must not see that as new code."""
-    monkeypatch.setattr(experiment, "current_git", lambda: {"revision": "r1", "dirty": False})
+    monkeypatch.setattr(experiment, "current_code", lambda: {"revision": "r1", "dirty": False, "diff_sha256": None})
 
 
 def test_run_writes_the_store_and_resumes(tmp_path, monkeypatch) -> None:
@@ -153,7 +153,7 @@ def test_run_writes_the_store_and_resumes(tmp_path, monkeypatch) -> None:
     changed = experiment.parse({**__import__("tomllib").loads(TINY), "options": {"engine_init_s": 9.0}}, path, quick=True)
     _, rerun = experiment.run(changed, tmp_path / "results", jobs=1)
     assert [o.status for o in rerun] == ["complete", "complete"]  # same run ids, new config: not skipped
-    monkeypatch.setattr(experiment, "current_git", lambda: {"revision": "r2", "dirty": False})
+    monkeypatch.setattr(experiment, "current_code", lambda: {"revision": "r2", "dirty": False, "diff_sha256": None})
     _, new_code = experiment.run(changed, tmp_path / "results", jobs=1)
     assert [o.status for o in new_code] == ["complete", "complete"]  # same config, new code: not skipped
 

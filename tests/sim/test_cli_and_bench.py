@@ -34,7 +34,7 @@ def test_sim_command_writes_a_run(tmp_path: Path, capsys):
     assert len(run.requests) == int((pd.read_csv(wl)["arrival_s"] < 50).sum())
     m = run.manifest
     assert m["system"] == "vllm-ondemand" and m["seed"] == 3 and m["options"]["engine_init_s"] == 3.5
-    assert len(m["workload"]["sha256"]) == 64 and m["workload"]["requests"] == 200
+    assert len(m["workload_sha256"]) == 64 and m["workload_requests"] == 200
     assert "versions" in m and m["status"] == "complete"
     assert (out / "summary.json").exists() and len(run.events) and len(run.memory)
     assert "wrote" in capsys.readouterr().out
