@@ -24,58 +24,68 @@ from workloads.workload import Workload
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Alpha = Annotated[float, Field(ge=0, le=100)]
 
 
 class WarmServeRecipe(_Strict):
     models: list[str] = Field(default_factory=lambda: ["llama-2-7b", "llama-2-7b#1", "llama-2-13b", "llama-2-70b"],
                               min_length=1)
-    total_rps: float = Field(5.0, gt=0)
-    alpha: float = 1.0
-    start_day: int | None = Field(None, ge=0)
+    total_rps: float = Field(5.0, gt=0, le=1e6)
+    alpha: Alpha = 1.0
+    start_day: int | None = Field(None, ge=0, le=100_000)
     start_hour: float = Field(0.0, ge=0, lt=24)
-    duration_s: float = Field(1200.0, gt=0)
-    seed: int = 0
-    history_days: int = Field(6, ge=0)
-    window_s: float = Field(300.0, gt=0)
-    cv: float | None = Field(None, gt=0)
+    duration_s: float = Field(1200.0, gt=0, le=1e8)
+    seed: Seed = 0
+    history_days: int = Field(6, ge=0, le=366)
+    window_s: float = Field(300.0, gt=0, le=86_400)
+    cv: float | None = Field(None, gt=0, le=100)
     clip: bool = True
 
 
 class ZipfRecipe(_Strict):
     models: list[str] = Field(min_length=1)
-    alpha: float = 1.0
-    seed: int = 0
+    alpha: Alpha = 1.0
+    seed: Seed = 0
 
 
 class WindowStep(_Strict):
     kind: Literal["window"]
     start_s: float = Field(0.0, ge=0)
-    end_s: float | None = None
+    end_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "WindowStep":
+        if self.end_s is not None and self.end_s <= self.start_s:
+            raise ValueError(f"end_s {self.end_s} must be after start_s {self.start_s}")
+        return self
 
 
 class ScaleStep(_Strict):
     kind: Literal["scale_time"]
-    factor: float = Field(gt=0)
+    factor: float = Field(gt=0, le=1e6)
 
 
 class ResampleStep(_Strict):
     kind: Literal["resample_rate"]
-    target_rps: float = Field(gt=0)
-    seed: int = 0
+    target_rps: float = Field(gt=0, le=1e6)
+    seed: Seed = 0
 
 
 class GammaStep(_Strict):
     kind: Literal["gamma_cv"]
-    cv: float = Field(gt=0)
-    seed: int = 0
+    cv: float = Field(gt=0, le=100)
+    seed: Seed = 0
 
 
 class ClipStep(_Strict):
     kind: Literal["clip_lengths"]
-    max_input_tokens: int = Field(transform.MAX_INPUT_TOKENS, gt=0)
-    min_output_tokens: int = Field(transform.MIN_OUTPUT_TOKENS, ge=0)
-    max_output_tokens: int = Field(transform.MAX_OUTPUT_TOKENS, gt=0)
+    max_input_tokens: int = Field(transform.MAX_INPUT_TOKENS, gt=0, le=10**9)
+    min_output_tokens: int = Field(transform.MIN_OUTPUT_TOKENS, ge=0, le=10**9)
+    max_output_tokens: int = Field(transform.MAX_OUTPUT_TOKENS, gt=0, le=10**9)
 
 
 Step = Annotated[Union[WindowStep, ScaleStep, ResampleStep, GammaStep, ClipStep], Field(discriminator="kind")]
@@ -107,6 +117,10 @@ def load_recipe(path: str | Path) -> Recipe:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"not valid TOML: {exc}", file=str(p)) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start})", file=str(p)) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:

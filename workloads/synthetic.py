@@ -113,10 +113,14 @@ def synthetic_week(*, models: list[str] | tuple[str, ...] = PAPER_MODELS, total_
     Results are memoised per parameter set (every run of the default experiment asks for the
     same week); callers get copies.
     """
-    if isinstance(models, str):  # e.g. `-p models=a,b` on the command line
-        models = [m.strip() for m in models.split(",") if m.strip()]
-    key = (tuple(models), float(total_rps), float(alpha), float(duration_s), int(seed), float(start_hour),
-           int(history_days), float(window_s), bool(clip))
+    from workloads.params import SyntheticParams, checked
+
+    p = checked(SyntheticParams, dict(models=models, total_rps=total_rps, alpha=alpha, duration_s=duration_s,
+                                      seed=seed, start_hour=start_hour, history_days=history_days,
+                                      window_s=window_s, clip=clip, cv=cv), what="preset 'synthetic-week'")
+    models, cv, seed = p.models, p.cv, p.seed
+    key = (tuple(models), p.total_rps, p.alpha, p.duration_s, p.seed, p.start_hour, p.history_days, p.window_s,
+           p.clip)
     if key not in _CACHE:
         if len(_CACHE) >= 8:
             _CACHE.pop(next(iter(_CACHE)))

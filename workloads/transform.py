@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.errors import WarmbenchError
+from harness.errors import InputError, WarmbenchError
 from workloads.workload import REQUEST_COLUMNS, Workload
 
 #: The paper's length limits (PAPER.md section 3).
@@ -32,6 +32,8 @@ def _renumber(frame: pd.DataFrame) -> pd.DataFrame:
 def _derive(workload: Workload, requests: pd.DataFrame, name: str, params: dict[str, Any],
             history: pd.DataFrame | None | bool = True) -> Workload:
     """New Workload with the step recorded; `history=True` keeps the old history."""
+    if len(requests) == 0 and len(workload):
+        raise InputError(f"the {name} step {params} leaves no requests (it had {len(workload)})")
     meta = copy.deepcopy(workload.meta)
     meta.setdefault("transforms", []).append(
         {"name": name, **params, "rows_in": len(workload), "rows_out": len(requests)})

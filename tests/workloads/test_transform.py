@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.errors import WarmbenchError
+from harness.errors import InputError, WarmbenchError
 from workloads.transform import (assign_zipf, clip_lengths, gamma_cv, merge, resample_rate, scale_time,
                                  select_window)
 from workloads.workload import Workload, canonical_frame
@@ -132,8 +132,12 @@ def test_window_keeps_exactly_the_arrivals_inside_in_order(arrival, a, b):
     if end <= start:
         return
     w = make(arrival)
-    out = select_window(w, start, end)
     inside = [x for x in arrival if start <= x < end]
+    if not inside and len(arrival):  # a window that leaves nothing is an input error, not an empty run
+        with pytest.raises(InputError, match="leaves no requests"):
+            select_window(w, start, end)
+        return
+    out = select_window(w, start, end)
     assert len(out) == len(inside)
     assert out.requests["arrival_s"].to_numpy() == pytest.approx(np.array(inside) - start)
     assert out.requests["request_id"].tolist() == list(range(len(inside)))

@@ -25,7 +25,16 @@ def check_file(path: str | Path) -> Path:
         raise InputError("not a file", file=str(p))
     if p.stat().st_size == 0:
         raise InputError("the file is empty", file=str(p))
+    try:
+        with open(p, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
     return p
+
+
+#: Largest token count accepted in a trace: far beyond any context window, far within int64.
+MAX_TOKENS = 100_000_000
 
 
 def sha256_file(path: Path) -> str:
@@ -48,7 +57,9 @@ def read_csv(path: Path, column_types: dict[str, pa.DataType] | None = None,
                                                  include_columns=include_columns or [],
                                                  strings_can_be_null=True),
         )
-    except pa.ArrowInvalid as exc:
+    except (OSError, pa.ArrowInvalid) as exc:
+        if not isinstance(exc, pa.ArrowInvalid):
+            raise InputError(f"cannot read: {exc.strerror or str(exc).splitlines()[0]}", file=str(path)) from None
         message = str(exc).splitlines()[0]
         if "Empty CSV file" in message:
             raise InputError("the file is empty", file=str(path)) from None
@@ -95,7 +106,12 @@ def token_column(values: pa.ChunkedArray | pd.Series | np.ndarray, name: str, pa
 
     if isinstance(values, (pa.ChunkedArray, pa.Array)) and pa.types.is_integer(values.type) \
             and values.null_count == 0:
-        array = np.asarray(values.to_numpy(), dtype=np.int64)  # fast path: clean integer column
+        raw = values.to_numpy()  # fast path: clean integer column (uint64 too: checked before the cast)
+        if len(raw) and raw.max() > MAX_TOKENS:
+            i = _first_bad(raw > MAX_TOKENS)
+            raise InputError(f"token count {raw[i]} is above the limit of {MAX_TOKENS}", file=str(path),
+                             row=row_of(i), field=name)
+        array = np.asarray(raw, dtype=np.int64)
         if len(array) and array.min() < 0:
             i = _first_bad(array < 0)
             raise InputError(f"negative token count {array[i]}", file=str(path), row=row_of(i), field=name)
@@ -117,6 +133,11 @@ def token_column(values: pa.ChunkedArray | pd.Series | np.ndarray, name: str, pa
     if bad.any():
         i = _first_bad(bad)
         raise InputError(f"negative token count {array[i]:g}", file=str(path), row=row_of(i), field=name)
+    bad = ~np.isfinite(array) | (array > MAX_TOKENS)
+    if bad.any():
+        i = _first_bad(bad)
+        raise InputError(f"token count {series.iloc[i]} is above the limit of {MAX_TOKENS}", file=str(path),
+                         row=row_of(i), field=name)
     bad = array != np.floor(array)
     if bad.any():
         i = _first_bad(bad)

@@ -17,7 +17,10 @@ FORMATS: tuple[str, ...] = ("azure-llm", "azure-functions", "burstgpt", "mooncak
 def header_of(path: Path) -> list[str]:
     """Column names: Parquet schema, keys of the first JSON line, or the CSV header split on commas."""
     if is_parquet(path):
-        return list(pq.read_schema(path).names)
+        try:
+            return list(pq.read_schema(path).names)
+        except (OSError, ValueError) as exc:  # ArrowInvalid is both
+            raise InputError(f"cannot read as Parquet: {str(exc).splitlines()[0]}", file=str(path)) from None
     with open(path, "rb") as fh:
         first = fh.readline(1 << 20).decode("utf-8-sig", errors="replace").strip()
     if first.startswith("{"):

@@ -23,7 +23,7 @@ def read_table(path: Path) -> pa.Table:
     if is_parquet(path):
         try:
             table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (OSError, ValueError) as exc:  # ArrowInvalid, truncated or corrupt files
             raise InputError(f"cannot read as Parquet: {str(exc).splitlines()[0]}", file=str(path)) from None
         if table.num_rows == 0:
             raise InputError("no rows", file=str(path))
@@ -93,7 +93,10 @@ def read_canonical(path: str | Path) -> Workload:
     p = Path(path)
     if not is_parquet(p):
         return workload
-    made_by = stored_meta(p)
+    try:
+        made_by = stored_meta(p)
+    except (OSError, ValueError) as exc:  # metadata that is not our JSON
+        raise InputError(f"cannot read the workload meta: {str(exc).splitlines()[0]}", file=str(p)) from None
     meta = dict(workload.meta)
     history = None
     if made_by is not None:
@@ -101,7 +104,11 @@ def read_canonical(path: str | Path) -> Workload:
         if "window_s" in made_by:
             meta["window_s"] = made_by["window_s"]
     if history_path(p).is_file():
-        history = pq.read_table(history_path(p)).to_pandas()
+        try:
+            history = pq.read_table(history_path(p)).to_pandas()
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read as Parquet: {str(exc).splitlines()[0]}",
+                             file=str(history_path(p))) from None
         history["model"] = history["model"].astype(object)
     return Workload(workload.requests, meta, history)
 
