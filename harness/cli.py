@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness.errors import WarmbenchError
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except WarmbenchError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # one line, however long
         return 2
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")

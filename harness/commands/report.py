@@ -13,7 +13,11 @@ from harness.report.table import print_tables, rich_tables
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("report", help="write report.html / report.md for a run or experiment directory")
+    p = subparsers.add_parser(
+        "report", help="write report.html / report.md for a run or experiment directory",
+        epilog="Runs of the grid (experiment.json) that are missing, failed or incomplete are listed under the "
+               "tables and in the report. Exit 0: report written; 2: bad input (missing directory, a manifest, "
+               "summary or table that cannot be read, an unwritable directory).")
     p.add_argument("path", type=Path, help="a run directory or an experiment directory (results/<experiment>)")
     p.add_argument("--baseline", help="system the ratios are against (default: the experiment's, else the first)")
     p.add_argument("--memory-run", help="run id whose GPU memory is drawn (default: one at the highest load)")

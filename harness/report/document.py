@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import WarmbenchError
+from harness.errors import InputError, WarmbenchError
 from harness.metrics import ALL_MODELS, CLIENT_LAG_LIMIT_S, by_start_kind
 from harness.report import figures
-from harness.report.load import EXPERIMENT_FILE, RunInfo, load_runs, points, summary_frame, systems
-from harness.report.table import fmt, markdown_table
+from harness.report.load import (EXPERIMENT_FILE, RunInfo, load_runs, missing_runs, points, read_experiment,
+                                 summary_frame, systems)
+from harness.report.table import fmt, markdown_table, seeds_text
 
 #: Per-model columns in the report's detail table.
 MODEL_METRICS: tuple[str, ...] = ("requests", "failed", "mean_ttft_s", "p90_ttft_s", "p95_ttft_s", "p99_ttft_s",
@@ -34,11 +35,9 @@ class Report:
 def default_baseline(path: Path, runs: list[RunInfo]) -> str | None:
     """The experiment's `baseline` if it names one that ran, else the first system."""
     names = systems(runs)
-    file = path / EXPERIMENT_FILE
-    if file.is_file():
-        chosen = json.loads(file.read_text()).get("config", {}).get("baseline")
-        if chosen in names:
-            return chosen
+    chosen = ((read_experiment(Path(path)) or {}).get("config") or {}).get("baseline")
+    if chosen in names:
+        return chosen
     return names[0] if names else None
 
 
@@ -72,8 +71,19 @@ def warnings_for(runs: list[RunInfo], memory_empty: dict[str, bool]) -> list[str
 
 
 def build(path: str | Path, baseline: str | None = None, memory_run: str | None = None) -> Report:
-    """Write figures/, report.html and report.md into `path` (a run or an experiment directory)."""
-    root = Path(path)
+    """Write figures/, report.html and report.md into `path` (a run or an experiment directory).
+
+    Runs of the grid missing on disk, failed or incomplete are listed in the warnings; a directory
+    that cannot be written is bad input (InputError naming the file), not a traceback.
+    """
+    try:
+        return _build(Path(path), baseline, memory_run)
+    except OSError as exc:
+        raise InputError(f"cannot write the report ({exc.strerror or exc})",
+                         file=str(exc.filename or path)) from None
+
+
+def _build(root: Path, baseline: str | None, memory_run: str | None) -> Report:
     every = load_runs(root)
     runs = [r for r in every if r.manifest.get("status") != "failed"]
     if not runs:
@@ -110,7 +120,8 @@ def build(path: str | Path, baseline: str | None = None, memory_run: str | None 
             f"GPU memory per GPU over time for {mem_choice.run_id} (stacked: weights, KV, prewarmed, free).")
     add("model_p99_ttft", figures.model_p99_bars(frame, last, runs), f"Per-model P99 TTFT at {last or 'this run'}.")
     kinds = _start_kind_frame(at_last, results)
-    warnings = warnings_for(every, memory_empty)
+    warnings = [f"{i}: missing (in {EXPERIMENT_FILE}, no run on disk); left out of tables and figures"
+                for i in missing_runs(root, every)] + warnings_for(every, memory_empty)
     title = f"warmbench report: {root.name}"
     html_path, md_path = root / "report.html", root / "report.md"
     html_path.write_text(_html(title, root, runs, frame, baseline, made, warnings, kinds, last))
@@ -159,9 +170,8 @@ def _start_kind_frame(runs: list[RunInfo], results: dict) -> pd.DataFrame:
 
 
 def _manifest_view(root: Path, runs: list[RunInfo]) -> dict:
-    file = root / EXPERIMENT_FILE
-    if file.is_file():
-        exp = json.loads(file.read_text())
+    exp = read_experiment(root)
+    if exp is not None:
         first = runs[0].manifest if runs else {}
         return {"experiment": exp, "environment": {k: first.get(k) for k in ("versions", "git", "host")}}
     return runs[0].manifest if len(runs) == 1 else {r.run_id: r.manifest for r in runs}
@@ -178,7 +188,9 @@ def _html(title: str, root: Path, runs, frame, baseline, made, warnings, kinds, 
                      + "</ul></div>")
     parts.append("<h2>Key metrics</h2>")
     for point in points(runs):
-        parts.append(f"<h3>{esc(point or 'run')}</h3>" + _md_to_html_table(markdown_table(runs, point, baseline)))
+        seeds = seeds_text(runs, point)
+        parts.append(f"<h3>{esc(point or 'run')}</h3>" + (f"<p>{esc(seeds)}</p>" if seeds else "")
+                     + _md_to_html_table(markdown_table(runs, point, baseline)))
     parts.append("<h2>Figures</h2>")
     for name, (path, caption) in made.items():
         data = base64.b64encode(path.read_bytes()).decode()
@@ -220,7 +232,8 @@ def _markdown(title: str, root: Path, runs, frame, baseline, made, warnings, kin
         lines += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
     lines += ["## Key metrics", ""]
     for point in points(runs):
-        lines += [f"### {point or 'run'}", "", markdown_table(runs, point, baseline), ""]
+        seeds = seeds_text(runs, point)
+        lines += [f"### {point or 'run'}", "", *([seeds, ""] if seeds else []), markdown_table(runs, point, baseline), ""]
     lines += ["## Figures", ""]
     for name, (path, caption) in made.items():
         lines += [f"![{name}](figures/{path.name})", "", caption, ""]

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.metrics import ALL_MODELS, lower_is_better, paired_ratio_ci
@@ -133,13 +134,26 @@ def point_means(runs: list[RunInfo], point: str, model: str = ALL_MODELS) -> dic
     return out
 
 
-def seeds_at(runs: list[RunInfo], point: str) -> int:
-    """Most runs any system has at `point` (> 1: the table shows means over seeds)."""
+def seed_counts(runs: list[RunInfo], point: str, model: str = ALL_MODELS) -> dict[str, int]:
+    """system -> runs (seeds) at `point` that measured `model`: the runs its means are over."""
     counts: dict[str, int] = {}
     for run in runs:
-        if run.label == point:
+        if run.label == point and model in run.summary:
             counts[run.system] = counts.get(run.system, 0) + 1
-    return max(counts.values(), default=0)
+    return counts
+
+
+def seeds_text(runs: list[RunInfo], point: str, model: str = ALL_MODELS) -> str:
+    """`mean of 3 seeds`, or per system where they differ (`mean over seeds: a 3, b 2`); "" for one seed each.
+
+    Counts only the seeds present, so a seed missing for one system shows in the title.
+    """
+    counts = seed_counts(runs, point, model)
+    if max(counts.values(), default=0) <= 1:
+        return ""
+    if len(set(counts.values())) == 1:
+        return f"mean of {next(iter(counts.values()))} seeds"
+    return "mean over seeds: " + ", ".join(f"{system} {n}" for system, n in counts.items())
 
 
 def rich_tables(runs: list[RunInfo], baseline: str | None, model: str = ALL_MODELS) -> list[Table]:
@@ -149,11 +163,11 @@ def rich_tables(runs: list[RunInfo], baseline: str | None, model: str = ALL_MODE
     tables = []
     for point in points(runs):
         cells = key_cells(runs, point, baseline, model)
-        n = seeds_at(runs, point)
-        title = (f"{point or 'run'} (model {model}" + (f"; mean of {n} seeds, ±95% CI of the paired ratio" if n > 1 else "")
+        seeds = seeds_text(runs, point, model)
+        title = (f"{point or 'run'} (model {model}" + (f"; {seeds}, ±95% CI of the paired ratio" if seeds else "")
                  + "; best *"
                  + (f"; ×ratio to {baseline})" if baseline else ")"))
-        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        table = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
         shown = [(m, t) for m, t in KEY_METRICS if m not in TERMINAL_SKIP]
         table.add_column("system", style="bold", no_wrap=True)
         for _, title_ in shown:
@@ -166,7 +180,7 @@ def rich_tables(runs: list[RunInfo], baseline: str | None, model: str = ALL_MODE
                 if cell.ratio is not None and not metric.startswith("start_") and metric != "failed":
                     text += f"\n[dim]{cell.ratio_text()}[/]"
                 rendered.append(text)
-            table.add_row(system + ("\n[dim](base)[/]" if system == baseline else ""), *rendered)
+            table.add_row(escape(system) + ("\n[dim](base)[/]" if system == baseline else ""), *rendered)
         tables.append(table)
     return tables
 
@@ -192,8 +206,13 @@ def markdown_table(runs: list[RunInfo], point: str, baseline: str | None, model:
 TABLE_WIDTH = 128
 
 
-def print_tables(console: Console, tables: list[Table]) -> None:
+def print_tables(console: Console, tables: list[Table], gaps: list[str] = ()) -> None:
+    """The tables, then `gaps`: the grid's runs they leave out or hold only in part (missing, failed, incomplete)."""
     wide = console if console.width >= TABLE_WIDTH else Console(file=console.file, width=TABLE_WIDTH,
                                                                  force_terminal=console.is_terminal)
     for table in tables:
         wide.print(table)
+    if gaps:
+        console.print(f"[yellow]{len(gaps)} run(s) of the grid missing, failed or incomplete:[/]", highlight=False)
+        for line in gaps:
+            console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
