@@ -37,12 +37,15 @@ _MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "workload_sha256": (str,), "workload": (dict,),
 }
 _NUMBER = (int, float)
-#: Request columns every report needs, and those that must hold numbers (NaN allowed).
-_REQUEST_NEEDS: tuple[str, ...] = ("model", "scheduled_s", "first_token_s", "end_s", "status")
-_REQUEST_NUMERIC: tuple[str, ...] = ("scheduled_s", "sent_s", "first_token_s", "end_s", "input_tokens",
-                                     "output_tokens", "received_tokens", "queue_s", "load_s", "prefill_s")
-_TABLE_NEEDS: dict[str, tuple[str, ...]] = {"events": ("time_s", "kind"),
+#: Per table: the columns a report needs (when the table has rows), and those that must hold numbers (NaN allowed).
+_TABLE_NEEDS: dict[str, tuple[str, ...]] = {"requests": ("model", "scheduled_s", "first_token_s", "end_s", "status"),
+                                            "events": ("time_s", "kind"),
                                             "memory": ("time_s", "node", "gpu", "category", "bytes")}
+_TABLE_NUMERIC: dict[str, tuple[str, ...]] = {
+    "requests": ("scheduled_s", "sent_s", "first_token_s", "end_s", "input_tokens", "output_tokens",
+                 "received_tokens", "queue_s", "load_s", "prefill_s"),
+    "events": ("time_s",), "memory": ("time_s", "bytes"),
+}
 
 
 @dataclass
@@ -185,22 +188,17 @@ def read_result(run: Path) -> RunResult:
         raise
     except (OSError, ValueError, TypeError, ArrowException) as exc:
         raise InputError(f"cannot read the run's tables: {_one_line(exc)}", file=str(run)) from None
-    requests = result.requests
-    file = _table_file(run, "requests")
-    lacking = [c for c in _REQUEST_NEEDS if c not in requests.columns]
-    if len(requests) and lacking:
-        raise InputError(f"the requests table lacks column(s) {', '.join(lacking)}", file=file)
-    for col in _REQUEST_NUMERIC:
-        if col in requests.columns and not pd.api.types.is_numeric_dtype(requests[col]):
-            try:
-                requests[col] = pd.to_numeric(requests[col], errors="raise").astype(float)
-            except (TypeError, ValueError):
-                raise InputError("expected numbers (seconds or token counts)", file=file, field=col) from None
     for name, needed in _TABLE_NEEDS.items():
-        table = getattr(result, name)
+        table, file = getattr(result, name), _table_file(run, name)
         lacking = [c for c in needed if c not in table.columns]
         if len(table) and lacking:
-            raise InputError(f"the {name} table lacks column(s) {', '.join(lacking)}", file=_table_file(run, name))
+            raise InputError(f"the {name} table lacks column(s) {', '.join(lacking)}", file=file)
+        for col in _TABLE_NUMERIC[name]:
+            if col in table.columns and not pd.api.types.is_numeric_dtype(table[col]):
+                try:
+                    table[col] = pd.to_numeric(table[col], errors="raise").astype(float)
+                except (TypeError, ValueError):
+                    raise InputError("expected numbers", file=file, field=col) from None
     return result
 
 

@@ -328,17 +328,19 @@ def test_table_that_is_not_parquet_is_bad_input(pair, table, content) -> None:
         bad_input(cli("compare", str(base), str(cand), "--fail-if", BOUND), str(target))
 
 
-def test_table_with_wrong_columns_is_bad_input(pair) -> None:
+@pytest.mark.parametrize("table, column", [("requests", "first_token_s"), ("requests", "input_tokens"),
+                                           ("events", "time_s"), ("memory", "bytes")])
+def test_table_with_wrong_columns_is_bad_input(pair, table, column) -> None:
     import pandas as pd
 
     base, cand = pair
-    target = cand / RUN / "requests.parquet"
+    target = cand / RUN / f"{table}.parquet"
     pd.DataFrame({"x": [1, 2]}).to_parquet(target)
-    bad_input(cli("report", str(cand)), str(target), "model")
-    frame = synthetic_result("b").requests
-    frame["first_token_s"] = "soon"
+    bad_input(cli("report", str(cand)), str(target), "lacks column")
+    frame = pd.read_parquet(base / RUN / f"{table}.parquet")
+    frame[column] = "soon"
     frame.to_parquet(target)
-    bad_input(cli("report", str(cand)), str(target), "first_token_s")
+    bad_input(cli("report", str(cand)), str(target), column)
 
 
 def test_broken_jsonl_of_an_interrupted_run_is_bad_input(pair) -> None:
