@@ -120,6 +120,8 @@ def load_runs(path: str | Path) -> list[RunInfo]:
 
 def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON object from `path`; InputError naming the file when it is unreadable, not JSON or not an object."""
+    if not path.is_file():  # a folder, a FIFO (a read would block forever), a device
+        raise InputError("not a regular file", file=str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -140,7 +142,7 @@ def read_json_object(path: Path) -> dict[str, Any]:
 def read_experiment(path: Path) -> dict[str, Any] | None:
     """experiment.json of an experiment directory (None when `path` is not one), its types checked."""
     file = path / EXPERIMENT_FILE
-    if not file.is_file():
+    if not file.exists():
         return None
     data = read_json_object(file)
     runs, config = data.get("runs", []), data.get("config", {})
@@ -205,6 +207,9 @@ def read_result(run: Path) -> RunResult:
 def _check_table_file(run: Path, name: str) -> None:
     """A table file that is not Parquet (or not UTF-8 JSONL), or cannot be read: InputError naming it."""
     parquet, jsonl = run / f"{name}.parquet", run / f"{name}.jsonl"
+    for file in (parquet, jsonl):
+        if file.exists() and not file.is_file():
+            raise InputError("not a regular file", file=str(file))
     try:
         if parquet.exists():
             pq.read_schema(parquet)

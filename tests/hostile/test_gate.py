@@ -370,6 +370,14 @@ def test_unreadable_files_are_bad_input(pair) -> None:
     target.mkdir()  # readable by nobody as a file, even by root
     bad_input(cli("compare", str(base), str(cand), "--fail-if", BOUND), str(target))
     bad_input(cli("report", str(cand)), str(target))
+    target.rmdir()
+    os.mkfifo(target)  # a read would block forever
+    bad_input(cli("compare", str(base), str(cand), "--fail-if", BOUND), str(target))
+    target.unlink()
+    table = cand / RUN / "requests.parquet"
+    table.unlink()
+    os.mkfifo(table)
+    bad_input(cli("report", str(cand)), str(table))
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads files whatever their mode")
