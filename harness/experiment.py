@@ -592,6 +592,8 @@ def _stop_pool(pool: ProcessPoolExecutor, running: dict[Any, RunSpec], outcomes:
                 pass
         done, _ = wait(running, timeout=STOP_GRACE_S)
         for future, spec in running.items():
+            if future.cancelled():  # never reached a worker: not started
+                continue
             try:
                 outcome = future.result(timeout=0) if future in done else None
             except BaseException:  # noqa: BLE001 - a worker that died: its manifest says incomplete
