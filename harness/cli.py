@@ -24,7 +24,8 @@ COMMANDS: dict[str, str] = {
     "replay": "replay a workload against live endpoints (locust, open loop)",
     "calibrate": "fit the simulator's perf model to a live run; writes a cluster TOML",
     "report": "write report.html / report.md for a run or experiment directory",
-    "compare": "compare two runs or experiments; exit 1 when a --fail-if bound is crossed",
+    "compare": "compare two runs or experiments; exit 1 when a --fail-if bound is crossed or candidate runs are "
+               "missing, failed or incomplete",
     "presets": "list experiment, workload and cluster presets and simulated systems",
     "bench": "speed benchmarks: reader, sim, loadgen",
 }

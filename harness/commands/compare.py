@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness.errors import WarmbenchError
 from harness.metrics import ALL_MODELS
 from harness.report.compare import compare, failures, known_metrics, notes, parse_bound, problems
 from harness.report.load import load_runs, missing_runs, point_label
@@ -56,6 +57,10 @@ def handle(args: argparse.Namespace) -> int:
     base, candidate = load_runs(args.base), load_runs(args.candidate)
     bounds = [parse_bound(text, known_metrics(base + candidate)) for text in args.fail_if]
     rows = compare(base, candidate)
+    known = {r["model"] for r in rows}
+    for model in args.model or []:
+        if model != "*" and model not in known:
+            raise WarmbenchError(f"--model {model!r}: no such model in both sides' runs; models: {', '.join(sorted(known))}")
     failed = failures(rows, bounds)
     found = problems(base, candidate, bounds, candidate_grid_missing=missing_runs(args.candidate, candidate),
                      allow_workload_change=args.allow_workload_change)

@@ -258,6 +258,12 @@ def test_malformed_bounds_are_bad_input(pair, text) -> None:
     bad_input(cli("compare", str(base), str(cand), "--fail-if", text), "--fail-if")
 
 
+def test_unknown_model_is_bad_input(pair) -> None:
+    base, cand = pair
+    bad_input(cli("compare", str(base), str(cand), "--model", "llama-9"), "--model", "llama-2-7b")
+    assert cli("compare", str(base), str(cand), "--model", "llama-2-7b").returncode == 0
+
+
 def test_a_bound_is_checked_even_when_the_base_recorded_no_metrics(tmp_path) -> None:
     run = tmp_path / "base" / "r"
     run.mkdir(parents=True)
