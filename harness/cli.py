@@ -31,9 +31,16 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad argument is one line naming the flag (exit 2), as every other input error is."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with `command` fully registered (all of them when None); others as help lines."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="warmbench",
         description="Trace-driven benchmarking of multi-LLM serving, live and simulated. "
                     "With no command, runs the default experiment.",
@@ -54,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         argv = ["run"]
     parser = build_parser(argv[0] if argv[0] in COMMANDS else "run")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2, one line on stderr)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     err = Console(stderr=True)
     try:
         return int(args.handler(args) or 0)

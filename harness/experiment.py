@@ -201,6 +201,16 @@ def _axes(values: dict[str, Any], prefix: str) -> list[tuple[str, list[Any]]]:
             if isinstance(v, list) and (k not in LIST_VALUED or all(isinstance(x, list) for x in v))]
 
 
+def _check_axes_nonempty(axes: list[tuple[str, list[Any]]], config: ExperimentConfig, index: int) -> None:
+    """An empty sweep list would silently drop every run of the grid: an input error naming the key."""
+    for name, values in axes:
+        if not values:
+            key = (f"workload.params.{name[9:]}" if name.startswith("workload.") else
+                   f"systems[{index}].options.{name[15:]}" if name.startswith("system_options.") else name)
+            raise InputError("an empty list sweeps nothing; give at least one value", file=config._source or None,
+                             field=key)
+
+
 def grid(config: ExperimentConfig) -> list[RunSpec]:
     """Every run of the experiment, in order: systems outermost, then the other axes, seeds innermost."""
     entries = [SystemConfig(name=s) if isinstance(s, str) else s for s in
@@ -216,6 +226,7 @@ def grid(config: ExperimentConfig) -> list[RunSpec]:
     specs = []
     for entry, label in zip(entries, labels):
         axes = shared_axes + _axes(entry.options, "system_options.")
+        _check_axes_nonempty(axes, config, entries.index(entry))
         swept = [name for name, vals in axes if len(vals) > 1]
         short = _short_names([n for n, _ in axes])
         for combo in itertools.product(*(vals for _, vals in axes), config.seeds):

@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from harness.argtypes import positive_int
 from harness.errors import WarmbenchError
 
 
@@ -25,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", default=[], metavar="NAME=PRESET_OR_DIR",
                    help="shape of a live model: a preset or a Hugging Face directory (default: the directory "
                         "the vllm adapter served, else the preset of the same name); repeatable")
-    p.add_argument("--nodes", type=int, default=1, help="nodes in the written cluster (default 1)")
-    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--nodes", type=positive_int, default=1, help="nodes in the written cluster (default 1)")
+    p.add_argument("--gpus-per-node", type=positive_int, default=8)
     p.add_argument("--out", type=Path, help="cluster TOML to write")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(handler=run_calibrate)
@@ -36,8 +37,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from harness.store import read_run
     from systems.sim.calibrate_live import cluster_toml, fit_live_run
 
-    if args.nodes < 1 or args.gpus_per_node < 1:
-        raise WarmbenchError("--nodes and --gpus-per-node must be >= 1")
+    from harness.validate import output_file
+
+    if args.out:
+        output_file(args.out, "--out")
     sources = {}
     for pair in args.model:
         name, sep, source = pair.partition("=")

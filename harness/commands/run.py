@@ -14,6 +14,8 @@ from harness.errors import WarmbenchError
 from harness.report.document import build
 from harness.report.load import load_runs, systems
 from harness.report.table import fmt, print_tables, rich_tables
+from harness.argtypes import positive_int
+from harness.validate import check_runs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="experiment TOML file or preset name (see `presets`)")
     p.add_argument("--results", type=Path, default=experiment.DEFAULT_RESULTS, help="results root (default: results/)")
     p.add_argument("--quick", action="store_true", help="the experiment's quick variant (a smoke test, < 20 s)")
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="runs in parallel (default: 2)")
+    p.add_argument("--jobs", type=positive_int, default=min(2, os.cpu_count() or 1), help="runs in parallel (default: 2)")
     p.add_argument("--baseline", help="system the table's ratios are against (default: the experiment's)")
     p.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
     p.set_defaults(handler=handle)
@@ -37,6 +39,7 @@ def handle(args: argparse.Namespace) -> int:
     console = Console()
     config, source = experiment.load(args.experiment, quick=args.quick)
     specs = experiment.grid(config)
+    check_runs(specs, source)  # every run's system, options, cluster and workload, before any runs
     labels = list(dict.fromkeys(s.point["system"] for s in specs))
     if args.baseline and args.baseline not in labels:
         raise WarmbenchError(f"--baseline {args.baseline!r} is not one of the systems {labels}")

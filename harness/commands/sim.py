@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from harness.argtypes import positive_float, seed_int
 from harness.errors import InputError, WarmbenchError
 
 
@@ -48,8 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--system", required=True, help="registered system, e.g. dedicated, vllm-ondemand, warmserve (an unknown name lists them)")
     p.add_argument("--workload", required=True, help="preset name, trace file, canonical CSV/Parquet or recipe TOML")
     p.add_argument("--cluster", default="paper-16gpu", help="preset (paper-16gpu, paper-16gpu-h100, sim-512gpu) or cluster TOML")
-    p.add_argument("--duration-s", type=float, help="simulate only arrivals before this time")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--duration-s", type=positive_float, help="simulate only arrivals before this time")
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="core option (engine_init_s, block_size, ...) or the system's own; repeatable")
     p.add_argument("--debug", action="store_true", help="check memory and engine invariants after every event")
@@ -64,11 +65,19 @@ def run(args: argparse.Namespace) -> int:
     from systems.sim.specs import resolve_cluster
     from workloads import resolve
 
+    from harness.validate import output_dir
+    from systems.sim import split_options
+
+    output_dir(args.out, "--out")
     options = parse_options(args.option)
+    split_options(args.system, options)  # unknown system, unknown option or a value out of bounds: exit 2 now
     cluster = resolve_cluster(args.cluster)
     workload = resolve(args.workload)
     if not len(workload):
         raise InputError("the workload has no requests", file=str(args.workload), field="--workload")
+    if args.duration_s is not None and not (workload.requests["arrival_s"] < args.duration_s).any():
+        raise InputError(f"--duration-s {args.duration_s:g} keeps no requests: the first arrives at "
+                         f"{workload.requests['arrival_s'].min():g} s", field="--duration-s")
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     result = simulate(workload, cluster, args.system, options=options, seed=args.seed,

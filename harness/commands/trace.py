@@ -47,6 +47,9 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 def run_stats(args: argparse.Namespace) -> int:
     from workloads import resolve
     from workloads.stats import plot_rate, trace_stats
+    from harness.validate import output_file
+    if args.plot:
+        output_file(args.plot, "--plot")
     workload = resolve(args.spec, **parse_params(args.param))
     stats = trace_stats(workload)
     if args.plot:
@@ -62,8 +65,10 @@ def run_make(args: argparse.Namespace) -> int:
     from workloads.io import write_workload
     from workloads.recipe import workload_from_recipe
     from workloads.stats import trace_stats
+    from harness.validate import output_file
     if args.out.suffix.lower() != ".parquet":
         raise WarmbenchError(f"--out must end in .parquet, got {args.out}")
+    output_file(args.out, "--out")
     workload = workload_from_recipe(args.recipe)
     written = write_workload(workload, args.out)
     stats = trace_stats(workload)

@@ -16,7 +16,6 @@ import gc
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
-from harness.errors import WarmbenchError
 from systems.sim import registry
 from systems.sim.core import CORE_OPTIONS, SimError, Simulator
 from systems.sim.specs import ClusterSpec, ModelSpec, model_spec, resolve_cluster
@@ -28,22 +27,18 @@ if TYPE_CHECKING:
 __all__ = ["simulate", "SYSTEMS", "SimError", "CORE_OPTIONS", "resolve_cluster", "model_spec", "split_options"]
 
 
-def split_options(system: str, options: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Core options (with defaults) and the policy's own; an unknown name is a user error."""
-    policy_cls_opts = registry.option_defaults(system)
-    core = dict(CORE_OPTIONS)
-    mine: dict[str, Any] = {}
-    for key, value in (options or {}).items():
-        if key in CORE_OPTIONS:
-            try:
-                core[key] = type(CORE_OPTIONS[key])(value)
-            except (TypeError, ValueError) as exc:
-                raise WarmbenchError(f"option {key}={value!r}: expected a {type(CORE_OPTIONS[key]).__name__}") from exc
-        elif key in policy_cls_opts:
-            mine[key] = value
-        else:
-            known = sorted(set(CORE_OPTIONS) | set(policy_cls_opts))
-            raise WarmbenchError(f"unknown option {key!r} for system {system!r}; known: {', '.join(known)}")
+def split_options(system: str, options: Mapping[str, Any] | None, *,
+                  file: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Core options (with defaults) and the policy's own, each coerced to its declared type and
+    checked against its bounds (systems/sim/bounds.py); an unknown name or a bad value is an
+    InputError naming the option (and `file`, when the options came from one)."""
+    from systems.sim.bounds import CORE_BOUNDS, check_options
+
+    policy_bounds = registry.option_bounds(system)
+    checked = check_options(options or {}, {**CORE_BOUNDS, **policy_bounds}, where=f"system {system!r}: ",
+                            file=file)
+    core = {**CORE_OPTIONS, **{k: v for k, v in checked.items() if k in CORE_BOUNDS}}
+    mine = {k: v for k, v in checked.items() if k in policy_bounds}
     return core, mine
 
 

@@ -30,7 +30,7 @@ from systems.sim.entities import (  # noqa: F401  (re-exported: policies import 
     Request, SimError,
 )
 from systems.sim.perf import PerfModel, coefficients_for
-from systems.sim.specs import ClusterSpec, ModelSpec, model_spec
+from systems.sim.specs import ClusterSpec, ModelSpec, check_fits, model_spec
 
 if TYPE_CHECKING:
     from systems.sim.policy import Policy
@@ -100,8 +100,6 @@ class Simulator(Engine):
         self.max_batched_tokens = int(options["max_num_batched_tokens"])
         self.chunk_budget = int(options["chunked_prefill_tokens"])
         self.max_model_len = int(options["max_model_len"])
-        if self.max_model_len < 0:
-            raise SimError(f"option max_model_len must be >= 0 (0 = no limit), got {self.max_model_len}")
         frame = workload.requests
         if duration_s is not None:
             frame = frame[frame["arrival_s"] < duration_s]
@@ -117,6 +115,7 @@ class Simulator(Engine):
         for m in self.workload_models:
             self.model(m)  # validate names once
             self._parked[m] = deque()
+        check_fits({m: self.model(m) for m in self.workload_models}, cluster, self.gpu_util)
         self._next_arrival = 0
         self._finished = 0
         self._open: dict[str, int] = {m: 0 for m in self.workload_models}   # arrived, not finished

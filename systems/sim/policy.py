@@ -68,6 +68,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 if TYPE_CHECKING:
+    from systems.sim.bounds import Bound
     from systems.sim.core import Instance, Prewarm, Request, Simulator
 
 
@@ -76,15 +77,19 @@ class Policy:
 
     #: option name -> default value; values from the CLI arrive as str/int/float/bool.
     OPTIONS: ClassVar[dict[str, Any]] = {}
+    #: option name -> declared type and bounds (systems/sim/bounds.py); one per OPTIONS entry.
+    BOUNDS: ClassVar[dict[str, "Bound"]] = {}
     #: period of `on_tick` in seconds; None: no ticks.
     tick_s: float | None = None
     #: concurrent requests an instance takes before it counts as full (paper: 32).
     capacity: int = 32
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        from systems.sim.bounds import check_options
+
         merged = dict(self.OPTIONS)
         merged.update(options or {})
-        self.options = merged
+        self.options = check_options(merged, self.BOUNDS, where=f"{type(self).__name__}: ")
 
     # ---- hooks -----------------------------------------------------------------------
     def setup(self, sim: "Simulator") -> None:

@@ -24,6 +24,10 @@ def register(name: str, factory: Factory) -> Factory:
     """Make `name` available to `simulate` and the CLI; returns the factory (usable as a decorator helper)."""
     if name in _FACTORIES and _FACTORIES[name] is not factory:
         raise ValueError(f"system {name!r} is registered twice")
+    options = set(getattr(factory, "OPTIONS", {}) or {})
+    bounded = set(getattr(factory, "BOUNDS", {}) or {})
+    if options != bounded:  # every option declares its type and bounds (systems/sim/bounds.py)
+        raise ValueError(f"system {name!r}: OPTIONS and BOUNDS differ in {sorted(options ^ bounded)}")
     _FACTORIES[name] = factory
     return factory
 
@@ -62,3 +66,12 @@ def option_defaults(name: str) -> dict[str, Any]:
     if factory is None:
         raise WarmbenchError(f"unknown system {name!r}; registered: {', '.join(sorted(_FACTORIES)) or 'none'}")
     return dict(getattr(factory, "OPTIONS", {}) or {})
+
+
+def option_bounds(name: str) -> dict[str, Any]:
+    """The policy's declared option bounds (name -> systems.sim.bounds.Bound)."""
+    discover()
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise WarmbenchError(f"unknown system {name!r}; registered: {', '.join(sorted(_FACTORIES)) or 'none'}")
+    return dict(getattr(factory, "BOUNDS", {}) or {})

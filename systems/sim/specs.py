@@ -205,18 +205,37 @@ def model_spec(name: str) -> ModelSpec:
     return spec if base == name else replace(spec, name=name)
 
 
+def check_fits(models: "dict[str, ModelSpec]", cluster: ClusterSpec, gpu_memory_utilization: float) -> None:
+    """Every model fits some node of the cluster at its TP (weights within the usable share of
+    each GPU's memory, TP within the node); else an InputError before anything runs, since its
+    requests could only wait until the end of the run."""
+    usable = [(n.gpus_per_node, int(gpu_memory_utilization * n.gpu.memory_bytes), n.gpu.name) for n in cluster.nodes]
+    for name, spec in models.items():
+        tp, need = spec.tp, spec.shard_bytes()
+        if any(g >= tp and need < mem for g, mem, _ in usable):
+            continue
+        widest = max(g for g, _, _ in usable)
+        if widest < tp:
+            raise InputError(f"model {name} needs TP {tp}, the widest node of cluster {cluster.name} has "
+                             f"{widest} GPUs")
+        mem, gpu = max((mem, name) for g, mem, name in usable if g >= tp)
+        raise InputError(f"model {name} needs {need / GB:.1f} GB per GPU at TP {tp} (plus KV cache), the "
+                         f"largest GPU of cluster {cluster.name} ({gpu}) has {mem / GB:.1f} GB usable "
+                         f"(gpu_memory_utilization {gpu_memory_utilization:g})")
+
+
 class _NodeToml(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    count: int = Field(1, ge=1)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    count: int = Field(1, ge=1, le=100_000)
     gpu: str = "A100-80GB"
-    gpus_per_node: int = Field(8, ge=1)
-    host_memory_gib: float = Field(1024, ge=0)
-    ssd_gb_per_s: float = Field(6.0, gt=0)
-    pcie_gb_per_s: float = Field(32.0, gt=0)
+    gpus_per_node: int = Field(8, ge=1, le=1024)
+    host_memory_gib: float = Field(1024, ge=0, le=1e9)
+    ssd_gb_per_s: float = Field(6.0, gt=0, le=1e6)
+    pcie_gb_per_s: float = Field(32.0, gt=0, le=1e6)
 
 
 class _ClusterToml(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str | None = None
     nodes: list[_NodeToml] = Field(min_length=1)
     coefficients: dict[str, dict[str, float]] = Field(default_factory=dict)

@@ -66,6 +66,10 @@ def read_mapped(path: str | Path, *, columns: Mapping[str, str] | None = None, t
         origin_s = 0.0
     else:
         clock_s = seconds_column(time_col, mapping["arrival_s"], p) * TIME_UNITS[time_unit]
+        if origin_s is not None and len(clock_s) and clock_s.min() < origin_s:  # canonical times start at 0
+            i = int(np.flatnonzero(clock_s < origin_s)[0])
+            raise InputError(f"negative arrival time {clock_s[i]:g}", file=str(p), row=i + 1,
+                             field=mapping["arrival_s"])
     inputs = token_column(table.column(mapping["input_tokens"]), mapping["input_tokens"], p)
     outputs = token_column(table.column(mapping["output_tokens"]), mapping["output_tokens"], p)
     if mapping["model"] in names and model is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from harness.errors import WarmbenchError
-from systems.sim.policies.warmserve.options import typed
+from systems.sim.bounds import count, fraction
 from systems.sim.policy import Policy
 from systems.sim.registry import register
 
@@ -131,12 +131,11 @@ class MuxServe(Policy):
         "model_max_num_seqs": 32,  # per model engine (bounded, as MuxServe's configs set it)
         "min_kv_fraction": 0.1, # a group must keep this share of usable memory for KV
     }
+    BOUNDS = {"group_size": count(0, 4096), "model_max_num_seqs": count(1, 1_000_000),
+              "min_kv_fraction": fraction(zero_ok=True, one_ok=False)}
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
-        self.options = typed("muxserve", self.options, self.OPTIONS, positive=("model_max_num_seqs",))
-        if self.options["group_size"] < 0 or not 0 <= self.options["min_kv_fraction"] < 1:
-            raise WarmbenchError("muxserve: group_size must be >= 0 and 0 <= min_kv_fraction < 1")
         self.max_num_seqs = self.options["model_max_num_seqs"]
         self.capacity = self.max_num_seqs
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from harness.errors import WarmbenchError
-from systems.sim.policies.warmserve.options import typed
+from systems.sim.bounds import MIN_TICK_S, count, seconds
 from systems.sim.policy import Policy
 from systems.sim.registry import register
 
@@ -25,12 +24,12 @@ class ServerlessLLM(Policy):
         "capacity": 32,             # concurrent requests per instance
         "tick_s": 1.0,              # keep-alive check period
     }
+    BOUNDS = {"keep_alive_s": seconds(high=1e7), "host_memory_bytes": count(-1, 2**50),
+              "capacity": count(1, 1_000_000), "tick_s": seconds(low=MIN_TICK_S, high=3600.0)}
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
-        o = self.options = typed("serverlessllm", self.options, self.OPTIONS, positive=("capacity", "tick_s"))
-        if o["keep_alive_s"] < 0:
-            raise WarmbenchError(f"serverlessllm: option keep_alive_s must be >= 0, got {o['keep_alive_s']}")
+        o = self.options
         self.keep_alive_s = o["keep_alive_s"]
         self.host_budget = o["host_memory_bytes"]
         self.capacity = o["capacity"]

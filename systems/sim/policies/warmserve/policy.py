@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Mapping
 
-from harness.errors import WarmbenchError
 from systems.sim.autoscale import Autoscaler
 from workloads.forecast import Forecast, history_series, predict, rebin_is_exact
-from systems.sim.policies.warmserve.options import typed
+from systems.sim.bounds import MIN_TICK_S, count, flag, seconds
 from systems.sim.policies.warmserve.load import ConcurrencyTracker, autoscale_delta, kv_reserved_bytes
 from systems.sim.policies.warmserve.placement import (
     Demand, Replica, align_up, place, place_round_robin, rescore,
@@ -47,13 +46,14 @@ class WarmServe(Policy):
         # loads them from t = 0, a cold cluster
         "warm_start": True,
     }
+    BOUNDS = {"window_s": seconds(positive=True, high=86_400.0), "capacity": count(1, 1_000_000),
+              "tick_s": seconds(low=MIN_TICK_S, high=3600.0), "warm_engine_init_s": seconds(high=86_400.0),
+              "prewarm": flag(), "kv_prewarm": flag(), "placement": flag(), "host_cache": flag(),
+              "replan_s": seconds(positive=True, high=86_400.0), "n_recent": count(1, 10_000), "warm_start": flag()}
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
-        o = self.options = typed("warmserve", self.options, self.OPTIONS,
-                                 positive=("window_s", "capacity", "tick_s", "replan_s", "n_recent"))
-        if o["warm_engine_init_s"] < 0:
-            raise WarmbenchError(f"warmserve: option warm_engine_init_s must be >= 0, got {o['warm_engine_init_s']}")
+        o = self.options
         self.window_s = o["window_s"]
         self.capacity = o["capacity"]
         self.tick_s = o["tick_s"]
