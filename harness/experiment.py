@@ -444,13 +444,16 @@ def _write_best_effort(run_dir: Path, manifest: dict[str, Any], spec: RunSpec) -
             "seed": spec.seed, "point": spec.point, "config": spec.config(), "config_sha256": spec.config_sha256(),
             "experiment": spec.experiment, "run_id": spec.run_id}
     data = {**{k: v for k, v in base.items() if v is not None}, **manifest}
+    records = None
     if (run_dir / "requests.jsonl").is_file() and not (run_dir / "requests.parquet").is_file():
-        from harness.store import read_jsonl
         from harness.result import REQUEST_COLUMNS
+        from harness.store import read_jsonl
 
-        write_manifest(run_dir, data, read_jsonl(run_dir / "requests.jsonl", REQUEST_COLUMNS))
-    else:
-        write_manifest(run_dir, data)
+        records = read_jsonl(run_dir / "requests.jsonl", REQUEST_COLUMNS)
+    try:
+        write_manifest(run_dir, data, records)
+    except ValueError as exc:  # a writer broke the schema: still record the outcome, and say so
+        write_json(run_dir / "manifest.json", {**data, "schema_error": str(exc)[:500]})
 
 
 def _iso(t: float) -> str:
