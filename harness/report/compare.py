@@ -12,7 +12,8 @@ one line per problem) when:
   became unmeasurable does not "hold";
 - the two sides replayed different workloads (manifest `workload_sha256`, else the older
   `workload.sha256`), unless the caller accepts it (`allow_workload_change`). Where the two
-  manifests share no workload hash the check cannot be made, and a note says so.
+  manifests share no workload hash, or are of different schema versions (whose hashes come from
+  different functions), the check cannot be made, and a note says so.
 
 Pairing: runs pair by system and full sweep point (seed included); a single run on each side
 pairs as is (its workload and status still checked). Candidate runs with no base counterpart
@@ -178,7 +179,7 @@ def notes(base: list[RunInfo], candidate: list[RunInfo]) -> list[str]:
     unknown = [c.run_id for b, c in pairs if _workload_hashes(b, c) is None]
     if unknown:
         out.append(f"workloads not checked for {len(unknown)} of {len(pairs)} run pair(s): their manifests record no "
-                   f"common workload hash ({', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''})")
+                   f"workload hash of one schema version ({', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''})")
     out += [f"{_where(c)}: the workloads differ (accepted with --allow-workload-change)" for b, c in pairs
             if (hashes := _workload_hashes(b, c)) and hashes[0] != hashes[1]]
     return out
@@ -216,7 +217,13 @@ def _unmeasurable(b: RunInfo, c: RunInfo, bounds: list[Bound]) -> list[Problem]:
 
 
 def _workload_hashes(b: RunInfo, c: RunInfo) -> tuple[str, str] | None:
-    """(base, candidate) workload hash under the newest key both manifests record; None if they share none."""
+    """(base, candidate) workload hash under the newest key both manifests record; None if they share none.
+
+    Hashes of different manifest schema versions (none recorded: 1) come from different hash
+    functions, so they are not compared: an upgrade must not read as a changed workload.
+    """
+    if (b.manifest.get("schema_version") or 1) != (c.manifest.get("schema_version") or 1):
+        return None
     for path in WORKLOAD_HASH_KEYS:
         pair = _dig(b.manifest, path), _dig(c.manifest, path)
         if pair[0] and pair[1]:

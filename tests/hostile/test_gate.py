@@ -238,6 +238,16 @@ def test_single_runs_with_differing_workloads_fail(pair) -> None:
     assert kinds(data) == ["workload_changed"]
 
 
+def test_hashes_of_different_schema_versions_are_not_compared(pair) -> None:
+    base, cand = pair  # an accepted base from before the upgrade, a candidate after it
+    edit_json(base / RUN / "manifest.json", schema_version=..., workload_sha256="a" * 64)
+    edit_json(cand / RUN / "manifest.json", schema_version=2, workload_sha256="b" * 64)
+    text, data = gate(base, cand)
+    assert text.returncode == 0 and any("workloads not checked for 4 of 4" in n for n in data["notes"])
+    edit_json(base / RUN / "manifest.json", schema_version=2)
+    assert kinds(gate(base, cand)[1]) == ["workload_changed"]
+
+
 def test_same_workload_passes_and_unknown_workload_is_noted(pair) -> None:
     base, cand = pair
     for side in (base, cand):
