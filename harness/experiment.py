@@ -396,8 +396,11 @@ def execute(spec: RunSpec, run_dir: Path, code: dict[str, Any] | None = None, wo
     """Do one run and write it; a failure is recorded in the manifest, never raised. Ctrl-C
     (KeyboardInterrupt, or a live run that stopped on SIGINT) leaves it incomplete, `interrupted`."""
     started = time.time()
-    archive_run(run_dir)  # an earlier incomplete or outdated attempt: kept in .history, start clean
-    run_dir.mkdir(parents=True)
+    try:
+        archive_run(run_dir)  # an earlier incomplete or outdated attempt: kept in .history, start clean
+        run_dir.mkdir(parents=True)
+    except OSError as exc:  # nowhere to record it: the outcome says why
+        return RunOutcome(spec, FAILED, error=f"cannot write {run_dir}: {exc}", user_error=True, mostly_failed=True)
     manifest: dict[str, Any] = {}
     try:
         workload = workload if workload is not None else resolve_workload(spec)
@@ -518,10 +521,14 @@ def run(config: ExperimentConfig, results_dir: Path, *, jobs: int = 1, source: P
     exp_dir = Path(results_dir) / config.name
     code = current_code()
     workloads_by_id = resolve_workloads(specs, src)  # every input error before anything runs or moves
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    write_json(exp_dir / EXPERIMENT_FILE, {"config": config.model_dump(), "source": str(source or ""),
-                                           "runs": [s.run_id for s in specs],
-                                           "points": {s.run_id: s.point for s in specs}})
+    try:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        write_json(exp_dir / EXPERIMENT_FILE, {"config": config.model_dump(), "source": str(source or ""),
+                                               "runs": [s.run_id for s in specs],
+                                               "points": {s.run_id: s.point for s in specs}})
+    except OSError as exc:
+        raise InputError(f"cannot write the results there: {exc.strerror or exc}", file=str(exp_dir),
+                         field="--results") from None
     outcomes: list[RunOutcome] = []
     todo = []
     hashes: dict[int, str] = {}

@@ -464,3 +464,15 @@ def test_drain_ends_at_once_when_cut() -> None:
     _drain(group, 30.0, cut)
     assert time.monotonic() - t0 < 2
     group.kill()
+
+
+def test_results_that_is_a_file_or_unwritable_exits_2(tmp_path, code_r1) -> None:
+    path = trace_experiment(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    err = one_line_error(*cli("run", str(path), "--results", str(tmp_path / "afile"))[::2])
+    assert "--results" in err and "afile" in err
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        err = one_line_error(*cli("run", str(path), "--results", str(locked))[::2])
+        assert "--results" in err
