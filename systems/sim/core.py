@@ -685,6 +685,22 @@ class Simulator(Engine):
             if n != inst.in_flight:
                 raise SimError(f"t={self.now_s}: instance {inst.id} in_flight {inst.in_flight} != {n}")
 
+    def fail_parked(self, model: str, reason: str) -> int:
+        """Fail every parked request of `model` with `reason` (status error): for a policy that
+        finds mid-run it can never serve the model, so its requests do not sit "unfinished"
+        without a word. Returns how many were failed."""
+        queue = self.parked(model)
+        failed = 0
+        while queue:
+            req = queue.popleft()
+            req.parked = False
+            req.end_s = self.now_s
+            req.error = reason
+            self._finished += 1
+            self._open[model] -= 1
+            failed += 1
+        return failed
+
     def _reject_too_long(self, req: Request) -> None:
         """Fail a request over max_model_len on arrival: no instance, no policy sees it."""
         req.end_s = self.now_s

@@ -322,3 +322,17 @@ def test_nan_is_not_finite_anywhere() -> None:
         if bound.kind is float:
             with pytest.raises(InputError):
                 check_options({"x": math.nan}, {"x": bound})
+
+
+def test_model_a_policy_cannot_place_fails_with_a_reason() -> None:
+    """Only discoverable mid-run (muxserve's grouping): the model's requests are errors with a
+    reason, not "unfinished" with an empty error."""
+    from systems.sim import simulate
+    from workloads import resolve
+
+    work = resolve("synthetic-week", models=["llama-2-7b", "llama-2-70b"], duration_s=60, history_days=1)
+    req = simulate(work, "paper-16gpu", "muxserve", options={"group_size": 1}).requests
+    big = req[req["model"] == "llama-2-70b"]
+    assert len(big) and (big["status"] == "error").all()
+    assert big["error"].str.contains("llama-2-70b fits no group").all()
+    assert (req.loc[req["model"] == "llama-2-7b", "status"] == "ok").mean() > 0.9

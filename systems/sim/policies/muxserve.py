@@ -138,6 +138,7 @@ class MuxServe(Policy):
         super().__init__(options)
         self.max_num_seqs = self.options["model_max_num_seqs"]
         self.capacity = self.max_num_seqs
+        self.unplaced: dict[str, str] = {}
 
     def setup(self, sim: "Simulator") -> None:
         models = [MuxModel(m, sim.model(m).weight_bytes, sim.model(m).kv_bytes_per_token, sim.model(m).tp,
@@ -149,6 +150,9 @@ class MuxServe(Policy):
         usable = int(sim.gpu_util * min(n.gpu.memory_bytes for n in sim.cluster.nodes))
         groups, unplaced = place_models(models, split_groups(per_node, size), usable,
                                         float(self.options["min_kv_fraction"]))
+        self.unplaced = {m: f"muxserve: model {m} fits no group of {size} GPUs beside the others "
+                            f"(min_kv_fraction {self.options['min_kv_fraction']:g}; try option group_size)"
+                         for m in unplaced}
         if unplaced:
             sim.log("placement", "", (), "unplaced=" + ",".join(unplaced))
         by_name = {m.name: m for m in models}
@@ -170,6 +174,9 @@ class MuxServe(Policy):
                     " ".join(f"{n}:share={shares[n]:.2f},kv_gib={kv[n] / 2**30:.1f}" for n in g.models))
 
     def on_request(self, sim: "Simulator", req: "Request") -> None:
+        if req.model in self.unplaced:
+            sim.fail_parked(req.model, self.unplaced[req.model])
+            return
         if len(sim.parked(req.model)) > 1:
             return
         inst = self.pick_instance(sim, req.model)
