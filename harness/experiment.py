@@ -145,8 +145,10 @@ def load(source: str | Path, *, quick: bool = False) -> tuple[ExperimentConfig, 
         if path.suffix or os.sep in str(source):
             raise InputError("no such experiment file", file=str(path))
         path = preset_path(str(source))
+    from harness.validate import read_text
+
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"not valid TOML: {exc}", file=str(path)) from None
     return parse(raw, path, quick=quick), path

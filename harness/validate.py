@@ -24,6 +24,21 @@ if TYPE_CHECKING:
 MAX_SEED = 2**63 - 1
 
 
+# ---------------------------------------------------------------- input files
+
+def read_text(path: Path | str) -> str:
+    """A text input file (TOML, JSON) as str; missing, unreadable or non-UTF-8 is an InputError."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start})", file=str(p)) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, expected a file", file=str(p)) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
+
+
 # ---------------------------------------------------------------- output paths
 
 def _nearest_existing(path: Path) -> Path:

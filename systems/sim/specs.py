@@ -168,10 +168,14 @@ def model_spec_from_config(path: str | Path, name: str | None = None) -> ModelSp
         raise InputError("no such file (a Hugging Face model directory has config.json)", file=str(config)) from exc
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON: {exc}", file=str(config)) from exc
+    except (UnicodeDecodeError, OSError) as exc:
+        raise InputError(f"cannot read as UTF-8 JSON: {exc}", file=str(config)) from None
+    if not isinstance(raw, dict):
+        raise InputError("expected a JSON object", file=str(config))
 
     def field(key: str, default: int | None = None) -> int:
         value = raw.get(key, default)
-        if not isinstance(value, int) or value <= 0:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**40:
             raise InputError(f"expected a positive integer, got {value!r}", file=str(config), field=key)
         return value
 
@@ -243,9 +247,11 @@ class _ClusterToml(BaseModel):
 
 def load_cluster_toml(path: str | Path) -> ClusterSpec:
     """Read a cluster TOML (layout in this module's docstring); errors name the file and field."""
+    from harness.validate import read_text
+
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"not valid TOML: {exc}", file=str(path)) from exc
     try:

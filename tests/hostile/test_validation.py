@@ -336,3 +336,23 @@ def test_model_a_policy_cannot_place_fails_with_a_reason() -> None:
     assert len(big) and (big["status"] == "error").all()
     assert big["error"].str.contains("llama-2-70b fits no group").all()
     assert (req.loc[req["model"] == "llama-2-7b", "status"] == "ok").mean() > 0.9
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00 name = 1", b"name = \"x\"\n\xc3\x28 = 1\n"])
+def test_non_utf8_experiment_and_cluster_files(content: bytes, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_bytes(content)
+    rc, err = cli(["run", path, "--results", tmp_path / "results"], capsys)
+    assert_rejected(rc, err, "bad.toml")
+    rc, err = cli(sim(tmp_path, "--cluster", path), capsys)
+    assert_rejected(rc, err, "bad.toml")
+    recipe = tmp_path / "r.toml"
+    recipe.write_bytes(content)
+    rc, err = cli(["trace", "make", recipe, "--out", tmp_path / "w.parquet"], capsys)
+    assert_rejected(rc, err, "r.toml")
+
+
+def test_experiment_path_is_a_directory(tmp_path: Path, capsys) -> None:
+    (tmp_path / "exp.toml").mkdir()
+    rc, err = cli(["run", tmp_path / "exp.toml", "--results", tmp_path / "results"], capsys)
+    assert_rejected(rc, err, "exp.toml")
