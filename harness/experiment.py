@@ -12,8 +12,10 @@ experiment's `.history/` (see `harness.store`), never deleted. Ctrl-C stops the 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
+import fcntl
 import itertools
 import json
 import os
@@ -531,6 +533,31 @@ def run(config: ExperimentConfig, results_dir: Path, *, jobs: int = 1, source: P
     except OSError as exc:
         raise InputError(f"cannot write the results there: {exc.strerror or exc}", file=str(exp_dir),
                          field="--results") from None
+    with _exclusive(exp_dir):
+        return _run_grid(specs, exp_dir, code, workloads_by_id, config.backend, jobs, on_start, on_done)
+
+
+@contextlib.contextmanager
+def _exclusive(exp_dir: Path):
+    """One `run` at a time per experiment folder: two would move and overwrite each other's runs."""
+    with open(exp_dir / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            raise WarmbenchError(f"{exp_dir} is being written by another `run` (pid {holder}); "
+                                 "wait for it or use another --results") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+
+
+def _run_grid(specs: list[RunSpec], exp_dir: Path, code: dict[str, Any], workloads_by_id: dict[str, Any],
+              backend: str, jobs: int, on_start: Callable[[RunSpec], None],
+              on_done: Callable[[RunOutcome], None]) -> tuple[Path, list[RunOutcome]]:
     outcomes: list[RunOutcome] = []
     todo = []
     hashes: dict[int, str] = {}
@@ -542,7 +569,7 @@ def run(config: ExperimentConfig, results_dir: Path, *, jobs: int = 1, source: P
             on_done(outcomes[-1])
         else:
             todo.append(spec)
-    if jobs <= 1 or len(todo) <= 1 or config.backend == "live":  # live runs would disturb each other
+    if jobs <= 1 or len(todo) <= 1 or backend == "live":  # live runs would disturb each other
         for i, spec in enumerate(todo):
             on_start(spec)
             try:

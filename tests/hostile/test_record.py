@@ -476,3 +476,21 @@ def test_results_that_is_a_file_or_unwritable_exits_2(tmp_path, code_r1) -> None
         locked.mkdir(mode=0o500)
         err = one_line_error(*cli("run", str(path), "--results", str(locked))[::2])
         assert "--results" in err
+
+
+def test_two_runs_of_one_experiment_cannot_write_at_once(tmp_path, code_r1) -> None:
+    import fcntl
+
+    path = trace_experiment(tmp_path)
+    config, _ = experiment.load(path)
+    exp_dir = tmp_path / "r" / config.name
+    exp_dir.mkdir(parents=True)
+    with open(exp_dir / ".lock", "a+") as held:  # another `run` holds it
+        held.write("4242")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.run([sys.executable, "run.py", "run", str(path), "--results", str(tmp_path / "r")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "another `run` (pid 4242)" in " ".join(proc.stderr.split()), proc.stderr
+    assert not find_runs_quiet(exp_dir)
+    assert experiment.run(config, tmp_path / "r")[1][0].status == "complete"  # released: runs
