@@ -356,3 +356,19 @@ def test_experiment_path_is_a_directory(tmp_path: Path, capsys) -> None:
     (tmp_path / "exp.toml").mkdir()
     rc, err = cli(["run", tmp_path / "exp.toml", "--results", tmp_path / "results"], capsys)
     assert_rejected(rc, err, "exp.toml")
+
+
+@pytest.mark.parametrize("name,content,needles", [
+    ("far.csv", HEADER + b"0.0,llama-2-7b,3,5\n99999999999999999999999,llama-2-7b,3,5\n", ["row 2", "span"]),
+    ("far2.csv", HEADER + b"18446744073709551616,llama-2-7b,3,5\n", ["row 1"]),
+    ("m.jsonl", b'{"timestamp": 0, "input_length": 3, "output_length": 5, "hash_ids": []}\n'
+                b'{"timestamp": 1, "input_length": "\xff", "output_length": 5, "hash_ids": []}\n', ["row 2", "UTF-8"]),
+    ("m2.jsonl", b'{"timestamp": 0, "input_length": 3, "output_length": 5, "hash_ids": []}\n\n'
+                 b'{"timestamp": -9, "input_length": 3, "output_length": 5, "hash_ids": []}\n', ["row 3", "negative"]),
+    ("m3.jsonl", b'{"timestamp": 0, "input_length": 1e400, "output_length": 5, "hash_ids": []}\n', ["row 1"]),
+])
+def test_reader_times_and_encodings(name: str, content: bytes, needles: list[str], tmp_path: Path, capsys) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    rc, err = cli(["trace", "stats", path], capsys)
+    assert_rejected(rc, err, name, *needles)

@@ -35,6 +35,8 @@ def check_file(path: str | Path) -> Path:
 
 #: Largest token count accepted in a trace: far beyond any context window, far within int64.
 MAX_TOKENS = 100_000_000
+#: Longest span of arrival times accepted (about 30 years): beyond it, per-second tables overflow.
+MAX_SPAN_S = 1e9
 
 
 def sha256_file(path: Path) -> str:
@@ -231,15 +233,31 @@ def finish(path: Path | None, fmt: str, clock_s: np.ndarray, model: np.ndarray |
            input_tokens: np.ndarray, output_tokens: np.ndarray, *, rows_read: int,
            dropped: dict[str, int], params: dict[str, Any], sha256: str | None = None,
            extra: dict[str, Any] | None = None, origin_s: float | None = None,
-           rows_kept: int | None = None, extra_columns: dict[str, np.ndarray] | None = None) -> Workload:
+           rows_kept: int | None = None, extra_columns: dict[str, np.ndarray] | None = None,
+           row_numbers: list[int] | None = None) -> Workload:
     """Sort by arrival (counting rows that were out of order), zero the clock at the first arrival
-    (or at `origin_s`), record provenance."""
+    (or at `origin_s`), record provenance. Arrivals before `origin_s` or spanning more than
+    MAX_SPAN_S are an InputError (rows named where they map 1:1, or by `row_numbers`)."""
     clock_s = np.asarray(clock_s, dtype=np.float64)
     if len(clock_s) == 0:
         raise InputError("no requests left after dropping " +
                          ", ".join(f"{k}: {v}" for k, v in dropped.items()), file=str(path) if path else None)
     unsorted = int((np.diff(clock_s) < 0).sum())
     origin = float(clock_s.min()) if origin_s is None else float(origin_s)
+
+    def row_of(i: int) -> int | None:
+        if row_numbers is not None:
+            return row_numbers[i]
+        return i + 1 if len(clock_s) == rows_read and not sum(dropped.values()) else None
+
+    if clock_s.min() < origin:
+        i = int(np.argmin(clock_s))
+        raise InputError(f"arrival time {clock_s[i]:g} s is before the clock origin {origin:g} s (negative)",
+                         file=str(path) if path else None, row=row_of(i))
+    if clock_s.max() - origin > MAX_SPAN_S:
+        i = int(np.argmax(clock_s))
+        raise InputError(f"arrival times span {clock_s[i] - origin:.3g} s, more than {MAX_SPAN_S:.0e} s: a wrong "
+                         "time unit or a corrupt value", file=str(path) if path else None, row=row_of(i))
     frame = request_frame(clock_s - origin, model, input_tokens, output_tokens, already_sorted=unsorted == 0,
                           extra_columns=extra_columns)
     kept = len(frame) if rows_kept is None else int(rows_kept)  # rows are not requests in some formats

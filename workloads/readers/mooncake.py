@@ -20,8 +20,12 @@ def read_mooncake(path: str | Path, *, model: str = "llama-2-7b") -> Workload:
     columns: dict[str, list[object]] = {f: [] for f in FIELDS}
     line_numbers: list[int] = []
     rows = 0
-    with open(p, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
+    with open(p, "rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"not UTF-8 text (byte {exc.start} of the line)", file=str(p), row=line_no) from None
             if not line.strip():
                 continue
             rows += 1
@@ -47,4 +51,4 @@ def read_mooncake(path: str | Path, *, model: str = "llama-2-7b") -> Workload:
     outputs = token_column(np.array(columns["output_length"], dtype=object), "output_length", p,
                            row_numbers=line_numbers)
     return finish(p, "mooncake", clock_ms / 1000.0, model, inputs, outputs, rows_read=rows, dropped={},
-                  params={"model": model}, origin_s=0.0)
+                  params={"model": model}, origin_s=0.0, row_numbers=line_numbers)
