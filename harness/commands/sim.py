@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from systems.sim import split_options
 
     output_dir(args.out, "--out")
+    if (Path(args.out) / "manifest.json").exists():  # a record is never overwritten
+        raise InputError("already holds a run (manifest.json); choose a new --out", file=str(args.out), field="--out")
     options = parse_options(args.option)
     split_options(args.system, options)  # unknown system, unknown option or a value out of bounds: exit 2 now
     cluster = resolve_cluster(args.cluster)

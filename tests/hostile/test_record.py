@@ -494,3 +494,12 @@ def test_two_runs_of_one_experiment_cannot_write_at_once(tmp_path, code_r1) -> N
     assert proc.returncode == 2 and "another `run` (pid 4242)" in " ".join(proc.stderr.split()), proc.stderr
     assert not find_runs_quiet(exp_dir)
     assert experiment.run(config, tmp_path / "r")[1][0].status == "complete"  # released: runs
+
+
+def test_sim_never_overwrites_a_run(tmp_path) -> None:
+    wl = trace_experiment(tmp_path).parent / "mine.csv"
+    assert cli("sim", "--system", "dedicated", "--workload", str(wl), "--out", str(tmp_path / "s"))[0] == 0
+    before = (tmp_path / "s" / "manifest.json").read_text()
+    code, _, err = cli("sim", "--system", "vllm-ondemand", "--workload", str(wl), "--out", str(tmp_path / "s"))
+    assert "choose a new --out" in one_line_error(code, err)
+    assert (tmp_path / "s" / "manifest.json").read_text() == before
