@@ -274,6 +274,11 @@ def _check_accepts(fn: Any, what: str, params: dict[str, Any], source: str | Non
         names = [n for n, p in accepted.items() if p.kind == p.KEYWORD_ONLY]
         raise _fail(f"{what} does not take parameter(s) {unknown}; it takes {names}", source,
                     f"workload.params.{unknown[0]}")
+    from workloads.resolve import _check_types
+    try:
+        _check_types(fn, what, params)
+    except InputError as exc:
+        raise _fail(str(exc), source, f"workload.params.{_first_param(str(exc)) or ''}".rstrip(".")) from None
 
 
 def _first_param(text: str) -> str | None:

@@ -34,14 +34,36 @@ def _readers() -> dict[str, Callable[..., Workload]]:
 PRESETS: tuple[str, ...] = ("synthetic-week",)
 
 
-def _call(fn: Callable[..., Workload], what: str, *args: Any, **params: Any) -> Workload:
-    """Call a reader or generator, turning an unknown parameter into a one-line user error."""
+def _call(fn: Callable[..., Workload], what: str, *args: Any, typed: bool = True, **params: Any) -> Workload:
+    """Call a reader or generator, turning an unknown parameter, or one of the wrong type for the
+    function's annotation (`typed`), into a one-line user error naming it."""
     accepted = inspect.signature(fn).parameters
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         names = [n for n, p in accepted.items() if p.kind == p.KEYWORD_ONLY]
         raise WarmbenchError(f"{what} does not take parameter(s) {unknown}; it takes {names}")
+    if typed and params:
+        _check_types(fn, what, params)
     return fn(*args, **params)
+
+
+def _check_types(fn: Callable[..., Workload], what: str, params: dict[str, Any]) -> None:
+    """Each keyword parameter against the annotation of `fn` (pydantic, strict about NaN / inf)."""
+    from typing import get_type_hints
+
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    hints = get_type_hints(fn)
+    for name, value in params.items():
+        if name not in hints:
+            continue
+        try:
+            TypeAdapter(hints[name], config=ConfigDict(allow_inf_nan=False)).validate_python(value, strict=False)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise InputError(f"{what}: parameter {name}: {err['msg']} (got {value!r})") from None
+        except Exception:  # an annotation pydantic cannot build a validator for: the reader checks it
+            continue
 
 
 def resolve(spec: str | Path, **params: Any) -> Workload:
@@ -53,7 +75,7 @@ def resolve(spec: str | Path, **params: Any) -> Workload:
     presets = _presets()
     path = Path(spec)
     if str(spec) in presets and not path.exists():
-        return _call(presets[str(spec)], f"preset {str(spec)!r}", **params)
+        return _call(presets[str(spec)], f"preset {str(spec)!r}", typed=False, **params)  # workloads/params.py
     if not path.exists():
         hint = f"; presets are {sorted(presets)}" if not path.suffix else ""
         raise InputError(f"no such file or preset{hint}", file=str(path))

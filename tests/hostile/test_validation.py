@@ -372,3 +372,22 @@ def test_reader_times_and_encodings(name: str, content: bytes, needles: list[str
     path.write_bytes(content)
     rc, err = cli(["trace", "stats", path], capsys)
     assert_rejected(rc, err, name, *needles)
+
+
+@pytest.mark.parametrize("param", ["columns=abc", "columns=[1,2]", 'columns={"arrival_s":5}', "model=123",
+                                   "time_unit=5"])
+def test_reader_param_types(param: str, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(HEADER.replace(b"arrival_s", b"t") + b"0.0,llama-2-7b,3,5\n")
+    rc, err = cli(["trace", "stats", path, "-p", "columns={\"arrival_s\": \"t\"}" if "columns" not in param
+                   else param, "-p", param], capsys)
+    assert_rejected(rc, err, param.split("=")[0])
+
+
+def test_experiment_reader_param_type(tmp_path: Path, capsys) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_bytes(HEADER + b"0.0,llama-2-7b,3,5\n")
+    path = experiment(tmp_path, 'systems = ["vllm-ondemand"]\n[workload]\nspec = "t.csv"\n'
+                                'params = {format = "table", columns = "abc"}\n')
+    rc, err = cli(["run", path, "--results", tmp_path / "results"], capsys)
+    assert_rejected(rc, err, "workload.params.columns")
