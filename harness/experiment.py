@@ -221,9 +221,11 @@ def grid(config: ExperimentConfig) -> list[RunSpec]:
                ([*registered_systems()] if config.systems == "all" else config.systems)]
     labels = [e.label or e.name for e in entries]
     if len(set(labels)) != len(labels):
-        raise WarmbenchError(f"systems appear twice {labels}; give each entry a distinct `label`")
+        raise InputError(f"systems appear twice {labels}; give each entry a distinct `label`",
+                         file=config._source or None, field="systems")
     if config.baseline is not None and config.baseline not in labels:
-        raise WarmbenchError(f"baseline {config.baseline!r} is not one of the systems {labels}")
+        raise InputError(f"baseline {config.baseline!r} is not one of the systems {labels}",
+                         file=config._source or None, field="baseline")
     shared_axes = [("cluster", config.cluster if isinstance(config.cluster, list) else [config.cluster]),
                    ("duration_s", config.duration_s if isinstance(config.duration_s, list) else [config.duration_s]),
                    *_axes(config.workload.params, "workload."), *_axes(config.options, "options.")]

@@ -133,6 +133,8 @@ def _system_key(raw: dict[str, Any], system_label: str) -> str:
 def _check_spec(spec: "RunSpec", source: str | None, raw: dict[str, Any], clusters: dict[str, Any],
                 seen: set[str]) -> None:
     label = str(spec.point.get("system", spec.system))
+    if spec.models is not None and not spec.models:
+        raise _fail("an empty list names no model; leave `models` out to serve the workload's own", source, "models")
     if not 0 <= int(spec.seed) <= MAX_SEED:
         raise _fail(f"seed {spec.seed} out of range; expected an integer in [0, 2^63)", source, "seeds")
     if spec.duration_s is not None and not (math.isfinite(spec.duration_s) and 0 < spec.duration_s <= 1e8):
