@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from harness.errors import WarmbenchError
 from harness.identity import code_identity, code_key, config_sha256, workload_sha256
 from harness.metrics import Slo, jsonable, summarize
+from harness.redact import redact, redact_frame
 from harness.result import EVENT_COLUMNS, MEMORY_COLUMNS, REQUEST_COLUMNS, RunResult, empty_table
 
 TABLES: dict[str, tuple[str, ...]] = {
@@ -155,7 +156,7 @@ def write_run(result: RunResult, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
-        getattr(result, name).to_parquet(out / f"{name}.parquet", index=False)
+        redact_frame(getattr(result, name)).to_parquet(out / f"{name}.parquet", index=False)
     write_json(out / "summary.json", summary_of(result))
     result.manifest = write_manifest(out, result.manifest, result.requests)
     return out
@@ -250,7 +251,7 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename) so a crash never leaves half a manifest."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(strict(obj), indent=2, default=str, sort_keys=True))
+    tmp.write_text(json.dumps(redact(strict(obj)), indent=2, default=str, sort_keys=True))  # no credentials
     tmp.replace(path)
 
 

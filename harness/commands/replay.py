@@ -5,11 +5,20 @@ master/worker mode: the master runs `replay ... --master --expect-workers N --ou
 worker `replay --worker --master-host HOST`; the master brings the system up, deals out shards
 with the endpoints and a common start time (keep clocks NTP-synced), and merges the records
 into one run.
+
+Credentials: `--api-key VALUE` (sent as `Authorization: Bearer VALUE`) and `--header NAME=VALUE`
+(repeatable) go with every request, the probe and the /metrics scrape; `env:NAME` reads the value
+from the environment. No file the run writes holds them (see harness.redact).
+
+Exit codes: 0 the run completed and most requests were ok; 1 the run failed, was cut short, or
+more than half of its requests failed (`mostly_failed` in the manifest); 2 bad input (nothing is
+created); 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from rich.console import Console
@@ -17,14 +26,26 @@ from rich.console import Console
 from harness.errors import WarmbenchError
 
 
-def _pairs(values: list[str], flag: str) -> dict[str, str]:
+def _pairs(values: list[str], flag: str, what: str = "MODEL=VALUE", secret: bool = False) -> dict[str, str]:
     out: dict[str, str] = {}
     for value in values:
         key, sep, rest = value.partition("=")
         if not sep or not key or not rest:
-            raise WarmbenchError(f"{flag} {value!r}: expected MODEL=VALUE")
+            shown = key if secret else value  # a header's value is never echoed
+            raise WarmbenchError(f"{flag} {shown!r}: expected {what}")
+        if key in out:
+            raise WarmbenchError(f"{flag}: {key!r} given twice")
         out[key] = rest
     return out
+
+
+def _finite(value: float | None, flag: str, low: float, inclusive: bool = False) -> None:
+    """A numeric flag: finite and above `low` (or at least `low`), else bad input."""
+    if value is None:
+        return
+    if not math.isfinite(value) or value < low or (value == low and not inclusive):
+        bound = f">= {low:g}" if inclusive else f"> {low:g}"
+        raise WarmbenchError(f"{flag} must be {bound} and finite, got {value}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,6 +82,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--duration-s", type=float,
                    help="replay only the requests that arrive in the trace's first DURATION_S seconds "
                         "(before --time-scale), as sim --duration-s")
+    p.add_argument("--api-key", metavar="KEY",
+                   help="sent as 'Authorization: Bearer KEY' to every endpoint; env:NAME reads $NAME")
+    p.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
+                   help="HTTP header for every request, probe and scrape (repeatable); VALUE env:NAME "
+                        "reads $NAME. Values are never written to the run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--web-ui", metavar="HOST:PORT",
                    help="show live TTFT / E2E per model in locust's web UI at this address")
@@ -82,6 +108,11 @@ def options_from_args(args: argparse.Namespace) -> dict:
     opts: dict = {"time_scale": args.time_scale, "timeout_s": args.timeout_s, "drain_s": args.drain_s,
                   "overload_threshold_ms": args.overload_threshold_ms,
                   "served_names": _pairs(args.served_name, "--served-name")}
+    headers = _pairs(args.header, "--header", "NAME=VALUE", secret=True)
+    if headers:
+        opts["headers"] = headers
+    if args.api_key is not None:
+        opts["api_key"] = args.api_key
     endpoints = [e for e in args.endpoint if "=" in e]
     bare = [e for e in args.endpoint if "=" not in e]
     if len(bare) > 1:
@@ -123,14 +154,8 @@ def run(args: argparse.Namespace) -> int:
         return run_worker(args.master_host, args.master_port)
     if not args.workload or not args.out:
         raise WarmbenchError("replay needs --workload and --out")
-    options = options_from_args(args)
-    workload = load_workload(args.workload)
-    if args.duration_s is not None:
-        from workloads.transform import select_window
-
-        if args.duration_s <= 0:
-            raise WarmbenchError(f"--duration-s must be > 0, got {args.duration_s}")
-        workload = select_window(workload, 0.0, args.duration_s)
+    workload = _checked_inputs(args)
+    options = args.options
     if args.master:
         from systems.live.distributed import run_master
 
@@ -156,7 +181,46 @@ def run(args: argparse.Namespace) -> int:
 
         result = run_live(workload, args.system, options, args.out, seed=args.seed)
     _summary(result, args.out, console)
-    return 0 if result.manifest.get("status") == "complete" else 1
+    return 0 if result.manifest.get("status") == "complete" and not mostly_failed(result.manifest) else 1
+
+
+def mostly_failed(manifest: dict) -> bool:
+    """The manifest's `mostly_failed` (more than half of the requests not ok, or none)."""
+    from harness.store import is_mostly_failed
+
+    if "mostly_failed" in manifest:
+        return bool(manifest["mostly_failed"])
+    return is_mostly_failed(manifest.get("requests_summary"))
+
+
+def _checked_inputs(args: argparse.Namespace):
+    """Every flag, the options, the output folder and the workload checked before anything is
+    created or started; returns the workload to replay."""
+    from systems.live.options import parse_options
+    from systems.live.run import check_out_dir
+
+    _finite(args.duration_s, "--duration-s", 0.0)
+    _finite(args.start_delay_s, "--start-delay-s", 0.0, inclusive=True)
+    if args.expect_workers < 1:
+        raise WarmbenchError(f"--expect-workers must be >= 1, got {args.expect_workers}")
+    options = options_from_args(args)
+    args.options = options
+    parse_options(args.system, options)  # bounds, URLs, env: values
+    check_out_dir(args.out)
+    workload = load_workload(args.workload)
+    known = set(workload.models)
+    for flag, values in (("--endpoint", [e for e in args.endpoint if "=" in e]), ("--model", args.model),
+                         ("--served-name", args.served_name), ("--gpus", args.gpus)):
+        unknown = sorted({v.partition("=")[0] for v in values} - known)
+        if unknown:
+            raise WarmbenchError(f"{flag}: models {unknown} are not in the workload (its models: {sorted(known)})")
+    if args.duration_s is not None:
+        from workloads.transform import select_window
+
+        workload = select_window(workload, 0.0, args.duration_s)
+        if not len(workload):
+            raise WarmbenchError(f"--duration-s {args.duration_s:g}: no request arrives in that window")
+    return workload
 
 
 def _summary(result, out: Path, console: Console) -> None:
@@ -176,3 +240,8 @@ def _summary(result, out: Path, console: Console) -> None:
                       f"CPU {client.get('cpu_percent') or 0:.0f}%", highlight=False)
     for warning in result.manifest.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if mostly_failed(result.manifest):
+        errors = req.loc[req["status"] != "ok", "error"].astype(str)
+        first = errors[errors != ""].iloc[0] if (errors != "").any() else "no error recorded"
+        console.print(f"[bold red]most requests failed[/] ({len(req) - len(ok)} of {len(req)}); "
+                      f"first error: {first}", highlight=False, soft_wrap=True)

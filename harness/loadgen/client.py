@@ -18,7 +18,8 @@ import gevent
 import numpy as np
 
 from harness.loadgen.http import ClosedBeforeResponse, Exchange, Pool, ProtocolError, StreamCut
-from harness.loadgen.protocols import Endpoint, StreamReader, build_request
+from harness.loadgen.protocols import Endpoint, StreamReader, build_request, trusted_tokens
+from harness.redact import redact_text
 
 NAN = math.nan
 
@@ -89,9 +90,10 @@ def send(pool: ClientPool, ep: Endpoint, record: dict[str, Any], now: Callable[[
             # The id on the wire (as `vllm bench serve` sends it) lets a server's own log be
             # matched to this record.
             head = exchange.request("POST", path, body, {"Content-Type": "application/json",
-                                                         "X-Request-Id": str(record["request_id"])})
+                                                         "X-Request-Id": str(record["request_id"]),
+                                                         **dict(ep.headers)})
             if head.status != 200:
-                text = exchange.read_all()[:300].decode("utf-8", "replace")
+                text = redact_text(exchange.read_all()[:300].decode("utf-8", "replace"))
                 record["end_s"] = now()
                 record["status"], record["error"] = "error", f"HTTP {head.status}: {text}"
                 return
@@ -107,7 +109,8 @@ def send(pool: ClientPool, ep: Endpoint, record: dict[str, Any], now: Callable[[
         record["end_s"] = now()
     except BaseException as exc:  # noqa: BLE001 - every fault becomes a record
         record["end_s"] = now()
-        record["status"], record["error"] = _describe(exc)
+        status, error = _describe(exc)
+        record["status"], record["error"] = status, redact_text(error)
     finally:
         exchange.finish()  # a connection not read to its end is closed, never reused
         _fill_tokens(record, reader, token_times, ep)
@@ -115,16 +118,24 @@ def send(pool: ClientPool, ep: Endpoint, record: dict[str, Any], now: Callable[[
 
 def _fill_tokens(record: dict[str, Any], reader: StreamReader, token_times: list[float],
                  ep: Endpoint) -> None:
+    """Token times and counts. A streamed count contradicting the server's claim (see
+    protocols.trusted_tokens) is flagged `tokens_mismatch` and the streamed count is kept in
+    `received_tokens` (what TPOT divides by); the claim stays in `claimed_tokens`."""
+    claimed = reader.usage_tokens
+    record["claimed_tokens"] = claimed
+    record["bad_events"] = reader.bad_events
     if ep.protocol == "serverlessllm":
         record["first_token_s"] = NAN  # no stream: the first token's time is not observable
         record["itl_s"] = []
+        record["streamed_tokens"] = None
+        record["received_tokens"] = int(claimed) if claimed is not None else 0
+        record["tokens_mismatch"] = False
     else:
         record["first_token_s"] = token_times[0] if token_times else NAN
         record["itl_s"] = np.diff(token_times).round(6).tolist() if len(token_times) > 1 else []
-    if reader.usage_tokens is not None:
-        record["received_tokens"] = int(reader.usage_tokens)
-    else:
-        record["received_tokens"] = len(token_times)
+        record["streamed_tokens"] = len(token_times)
+        record["received_tokens"], record["tokens_mismatch"] = trusted_tokens(
+            len(token_times), claimed, int(record["output_tokens"]))
     record["server_input_tokens"] = reader.prompt_tokens
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -37,7 +37,8 @@ class Endpoint:
 
     `token_ids`: send prompts as token ids (exact input length; vLLM accepts them) drawn from
     `[FIRST_PROMPT_TOKEN_ID, vocab_size)`. `ignore_eos`: ask for exactly `max_tokens` through
-    vLLM's `ignore_eos` and `min_tokens` extensions.
+    vLLM's `ignore_eos` and `min_tokens` extensions. `headers`: (name, value) pairs sent with every
+    request (credentials: never written anywhere; `url` never holds any).
     """
 
     url: str
@@ -46,6 +47,14 @@ class Endpoint:
     token_ids: bool = False
     vocab_size: int = 32000
     ignore_eos: bool = True
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:  # pairs may arrive as lists (a locust message)
+        object.__setattr__(self, "headers", tuple((str(k), str(v)) for k, v in self.headers))
+
+    def __repr__(self) -> str:  # never print header values
+        return (f"Endpoint(url={self.url!r}, protocol={self.protocol!r}, served_name={self.served_name!r}, "
+                f"headers={[k for k, _ in self.headers]})")
 
 
 def prompt_token_ids(request_id: int, n_tokens: int, vocab_size: int, seed: int) -> list[int]:
@@ -53,6 +62,42 @@ def prompt_token_ids(request_id: int, n_tokens: int, vocab_size: int, seed: int)
     rng = np.random.default_rng((seed, request_id))
     high = max(vocab_size, FIRST_PROMPT_TOKEN_ID + 1)
     return rng.integers(FIRST_PROMPT_TOKEN_ID, high, size=max(1, n_tokens)).tolist()
+
+
+def probe_token_ids(vocab_size: int) -> list[int]:
+    """A probe's prompt: the lowest and the highest id the run will send, so that a vocabulary
+    smaller than `vocab_size` fails the probe and not every request of the run."""
+    high = max(vocab_size, FIRST_PROMPT_TOKEN_ID + 1) - 1
+    return [FIRST_PROMPT_TOKEN_ID, (FIRST_PROMPT_TOKEN_ID + high) // 2, high]
+
+
+def probe_request(ep: Endpoint) -> tuple[str, bytes]:
+    """The replay's request shape with a 3-token prompt spanning the run's id range, 2 tokens out."""
+    path, body = build_request(ep, 0, 3, 2, seed=0)
+    if ep.protocol == "openai" and ep.token_ids:
+        payload = json.loads(body)
+        payload["prompt"] = probe_token_ids(ep.vocab_size)
+        body = json.dumps(payload).encode()
+    return path, body
+
+
+#: Most tokens one stream event may plausibly carry (speculative decoding, stream intervals):
+#: a server whose `usage` claims more per event than this is contradicted by its own stream.
+MAX_TOKENS_PER_EVENT = 8
+
+
+def trusted_tokens(streamed: int, claimed: int | None, asked: int) -> tuple[int, bool]:
+    """(tokens to count, whether the server's claim was contradicted).
+
+    The claim (`usage.completion_tokens`, WarmServe's trailer) is taken when it is plausible:
+    no more than the `max_tokens` asked, no fewer than the token events streamed (one spare: a
+    last event may carry none), no more than MAX_TOKENS_PER_EVENT per event. Otherwise the
+    streamed count is what was seen, and TPOT uses it."""
+    if claimed is None:
+        return streamed, False
+    plausible = (claimed <= max(1, asked) and claimed >= max(0, streamed - 1)
+                 and claimed <= MAX_TOKENS_PER_EVENT * streamed + 1)
+    return (claimed, False) if plausible else (streamed, True)
 
 
 def text_prompt(n_tokens: int) -> str:
@@ -97,7 +142,13 @@ def build_request(ep: Endpoint, request_id: int, input_tokens: int, output_token
 
 
 class StreamReader:
-    """Turns arriving body bytes into token events and a final token count, per protocol."""
+    """Turns arriving body bytes into token events and a final token count, per protocol.
+
+    SSE reads whose every event has vLLM's compact token shape are counted without decoding
+    (the hot path); any other read is decoded event by event: a token is an object whose first
+    choice carries one (completions: any choice; chat: non-empty content or reasoning content),
+    and an event that is not JSON, not an object, or has neither choices, usage nor an error is
+    counted in `bad_events` (never a token, never silently dropped)."""
 
     def __init__(self, protocol: Protocol) -> None:
         self.protocol = protocol
@@ -106,6 +157,7 @@ class StreamReader:
         self.prompt_tokens: int | None = None
         self.done = False
         self.error: str | None = None
+        self.bad_events = 0
         self.raw = bytearray()
         if protocol == "openai":
             self.feed = self._feed_sse  # type: ignore[method-assign]  # one call less per read
@@ -135,15 +187,6 @@ class StreamReader:
         complete, self.pending = data[:cut], data[cut:]
         return complete
 
-    def _read_marks(self, complete: bytes) -> None:
-        """Parse the lines that carry usage, an error or the end marker (rare: JSON there only)."""
-        if b'"usage"' in complete or b'"error"' in complete or b"[DONE]" in complete:
-            marks = [i for i in (complete.find(b'"usage"'), complete.find(b'"error"'), complete.find(b"[DONE]"))
-                     if i >= 0]
-            start = complete.rfind(b"\n", 0, min(marks)) + 1
-            for line in complete[start:].split(b"\n"):
-                self._parse_line(line.strip())
-
     def _feed_chat(self, data: bytes) -> int:
         # A token is a delta with non-empty content: the first event (role, empty content) and
         # the usage event are not tokens, or TTFT would be the time to the role event.
@@ -151,14 +194,15 @@ class StreamReader:
         if not complete:
             return 0
         events = len(_CHAT_TOKEN.findall(complete))
-        self._read_marks(complete)
-        return events
+        if (events and complete.count(b"data:") == events
+                and complete.count(b"}\n") + complete.count(b"}\r\n") == events):
+            return events  # every event one plain content delta
+        return self._decode_lines(complete)
 
     def _feed_sse(self, data: bytes) -> int:
         # Hot path (one call per network read, tens of thousands per second): count token
-        # events with C-level byte counts over the complete lines (the regex only where an
-        # event is spaced unusually or has empty choices); JSON-decode only the rare lines that
-        # carry usage, an error or the end marker.
+        # events with C-level byte counts over the complete lines; JSON-decode only reads that
+        # hold anything else (usage, an error, the end marker, an odd or malformed event).
         if self.pending:
             data = self.pending + data
             self.pending = b""
@@ -171,32 +215,73 @@ class StreamReader:
                 return 0
             complete, self.pending = data[:cut], data[cut:]
         events = complete.count(b'"choices":[{')
-        if complete.count(b"data:") == events:
+        if (complete.count(b"data:") == events
+                and complete.count(b"}\n") + complete.count(b"}\r\n") == events):
             return events  # every event a plain token event (compact JSON, as vLLM writes it)
-        events = len(_TOKEN_EVENT.findall(complete))
-        self._read_marks(complete)
+        return self._decode_lines(complete)
+
+    def _decode_lines(self, complete: bytes) -> int:
+        """Token events among whole SSE lines, each decoded; usage, errors and [DONE] noted."""
+        events = 0
+        for line in complete.split(b"\n"):
+            line = line.strip()
+            if not line or line.startswith(b":"):
+                continue  # event separator or SSE comment
+            if not line.startswith(b"data:"):
+                if not line.split(b":", 1)[0] in (b"event", b"id", b"retry"):
+                    self.bad_events += 1  # not an SSE field at all
+                continue
+            events += self._parse_data(line[5:].strip())
         return events
 
-    def _parse_line(self, line: bytes) -> None:
-        if not line.startswith(b"data:"):
-            return
-        payload = line[5:].strip()
+    def _parse_data(self, payload: bytes) -> int:
+        """One `data:` payload: 1 if it carries a token, else 0."""
         if payload == b"[DONE]":
             self.done = True
-            return
-        if b'"usage"' not in payload and b'"error"' not in payload:
-            return
+            return 0
         try:
-            obj = json.loads(payload)
-        except json.JSONDecodeError:
-            self.error = f"bad SSE data: {payload[:120]!r}"
-            return
-        if obj.get("error") and not obj.get("choices"):
+            obj: Any = json.loads(payload)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            self.bad_events += 1
+            return 0
+        if not isinstance(obj, dict):
+            self.bad_events += 1
+            return 0
+        choices = obj.get("choices")
+        if obj.get("error") and not choices:
             self.error = str(obj["error"])[:300]
+            return 0
         usage = obj.get("usage")
-        if usage:
-            self.usage_tokens = usage.get("completion_tokens")
-            self.prompt_tokens = usage.get("prompt_tokens")
+        if usage is not None:
+            self._read_usage(usage)
+        if not isinstance(choices, list) or (not choices and usage is None):
+            self.bad_events += 1  # no choices, or an empty list that is not the usage event
+            return 0
+        if not choices:
+            return 0
+        first = choices[0]
+        if not isinstance(first, dict):
+            self.bad_events += 1
+            return 0
+        if self.protocol == "openai-chat":
+            delta = first.get("delta")
+            if not isinstance(delta, dict):
+                self.bad_events += 1
+                return 0
+            return int(any(isinstance(delta.get(k), str) and delta.get(k) for k in ("content", "reasoning_content")))
+        return 1
+
+    def _read_usage(self, usage: Any) -> None:
+        """Counts from a usage object; anything but non-negative integers is a malformed event."""
+        if not isinstance(usage, dict):
+            self.bad_events += 1
+            return
+        completion, prompt = usage.get("completion_tokens"), usage.get("prompt_tokens")
+        ok = all(v is None or (type(v) is int and v >= 0) for v in (completion, prompt))
+        if not ok:
+            self.bad_events += 1
+            return
+        self.usage_tokens, self.prompt_tokens = completion, prompt
 
     def finish(self) -> None:
         """Called when the body ended cleanly: read trailing counts."""
@@ -212,10 +297,9 @@ class StreamReader:
             try:
                 obj = json.loads(bytes(self.raw))
                 usage = obj.get("usage") or {}
-                self.usage_tokens = usage.get("completion_tokens")
-                self.prompt_tokens = usage.get("prompt_tokens")
+                self._read_usage(usage)
                 self.done = True
-            except (json.JSONDecodeError, AttributeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
                 self.error = f"bad JSON body: {bytes(self.raw[:120])!r}"
         elif not self.done and self.error is None:
             self.error = "stream ended without [DONE]"

@@ -9,10 +9,15 @@ from typing import Any, Callable
 
 import gevent
 
+from harness.redact import redact_text
+
 
 def _clean(value: Any) -> Any:
+    """JSON for one field: NaN -> null, strings with credentials masked (an error may quote a URL)."""
     if isinstance(value, float) and math.isnan(value):
         return None
+    if isinstance(value, str):
+        return redact_text(value)
     return value
 
 

@@ -92,7 +92,8 @@ def new_record(row: Any) -> dict[str, Any]:
         "input_tokens": int(row.input_tokens), "output_tokens": int(row.output_tokens),
         "received_tokens": 0, "status": "unfinished", "error": "", "start_kind": "",
         "queue_s": NAN, "load_s": NAN, "prefill_s": NAN, "itl_s": [], "endpoint": "",
-        "server_input_tokens": None,
+        "server_input_tokens": None, "streamed_tokens": None, "claimed_tokens": None,
+        "tokens_mismatch": False, "bad_events": 0,
     }
 
 

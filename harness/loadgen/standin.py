@@ -6,7 +6,9 @@ endpoint (`POST /`, raw text chunks then `#<completion tokens>`), and Serverless
 non-streaming OpenAI chat API. Each request waits `ttft_s`, then emits one
 token every `gap_s`. Faults can be injected per model name: HTTP 500, a stream cut mid-way,
 or a hang; `--no-token-ids` and `--strict` make it refuse token-id prompts or vLLM's extra
-fields, as other servers do. Run it as `python -m harness.loadgen.standin --port P
+fields, as other servers do; `--vocab-size N` refuses token ids >= N (HTTP 400, as vLLM does);
+`--require-header NAME=VALUE` answers 401 to any request without that header (an API key; as
+with vLLM's `--api-key`, `/health` stays open). Run it as `python -m harness.loadgen.standin --port P
 [--ttft-ms T] [--gap-ms G] [--log FILE]`.
 
 The nominal TTFT is only what the server aims for: on a busy host its timers fire late. With
@@ -46,6 +48,8 @@ class Behaviour:
     strict: bool = False  # refuse fields the OpenAI API does not define (vLLM's ignore_eos, ...)
     served: dict[str, int] = field(default_factory=dict)  # requests per model, for /metrics
     log: IO[str] | None = None  # first-token log (see the module docstring), line-buffered
+    vocab_size: int | None = None  # token ids at or above it are refused (HTTP 400)
+    required_headers: dict[str, str] = field(default_factory=dict)  # lower-case name -> value
 
     def log_first_token(self, request_id: str, received_s: float, first_token_s: float) -> None:
         """One line per streamed request: when it arrived and when its first token was written."""
@@ -67,6 +71,7 @@ class _Conn:
 
     def __init__(self, sock, behaviour: Behaviour) -> None:
         self.sock, self.b, self.buf = sock, behaviour, b""
+        self.headers: dict[str, str] = {}  # of the last request read, names lower-cased
 
     def read_request(self) -> tuple[str, str, bytes, str] | None:
         """(method, path, body, X-Request-Id or ''), or None when the client closed."""
@@ -79,9 +84,11 @@ class _Conn:
         lines = head.decode("latin-1").split("\r\n")
         method, path, _ = lines[0].split(" ", 2)
         length, request_id = 0, ""
+        self.headers = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")
             name = name.strip().lower()
+            self.headers[name] = value.strip()
             if name == "content-length":
                 length = int(value.strip())
             elif name == "x-request-id":
@@ -95,7 +102,8 @@ class _Conn:
         return method, path, body, request_id
 
     def respond(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}[status]
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+                  500: "Internal Server Error"}[status]
         self.sock.sendall(
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
@@ -131,6 +139,9 @@ def handle(sock, _address, behaviour: Behaviour) -> None:
                 return
             received = time.perf_counter()
             method, path, body, request_id = req
+            if path != "/health" and any(conn.headers.get(k) != v for k, v in behaviour.required_headers.items()):
+                conn.respond(401, b'{"error": {"message": "missing or wrong credentials"}}')
+                continue
             if method == "GET":
                 if path == "/metrics":
                     conn.respond(200, _metrics_text(behaviour), "text/plain; version=0.0.4")
@@ -171,6 +182,11 @@ def _serve(conn: _Conn, path: str, payload: dict, received: float, request_id: s
     prompt = payload.get("prompt", payload.get("messages", ""))
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], int) and not b.accept_token_ids:
         conn.respond(400, b'{"error": {"message": "token id prompts are not accepted"}}')
+        return True
+    if (isinstance(prompt, list) and prompt and isinstance(prompt[0], int) and b.vocab_size is not None
+            and max(prompt) >= b.vocab_size):
+        conn.respond(400, json.dumps({"error": {"message": f"Token id {max(prompt)} is out of vocabulary",
+                                                "type": "BadRequestError"}}).encode())
         return True
     n_out = max(1, int(payload.get("max_tokens") or 16))
     n_in = _count_prompt_tokens(prompt)
@@ -370,13 +386,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-token-ids", action="store_true", help="reject token-id prompts (HTTP 400)")
     parser.add_argument("--strict", action="store_true",
                         help="reject body fields OpenAI's API does not define, as it does (HTTP 400)")
+    parser.add_argument("--vocab-size", type=int, help="reject token ids at or above this (HTTP 400)")
+    parser.add_argument("--require-header", action="append", default=[], metavar="NAME=VALUE",
+                        help="answer 401 to requests without this header (repeatable)")
     parser.add_argument("--log", help="append each streamed request's arrival and first-token write "
                                       "times (perf_counter s) to this JSONL file")
     args = parser.parse_args(argv)
     behaviour = Behaviour(ttft_s=args.ttft_ms / 1000, gap_s=args.gap_ms / 1000,
                           error_models=set(args.error_model), cut_models=set(args.cut_model),
                           hang_models=set(args.hang_model), accept_token_ids=not args.no_token_ids,
-                          strict=args.strict,
+                          strict=args.strict, vocab_size=args.vocab_size,
+                          required_headers={k.strip().lower(): v for k, _, v in
+                                            (h.partition("=") for h in args.require_header)},
                           log=open(args.log, "a", buffering=1) if args.log else None)
     server = StreamServer((args.host, args.port), lambda s, a: handle(s, a, behaviour), backlog=4096)
     server.serve_forever()

@@ -57,13 +57,13 @@ def histogram_buckets(samples: list[tuple[str, dict[str, str], float]], name: st
     return out
 
 
-def fetch_metrics(url: str, timeout_s: float = 5.0) -> str:
-    """GET a `/metrics` page (gevent-friendly)."""
+def fetch_metrics(url: str, timeout_s: float = 5.0, headers: dict[str, str] | None = None) -> str:
+    """GET a `/metrics` page (gevent-friendly) with the endpoint's headers (credentials)."""
     parts = urlsplit(url)
     client = HTTPClient(parts.hostname, parts.port, connection_timeout=timeout_s,
                         network_timeout=timeout_s, ssl=parts.scheme == "https")
     try:
-        resp = client.get(parts.path or "/metrics")
+        resp = client.get(parts.path or "/metrics", headers=headers or {})
         body = resp.read()
         if resp.status_code != 200:
             raise OSError(f"HTTP {resp.status_code} from {url}")
@@ -76,7 +76,7 @@ def fetch_metrics(url: str, timeout_s: float = 5.0) -> str:
 class Scraper:
     """Scrapes each target every `period_s` into `rows`; failures are counted, never fatal."""
 
-    targets: Callable[[], dict[str, tuple[str, str]]]  # label -> (metrics URL, model)
+    targets: Callable[[], dict[str, tuple]]  # label -> (metrics URL, model[, headers])
     now: Callable[[], float]
     period_s: float = 1.0
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -84,10 +84,10 @@ class Scraper:
     _greenlet: Any = None
 
     def scrape_once(self) -> None:
-        for endpoint, (url, model) in list(self.targets().items()):
+        for endpoint, (url, model, *rest) in list(self.targets().items()):
             t = self.now()
             try:
-                text = fetch_metrics(url)
+                text = fetch_metrics(url, headers=rest[0] if rest else None)
             except (OSError, socket.error, gevent.Timeout) as exc:
                 self.failures[endpoint] = self.failures.get(endpoint, 0) + 1
                 del exc

@@ -52,16 +52,16 @@ class LiveSystem:
     def release(self, model: str) -> None:
         pass
 
-    def metrics_targets(self) -> dict[str, tuple[str, str]]:
-        """label -> (Prometheus URL, model) for every endpoint up now; one per distinct URL."""
+    def metrics_targets(self) -> dict[str, tuple[str, str, dict[str, str]]]:
+        """label -> (Prometheus URL, model, headers) for every endpoint up now; one per distinct URL."""
         if not self.metrics:
             return {}
-        out: dict[str, tuple[str, str]] = {}
+        out: dict[str, tuple[str, str, dict[str, str]]] = {}
         for model, ep in self.endpoints.items():
             url = ep.url.rstrip("/") + "/metrics"
-            if url in {u for u, _ in out.values()}:
+            if url in {u for u, _, _ in out.values()}:
                 continue
-            out[model] = (url, model)
+            out[model] = (url, model, dict(ep.headers))
         return out
 
     def gpu_pids(self) -> dict[int, str]:

@@ -3,8 +3,10 @@
 Servers differ in what they accept beyond OpenAI's own fields: vLLM and SGLang take token-id
 prompts (exact input lengths) and `ignore_eos` / `min_tokens` (exact output lengths); OpenAI's
 API refuses unknown fields with HTTP 400. With `token_ids` or `ignore_eos` set to "auto" each
-endpoint gets a probe before t=0, the replay's own request shape with a 3-token prompt and 2
-tokens out, tried from the most exact variant down; the first one answered 200 is replayed,
+endpoint gets a probe before t=0, the replay's own request shape with a 3-token prompt (with
+token ids: the lowest, a middle and the highest id the run will send, so a vocabulary smaller than
+`vocab_size` is caught here rather than in every request) and 2 tokens out, tried from the most
+exact variant down; the first one answered 200 is replayed,
 and the run's events and manifest say which.
 """
 
@@ -17,17 +19,19 @@ import gevent
 from geventhttpclient import HTTPClient
 
 from harness.loadgen import Endpoint
-from harness.loadgen.protocols import build_request
+from harness.loadgen.protocols import probe_request
+from harness.redact import redact_text
 from systems.live.base import LiveSystem
 
 
 def _ask(ep: Endpoint, timeout_s: float) -> tuple[int | None, str]:
     """(HTTP status, error text) for the replay's request shape; status None if no answer came."""
     parts = urlsplit(ep.url)
-    path, body = build_request(ep, 0, 3, 2, seed=0)
+    path, body = probe_request(ep)
     client = HTTPClient(parts.hostname, parts.port, connection_timeout=timeout_s, network_timeout=timeout_s,
                         ssl=parts.scheme == "https",
-                        headers={"Content-Type": "application/json", "X-Request-Id": "warmbench-probe"})
+                        headers={"Content-Type": "application/json", "X-Request-Id": "warmbench-probe",
+                                 **dict(ep.headers)})
     try:
         with gevent.Timeout(timeout_s):
             resp = client.request("POST", path, body=body)
@@ -37,9 +41,10 @@ def _ask(ep: Endpoint, timeout_s: float) -> tuple[int | None, str]:
                 except Exception:  # noqa: BLE001
                     pass
                 return 200, ""
-            return resp.status_code, f"HTTP {resp.status_code}: {resp.read()[:200].decode('utf-8', 'replace')}"
+            text = redact_text(resp.read()[:200].decode('utf-8', 'replace'))
+            return resp.status_code, f"HTTP {resp.status_code}: {text}"
     except (Exception, gevent.Timeout) as exc:  # noqa: BLE001 - any failure: no answer
-        return None, f"{type(exc).__name__}: {exc}"[:200]
+        return None, redact_text(f"{type(exc).__name__}: {exc}"[:200])
     finally:
         client.close()
 

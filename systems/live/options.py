@@ -5,7 +5,13 @@ twice as fast), `timeout_s` (whole request, default 600), `connect_timeout_s` (1
 `drain_s` (wait for in-flight requests after Ctrl-C, 30), `overload_threshold_ms` (P99 send
 lag above which the client is flagged overloaded, 10), `scrape_period_s` (Prometheus and NVML
 period, 1), `max_connections` (per endpoint, 8192), `served_names` ({model: name sent in the
-request body}, default the model name).
+request body}, default the model name), `api_key` (sent as `Authorization: Bearer <key>` to every
+endpoint), `headers` ({name: value} sent with every request, the probe and the `/metrics`
+scrape). A value `env:NAME` of `api_key` or a header is read from the environment variable
+NAME when the options are validated (unset: an error naming it). These values are registered with
+harness.redact and appear in no file the harness writes (records keep header names only);
+credentials in an endpoint URL (`http://user:KEY@host`) are sent as Basic auth and masked the same
+way. Precedence for `Authorization`: a `headers` entry, then `api_key`, then URL credentials.
 
 System options:
 - openai: `endpoints` ({model: base URL}) and/or `url` (one base URL for every model);
@@ -29,15 +35,71 @@ System options:
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from urllib.parse import urlsplit, urlunsplit
 
 from harness.errors import WarmbenchError
+from harness.redact import is_secret_key, redact_text, register_basic_auth, register_secret
+
+#: An HTTP header name (RFC 9110 token).
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def resolve_secret(value: str, what: str) -> str:
+    """`env:NAME` -> the variable's value (unset: an error naming it); any other value as is.
+    Either way the value is registered for redaction."""
+    if value.startswith("env:"):
+        name = value[4:]
+        if not name or name not in os.environ:
+            raise ValueError(f"{what}: environment variable {name or '(empty name)'!r} is not set")
+        value = os.environ[name]
+    if not value:
+        raise ValueError(f"{what}: empty value")
+    if any(c in value for c in "\r\n\0") or not value.isprintable():
+        raise ValueError(f"{what}: control characters in the value")
+    register_secret(value)
+    return value
+
+
+def split_url(url: str) -> tuple[str, dict[str, str]]:
+    """A base URL `http(s)://[user:password@]host[:port][/v1]` -> (URL without credentials, the
+    headers its credentials stand for: Basic auth). Anything else is a ValueError that never
+    quotes the credentials."""
+    shown = redact_text(url)
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # raises on a port that is not a number or out of range
+    except ValueError:
+        raise ValueError(f"endpoint {shown!r} is not an http(s) URL like http://host:8000 (bad port)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url.strip()):
+        raise ValueError(f"endpoint {shown!r} is not an http(s) URL like http://host:8000")
+    if port == 0:
+        raise ValueError(f"endpoint {shown!r}: port 0")
+    if parts.path.strip("/") not in ("", "v1") or parts.query or parts.fragment:
+        raise ValueError(f"endpoint {shown!r}: give the server's base URL (scheme, host, port) without "
+                         "a path or query; the client adds /v1/completions itself")
+    headers = {}
+    if parts.username is not None or parts.password is not None:
+        headers["Authorization"] = register_basic_auth(parts.username or "", parts.password or "")
+    netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    if port is not None:
+        netloc += f":{port}"
+    return urlunsplit((parts.scheme, netloc, "", "", "")), headers
+
+
+def _check_url(value: str | None) -> str | None:
+    if value is not None:
+        split_url(value)
+    return value
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ClientOptions(_Strict):
@@ -49,6 +111,35 @@ class ClientOptions(_Strict):
     scrape_period_s: float = Field(1.0, gt=0)
     max_connections: int = Field(8192, ge=1)
     served_names: dict[str, str] = {}
+    api_key: SecretStr | None = None
+    headers: dict[str, SecretStr] = {}
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _key(cls, value: object) -> object:
+        return resolve_secret(value, "api key") if isinstance(value, str) else value
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for name, raw in value.items():
+            if not isinstance(name, str) or not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {str(name)[:40]!r} is not a valid HTTP header name")
+            if name.lower() in ("host", "content-length", "transfer-encoding", "connection"):
+                raise ValueError(f"header {name!r} is set by the client itself")
+            out[name] = resolve_secret(raw, f"header {name}") if isinstance(raw, str) else raw
+        return out
+
+    def request_headers(self) -> dict[str, str]:
+        """The headers every request carries: the api key as a Bearer token, then `headers`."""
+        out = {"Authorization": f"Bearer {self.api_key.get_secret_value()}"} if self.api_key else {}
+        for name, value in self.headers.items():
+            out = {k: v for k, v in out.items() if k.lower() != name.lower()}
+            out[name] = value.get_secret_value()
+        return out
 
 
 class OpenAIOptions(_Strict):
@@ -59,6 +150,18 @@ class OpenAIOptions(_Strict):
     vocab_size: int = Field(32000, ge=32)
     ignore_eos: bool | Literal["auto"] = "auto"
     metrics: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_url(value)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: dict[str, str]) -> dict[str, str]:
+        for url in value.values():
+            _check_url(url)
+        return value
 
 
 class VllmOptions(_Strict):
@@ -76,14 +179,33 @@ class VllmOptions(_Strict):
     host: str = "127.0.0.1"
 
 
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, item in value.items():
+            if is_secret_key(name):
+                register_secret(item)  # e.g. HF_TOKEN: masked in logs and errors as well
+        return value
+
+
 class WarmServeOptions(_Strict):
     url: str = "http://127.0.0.1:9999"
     metrics: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_url(value)
 
 
 class ServerlessLLMOptions(_Strict):
     url: str = "http://127.0.0.1:8343"
     metrics: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_url(value)
 
 
 SYSTEM_OPTIONS: dict[str, type[_Strict]] = {

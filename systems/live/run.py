@@ -9,6 +9,7 @@ the drain of in-flight requests short).
 
 from __future__ import annotations
 
+import os
 import platform
 import signal
 import socket
@@ -18,7 +19,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 import gevent
 import numpy as np
@@ -33,7 +33,8 @@ from harness.loadgen.telemetry import METRIC_COLUMNS, GpuMemory, Scraper
 from harness.result import EVENT_COLUMNS, MEMORY_COLUMNS, REQUEST_COLUMNS, RunResult
 from harness.store import new_manifest, write_manifest, write_run
 from systems.live.base import EventLog, LiveSystem
-from systems.live.options import ClientOptions, parse_options
+from harness.redact import redact_frame
+from systems.live.options import ClientOptions, parse_options, split_url
 from workloads.workload import Workload
 
 #: Extra request columns of live runs: gaps between streamed tokens, the URL that served it,
@@ -42,39 +43,52 @@ from workloads.workload import Workload
 #: the telemetry greenlets never makes the first sends late.
 START_LEAD_S = 0.3
 
-EXTRA_REQUEST_COLUMNS: tuple[str, ...] = ("itl_s", "endpoint", "server_input_tokens")
+#: `streamed_tokens`: token events seen in the stream (None without a stream); `claimed_tokens`:
+#: the server's own count (usage / trailer; None if none); `tokens_mismatch`: the claim is
+#: contradicted by the stream (see harness.loadgen.protocols.trusted_tokens: `received_tokens`,
+#: and so TPOT, then use the streamed count; the record stays `ok`); `bad_events`: malformed
+#: stream events (not JSON, unexpected shape), counted rather than skipped silently.
+EXTRA_REQUEST_COLUMNS: tuple[str, ...] = ("itl_s", "endpoint", "server_input_tokens", "streamed_tokens",
+                                          "claimed_tokens", "tokens_mismatch", "bad_events")
 
 
 def _endpoint_map(models: list[str], urls: dict[str, str], one_url: str | None, protocol: str,
-                  served: dict[str, str], **kw: Any) -> dict[str, Endpoint]:
+                  served: dict[str, str], headers: dict[str, str], **kw: Any) -> dict[str, Endpoint]:
+    """One Endpoint per model; URL credentials become Basic auth (below `headers`' own)."""
     missing = [m for m in models if m not in urls and one_url is None]
     if missing:
         raise WarmbenchError(f"no endpoint for workload models {missing}: give --endpoint MODEL=URL "
                              "for each, or one URL for all")
-    for url in {urls.get(m, one_url or "") for m in models}:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise WarmbenchError(f"endpoint {url!r} is not an http(s) URL like http://host:8000")
-    return {m: Endpoint(url=urls.get(m, one_url or "").rstrip("/"), protocol=protocol,  # type: ignore[arg-type]
-                        served_name=served.get(m, m), **kw) for m in models}
+    out = {}
+    for m in models:
+        try:
+            url, auth = split_url(urls.get(m, one_url or ""))
+        except ValueError as exc:
+            raise WarmbenchError(str(exc)) from None
+        if any(k.lower() == "authorization" for k in headers):
+            auth = {}  # an explicit header or api key wins over URL credentials
+        merged = {**auth, **headers}
+        out[m] = Endpoint(url=url, protocol=protocol, served_name=served.get(m, m),  # type: ignore[arg-type]
+                          headers=tuple(merged.items()), **kw)
+    return out
 
 
 def build_system(system: str, sys_opts: Any, client: ClientOptions, models: list[str],
                  events: EventLog, run_dir: Path, gpu_present: bool) -> LiveSystem:
     """The adapter for `system`, configured for the workload's models."""
-    served = client.served_names
+    served, headers = client.served_names, client.request_headers()
     if system == "openai":
         from systems.live.openai import OpenAISystem
 
         chat = sys_opts.api == "chat"  # chat messages are text: no token-id prompts
         eps = _endpoint_map(models, sys_opts.endpoints, sys_opts.url, "openai-chat" if chat else "openai", served,
-                            token_ids=sys_opts.token_ids is True and not chat, vocab_size=sys_opts.vocab_size,
+                            headers, token_ids=sys_opts.token_ids is True and not chat, vocab_size=sys_opts.vocab_size,
                             ignore_eos=sys_opts.ignore_eos is not False)
         return OpenAISystem(eps, events, run_dir, metrics=sys_opts.metrics,
                             probe_token_ids=sys_opts.token_ids == "auto" and not chat,
                             probe_ignore_eos=sys_opts.ignore_eos == "auto")
     if system in ("warmserve", "serverlessllm"):
-        eps = _endpoint_map(models, {}, sys_opts.url, system, served)
+        eps = _endpoint_map(models, {}, sys_opts.url, system, served, headers)
         sys_cls = type(f"{system}System", (LiveSystem,), {"name": system})
         return sys_cls(eps, events, run_dir, metrics=sys_opts.metrics)
     from systems.live.vllm import VllmSystem
@@ -86,7 +100,7 @@ def build_system(system: str, sys_opts: Any, client: ClientOptions, models: list
                       idle_s=sys_opts.idle_s, python=sys_opts.python, gpus=sys_opts.gpus,
                       host=sys_opts.host, max_model_len=sys_opts.max_model_len, dtype=sys_opts.dtype,
                       extra_args=sys_opts.extra_args, env=sys_opts.env,
-                      startup_timeout_s=sys_opts.startup_timeout_s, gpu_present=gpu_present)
+                      startup_timeout_s=sys_opts.startup_timeout_s, gpu_present=gpu_present, headers=headers)
 
 
 def schedule(workload: Workload, time_scale: float) -> pd.DataFrame:
@@ -117,8 +131,24 @@ def requests_table(records: list[dict[str, Any]]) -> pd.DataFrame:
         frame[col] = frame[col].astype(float)
     for col in ("request_id", "input_tokens", "output_tokens", "received_tokens"):
         frame[col] = frame[col].astype("int64")
-    frame["server_input_tokens"] = frame["server_input_tokens"].astype("Int64")
+    for col in ("server_input_tokens", "streamed_tokens", "claimed_tokens"):
+        frame[col] = frame[col].astype("Int64")
+    frame["bad_events"] = frame["bad_events"].fillna(0).astype("int64")
+    frame["tokens_mismatch"] = frame["tokens_mismatch"].fillna(False).astype(bool)
     return frame.sort_values("request_id", kind="stable").reset_index(drop=True)
+
+
+def stream_warnings(requests: pd.DataFrame) -> list[str]:
+    """What the streams contradicted: token counts the server claimed, malformed events."""
+    out = []
+    mismatch = int(requests["tokens_mismatch"].sum())
+    if mismatch:
+        out.append(f"{mismatch} requests: the server's token count contradicts its stream "
+                   "(tokens_mismatch; TPOT uses the streamed count)")
+    bad = int(requests["bad_events"].sum())
+    if bad:
+        out.append(f"{bad} malformed stream events in {int((requests['bad_events'] > 0).sum())} requests (bad_events)")
+    return out
 
 
 def _versions() -> dict[str, str]:
@@ -158,15 +188,18 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
     """Everything around one replay: system up, telemetry, records, manifest, tables, teardown."""
     client, sys_opts = parse_options(system, options)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out)
     jsonl = out / "requests.jsonl"
     if jsonl.exists():
         raise WarmbenchError(f"{out} already holds a run (requests.jsonl); choose a new --out")
+    if not len(workload):
+        raise WarmbenchError("the workload has no requests to replay")
     stop = stop or Event()
     node = socket.gethostname()
     gpu = GpuMemory(node)
     events = EventLog(node=node)
     live = build_system(system, sys_opts, client, workload.models, events, out, gpu.available)
+    out.mkdir(parents=True, exist_ok=True)  # only once every input has been checked
     run_options = {"client": client.model_dump(), "system": sys_opts.model_dump()}
     manifest = new_manifest(
         kind="live", system=system, seed=seed, workload=workload,
@@ -248,16 +281,32 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
             f"{client.overload_threshold_ms:g} ms; latencies include the client's own delay")
     if not gpu.available:
         manifest.setdefault("warnings", []).append(f"GPU memory: {gpu.reason}")
+    requests = requests_table(recorder.records)
+    manifest.setdefault("warnings", []).extend(stream_warnings(requests))
     result = RunResult(
-        requests=requests_table(recorder.records),
+        requests=requests,
         events=pd.DataFrame(events.table_rows(clock.t0), columns=list(EVENT_COLUMNS)),
         memory=pd.DataFrame(gpu.rows, columns=list(MEMORY_COLUMNS)),
         manifest=manifest,
     )
     write_run(result, out)
-    pd.DataFrame(scraper.rows if scraper else [], columns=list(METRIC_COLUMNS)).to_parquet(
+    redact_frame(pd.DataFrame(scraper.rows if scraper else [], columns=list(METRIC_COLUMNS))).to_parquet(
         out / "metrics.parquet", index=False)
     return result
+
+
+def check_out_dir(out: Path) -> None:
+    """A run directory that can be created (or is an empty-enough directory): not a file, under a
+    writable folder; checked before anything is created."""
+    if out.exists() and not out.is_dir():
+        raise WarmbenchError(f"--out {out} is a file, not a directory")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise WarmbenchError(f"--out {out}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise WarmbenchError(f"--out {out}: {probe} is not writable")
 
 
 def _start_unless_stopped(live: LiveSystem, stop: Event) -> None:

@@ -28,6 +28,7 @@ from geventhttpclient import HTTPClient
 
 from harness.errors import WarmbenchError
 from harness.loadgen import Endpoint, Unavailable
+from harness.redact import redact_text
 from harness.store import write_json
 from systems.live.base import EventLog, LiveSystem
 
@@ -57,11 +58,12 @@ def default_python() -> str:
     return os.environ.get("WARMBENCH_VLLM_PYTHON") or sys.executable
 
 
-def _get_status(url: str, path: str, method: str = "GET", timeout_s: float = 2.0) -> int:
+def _get_status(url: str, path: str, method: str = "GET", timeout_s: float = 2.0,
+                headers: dict[str, str] | None = None) -> int:
     host, port = url.split("//", 1)[1].split(":")
     client = HTTPClient(host, int(port), connection_timeout=timeout_s, network_timeout=timeout_s)
     try:
-        resp = client.request(method, path, body=b"")
+        resp = client.request(method, path, body=b"", headers=headers or {})
         resp.read()
         return resp.status_code
     finally:
@@ -126,7 +128,19 @@ class VllmServer:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return "(no log)"
-        return " | ".join(text[-n_chars:].splitlines()[-6:])
+        return redact_text(" | ".join(text[-n_chars:].splitlines()[-6:]))
+
+    def scrub_log(self) -> None:
+        """Mask credentials the server may have logged (its env, an --api-key in its arguments)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return
+        clean = redact_text(text)
+        if clean != text:
+            tmp = self.log_path.with_suffix(".tmp")
+            tmp.write_text(clean)
+            tmp.replace(self.log_path)
 
     def stop(self, grace_s: float = 15.0) -> None:
         """SIGTERM the process group, SIGKILL what is left after `grace_s`."""
@@ -168,11 +182,13 @@ class VllmSystem(LiveSystem):
                  gpus: dict[str, str] | None = None, host: str = "127.0.0.1",
                  max_model_len: int = 2048, dtype: str | None = None,
                  extra_args: list[str] | None = None, env: dict[str, str] | None = None,
-                 startup_timeout_s: float = 600.0, gpu_present: bool = False) -> None:
+                 startup_timeout_s: float = 600.0, gpu_present: bool = False,
+                 headers: dict[str, str] | None = None) -> None:
         if mode == "sleep" and not gpu_present:
             raise WarmbenchError("vllm mode 'sleep' needs a GPU (vLLM's CPU build has no sleep mode); "
                                  "use 'dedicated' or 'ondemand'")
         self.mode, self.idle_s, self.startup_timeout_s = mode, idle_s, startup_timeout_s
+        self.headers = dict(headers or {})  # e.g. for a server started with --api-key
         dtype = dtype or ("auto" if gpu_present else "float32")
         python = python or default_python()
         extra = list(extra_args or [])
@@ -194,7 +210,8 @@ class VllmSystem(LiveSystem):
             chat = api == "chat"  # chat messages are text: no token-id prompts
             endpoints[model] = Endpoint(url=server.url, protocol="openai-chat" if chat else "openai",
                                         served_name=model, token_ids=not chat,
-                                        vocab_size=vocab_size(model_dir), ignore_eos=True)
+                                        vocab_size=vocab_size(model_dir), ignore_eos=True,
+                                        headers=tuple(self.headers.items()))
         super().__init__(endpoints, events, run_dir)
         self._reaper: Any = None
         self._watcher: Any = None
@@ -244,6 +261,8 @@ class VllmSystem(LiveSystem):
             if inst.server.alive():
                 jobs.append(gevent.spawn(self._stop_one, model))
         gevent.joinall(jobs)
+        for inst in self.instances.values():
+            inst.server.scrub_log()
 
     def _stop_one(self, model: str) -> None:
         inst = self.instances[model]
@@ -285,7 +304,7 @@ class VllmSystem(LiveSystem):
         inst.state = "sleeping"
         inst.ready.clear()
         try:
-            status = _get_status(inst.server.url, "/sleep?level=1", "POST", timeout_s=60)
+            status = _get_status(inst.server.url, "/sleep?level=1", "POST", timeout_s=60, headers=self.headers)
         except (OSError, gevent.Timeout) as exc:
             status = 0
             self.events.add("sleep_failed", model, str(exc)[:200])
@@ -314,7 +333,7 @@ class VllmSystem(LiveSystem):
                 inst.ready.clear()
                 self.events.add("wake_begin", model)
                 try:
-                    status = _get_status(inst.server.url, "/wake_up", "POST", timeout_s=120)
+                    status = _get_status(inst.server.url, "/wake_up", "POST", timeout_s=120, headers=self.headers)
                 except (OSError, gevent.Timeout) as exc:
                     status, inst.error = 0, f"wake_up failed: {exc}"
                 inst.state = "up" if status == 200 else "asleep"
@@ -345,8 +364,8 @@ class VllmSystem(LiveSystem):
         inst.last_used = time.monotonic()
 
     # -- telemetry -------------------------------------------------------------------------
-    def metrics_targets(self) -> dict[str, tuple[str, str]]:
-        return {m: (i.server.url + "/metrics", m) for m, i in self.instances.items() if i.state == "up"}
+    def metrics_targets(self) -> dict[str, tuple[str, str, dict[str, str]]]:
+        return {m: (i.server.url + "/metrics", m, self.headers) for m, i in self.instances.items() if i.state == "up"}
 
     def gpu_pids(self) -> dict[int, str]:
         return {i.server.proc.pid: m for m, i in self.instances.items() if i.server.alive()}
