@@ -130,5 +130,5 @@ CORE_BOUNDS: dict[str, Bound] = {
     "max_num_batched_tokens": count(1, 10**9),
     "chunked_prefill_tokens": count(0, 10**9),   # 0: chunked prefill off
     "max_model_len": count(0, 10**9),            # 0: no limit
-    "max_drain_s": seconds(high=1e7),
+    "max_drain_s": seconds(high=86_400.0),       # ticks run until then while a request is unserved
 }

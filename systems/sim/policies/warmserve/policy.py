@@ -46,7 +46,8 @@ class WarmServe(Policy):
         # loads them from t = 0, a cold cluster
         "warm_start": True,
     }
-    BOUNDS = {"window_s": seconds(positive=True, high=86_400.0), "capacity": count(1, 1_000_000),
+    #: window_s >= 1 s: a tiny forecast window would mean millions of windows per run
+    BOUNDS = {"window_s": seconds(low=1.0, high=86_400.0), "capacity": count(1, 1_000_000),
               "tick_s": seconds(low=MIN_TICK_S, high=3600.0), "warm_engine_init_s": seconds(high=86_400.0),
               "prewarm": flag(), "kv_prewarm": flag(), "placement": flag(), "host_cache": flag(),
               "replan_s": seconds(positive=True, high=86_400.0), "n_recent": count(1, 10_000), "warm_start": flag()}
