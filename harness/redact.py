@@ -44,6 +44,11 @@ def register_secret(value: str | None) -> None:
     """Mask `value` (and its URL-quoted form) wherever it appears in what the harness writes."""
     if not value:
         return
+    words = value.split()
+    if len(words) > 1:  # "Bearer <token>": the token alone is as secret as the whole value
+        for word in words:
+            if len(word) >= 8:
+                register_secret(word)
     for form in {value, quote(value, safe=""), unquote(value)}:
         if form:
             _SECRETS.add(form)

@@ -22,8 +22,10 @@ import math
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness.errors import WarmbenchError
+from harness.redact import redact_text
 
 
 def _pairs(values: list[str], flag: str, what: str = "MODEL=VALUE", secret: bool = False) -> dict[str, str]:
@@ -244,4 +246,4 @@ def _summary(result, out: Path, console: Console) -> None:
         errors = req.loc[req["status"] != "ok", "error"].astype(str)
         first = errors[errors != ""].iloc[0] if (errors != "").any() else "no error recorded"
         console.print(f"[bold red]most requests failed[/] ({len(req) - len(ok)} of {len(req)}); "
-                      f"first error: {first}", highlight=False, soft_wrap=True)
+                      f"first error: {escape(redact_text(first))}", highlight=False, soft_wrap=True)

@@ -192,17 +192,17 @@ def test_url_credentials_and_headers_are_sent_but_never_written(
 @pytest.mark.contract
 def test_api_key_and_header_on_the_command_line_never_reach_the_manifest(
         standin, workload_csv: Path, tmp_path: Path) -> None:
-    key, header = secret("sk-"), secret("h")
+    key, header, password = secret("sk-"), secret("h"), secret("pw")
     a = standin("--ttft-ms", "5", "--gap-ms", "1", "--require-header", f"Authorization=Bearer {key}",
                 "--require-header", f"X-Org={header}")
     out = tmp_path / "results" / "run"
     proc = subprocess.run([sys.executable, "run.py", "replay", "--workload", str(workload_csv),
-                           "--endpoint", f"http://{a}", "--api-key", key, f"--header=X-Org={header}",
+                           "--endpoint", f"http://me:{password}@{a}", "--api-key", key, f"--header=X-Org={header}",
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert "--api-key" in manifest["argv"]  # the command line is kept, its secrets masked
-    assert leaks(tmp_path / "results", key, header) == []
+    assert leaks(tmp_path / "results", key, header, password) == []  # the api key won over the URL's
 
 
 def test_live_experiment_with_vllm_env_token_and_env_api_key(standin, tmp_path: Path, monkeypatch) -> None:
@@ -275,6 +275,8 @@ def test_redact_masks_by_pattern_key_and_registered_value() -> None:
     assert out["argv"] == ["replay", "--api-key", MASK, "--header", f"X-B={MASK}", f"--header=X-C={MASK}", "--seed", "1"]
     assert value not in out["error"] and "abcdef" not in out["error"] and out["nested"] == [{"password": MASK}]
     assert redact_text("basic settings, Basic mode") == "basic settings, Basic mode"  # prose is left alone
+    register_secret("Token " + value[::-1])
+    assert redact_text(f"server log: token={value[::-1]}") == f"server log: token={MASK}"  # the token alone too
 
 
 def test_redact_changes_nothing_in_an_ordinary_run(tmp_path: Path) -> None:
