@@ -183,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
 
         result = run_live(workload, args.system, options, args.out, seed=args.seed)
     _summary(result, args.out, console)
+    if result.manifest.get("interrupted"):  # Ctrl-C: the run is kept, incomplete
+        return 130
     return 0 if result.manifest.get("status") == "complete" and not mostly_failed(result.manifest) else 1
 
 

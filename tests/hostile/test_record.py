@@ -503,3 +503,33 @@ def test_sim_never_overwrites_a_run(tmp_path) -> None:
     code, _, err = cli("sim", "--system", "vllm-ondemand", "--workload", str(wl), "--out", str(tmp_path / "s"))
     assert "choose a new --out" in one_line_error(code, err)
     assert (tmp_path / "s" / "manifest.json").read_text() == before
+
+
+def test_replay_ctrl_c_exits_130_and_a_second_cuts_the_drain(tmp_path) -> None:
+    from tests.live.conftest import free_port, wait_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "harness.loadgen.standin", "--port", str(port),
+                               "--hang-model", "m"], cwd=ROOT)
+    try:
+        wait_port(port, server)
+        (tmp_path / "t.csv").write_text("arrival_s,model,input_tokens,output_tokens\n"
+                                        + "".join(f"{i * 0.2},m,10,5\n" for i in range(100)))
+        out = tmp_path / "run"
+        proc = subprocess.Popen([sys.executable, "run.py", "replay", "--workload", str(tmp_path / "t.csv"),
+                                 "--system", "openai", "--endpoint", f"http://127.0.0.1:{port}", "--token-ids", "no",
+                                 "--ignore-eos", "no", "--timeout-s", "120", "--drain-s", "120", "--out", str(out)],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_for(lambda: (out / "requests.jsonl").is_file() or proc.poll() is not None)
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        text, _ = proc.communicate(timeout=60)
+        assert time.monotonic() - t0 < 30 and proc.returncode == 130, text
+        m = read_run(out).manifest
+        assert m["status"] == "incomplete" and m["interrupted"] is True and m["requests_summary"]["total"] == 100
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
