@@ -71,8 +71,14 @@ def send(pool: ClientPool, ep: Endpoint, record: dict[str, Any], now: Callable[[
          seed: int, timeout_s: float, prepared: tuple[str, bytes] | None = None) -> None:
     """Fill `record` (which has request_id, input/output tokens, sent_s) by sending it once;
     `prepared` is (path, body) already built for `ep`."""
-    path, body = prepared or build_request(ep, record["request_id"], record["input_tokens"],
-                                           record["output_tokens"], seed)
+    try:
+        path, body = prepared or build_request(ep, record["request_id"], record["input_tokens"],
+                                               record["output_tokens"], seed)
+    except Exception as exc:  # noqa: BLE001 - e.g. a token count no body can hold: a record, not a crash
+        record["end_s"] = now()
+        record["status"], record["error"] = "error", f"request not built: {type(exc).__name__}: {exc}"[:300]
+        _fill_tokens(record, StreamReader(ep.protocol), [], ep)
+        return
     reader = StreamReader(ep.protocol)
     token_times: list[float] = []
 

@@ -46,6 +46,8 @@ from urllib.parse import urlsplit, urlunsplit
 from harness.errors import WarmbenchError
 from harness.redact import is_secret_key, redact_text, register_basic_auth, register_secret
 
+#: Upper bound of every duration option: about 4 months (larger ones overflow the event loop's timers).
+MAX_S = 1e7
 #: An HTTP header name (RFC 9110 token).
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -62,6 +64,10 @@ def resolve_secret(value: str, what: str) -> str:
         raise ValueError(f"{what}: empty value")
     if any(c in value for c in "\r\n\0") or not value.isprintable():
         raise ValueError(f"{what}: control characters in the value")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what}: characters an HTTP header cannot carry (latin-1 only)") from None
     register_secret(value)
     return value
 
@@ -103,13 +109,13 @@ class _Strict(BaseModel):
 
 
 class ClientOptions(_Strict):
-    time_scale: float = Field(1.0, gt=0)
-    timeout_s: float = Field(600.0, gt=0)
-    connect_timeout_s: float = Field(10.0, gt=0)
-    drain_s: float = Field(30.0, ge=0)
-    overload_threshold_ms: float = Field(10.0, gt=0)
-    scrape_period_s: float = Field(1.0, gt=0)
-    max_connections: int = Field(8192, ge=1)
+    time_scale: float = Field(1.0, gt=0, le=1e6)
+    timeout_s: float = Field(600.0, gt=0, le=MAX_S)
+    connect_timeout_s: float = Field(10.0, gt=0, le=MAX_S)
+    drain_s: float = Field(30.0, ge=0, le=MAX_S)
+    overload_threshold_ms: float = Field(10.0, gt=0, le=MAX_S * 1000)
+    scrape_period_s: float = Field(1.0, gt=0, le=MAX_S)
+    max_connections: int = Field(8192, ge=1, le=1_000_000)
     served_names: dict[str, str] = {}
     api_key: SecretStr | None = None
     headers: dict[str, SecretStr] = {}
@@ -147,7 +153,7 @@ class OpenAIOptions(_Strict):
     url: str | None = None
     api: Literal["completions", "chat"] = "completions"
     token_ids: bool | Literal["auto"] = "auto"
-    vocab_size: int = Field(32000, ge=32)
+    vocab_size: int = Field(32000, ge=32, le=2**31)
     ignore_eos: bool | Literal["auto"] = "auto"
     metrics: bool = True
 
@@ -168,14 +174,14 @@ class VllmOptions(_Strict):
     models: dict[str, str]
     mode: Literal["dedicated", "ondemand", "sleep"] = "dedicated"
     api: Literal["completions", "chat"] = "completions"
-    idle_s: float = Field(30.0, gt=0)
+    idle_s: float = Field(30.0, gt=0, le=MAX_S)
     python: str | None = None
     gpus: dict[str, str] = {}
-    max_model_len: int = Field(2048, ge=16)
+    max_model_len: int = Field(2048, ge=16, le=2**24)
     dtype: str | None = None
     extra_args: list[str] = []
     env: dict[str, str] = {}
-    startup_timeout_s: float = Field(600.0, gt=0)
+    startup_timeout_s: float = Field(600.0, gt=0, le=MAX_S)
     host: str = "127.0.0.1"
 
 

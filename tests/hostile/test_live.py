@@ -389,9 +389,13 @@ def test_every_request_refused_exits_1(workload_csv: Path, tmp_path: Path) -> No
     (["--endpoint", "http://127.0.0.1:9", "--time-scale", "inf"], "time_scale"),
     (["--endpoint", "http://127.0.0.1:9", "--timeout-s", "nan"], "timeout_s"),
     (["--endpoint", "http://127.0.0.1:9", "--drain-s", "-1"], "drain_s"),
+    (["--endpoint", "http://127.0.0.1:9", "--timeout-s", "1e300"], "timeout_s"),
+    (["--endpoint", "http://127.0.0.1:9", "--vocab-size", "99999999999999999999"], "vocab_size"),
     (["--endpoint", "http://127.0.0.1:9", "--header", "Bad Name=v"], "header name"),
     (["--endpoint", "http://127.0.0.1:9", "--header", "X-Key"], "NAME=VALUE"),
     (["--endpoint", "http://127.0.0.1:9", "--header", "Host=evil"], "Host"),
+    (["--endpoint", "http://127.0.0.1:9", "--header", "X-K=caf\u00e9\u2603"], "latin-1"),
+    (["--endpoint", "http://127.0.0.1:9", "--api-key", ""], "api key"),
 ])
 def test_bad_live_input_is_one_line_exit_2_and_leaves_no_directory(workload_csv: Path, tmp_path: Path,
                                                                    flags: list[str], needle: str) -> None:
