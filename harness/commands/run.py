@@ -106,8 +106,11 @@ def _interrupted(console: Console, stop: experiment.GridInterrupted) -> int:
     """Ctrl-C: say which runs are done, which was cut short and which never started; exit 130."""
     done = [o for o in stop.outcomes if o.status in ("complete", "skipped")]
     cut = [o for o in stop.outcomes if o.status == "incomplete"]
-    console.print(f"[yellow]interrupted[/]: {len(done)} runs complete, {len(cut)} incomplete, "
+    failed = [o for o in stop.outcomes if o.status == "failed"]
+    console.print(f"[yellow]interrupted[/]: {len(done)} runs complete, {len(failed)} failed, {len(cut)} incomplete, "
                   f"{len(stop.missing)} not started (rerun the same command to resume)", highlight=False)
+    for o in failed:
+        console.print(f"  failed: {o.spec.run_id}: {o.error}", highlight=False)
     for o in cut:
         console.print(f"  incomplete: {o.spec.run_id}", highlight=False)
     for spec in stop.missing:
