@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         from systems.live.webui import start_web_ui
 
         host, _, port = args.web_ui.rpartition(":")
-        if not port.isdigit():
+        if not port.isdigit() or not 0 < int(port) < 65536:
             raise WarmbenchError(f"--web-ui {args.web_ui!r}: expected HOST:PORT, e.g. 127.0.0.1:8089")
         env, on_record = start_web_ui(host or "127.0.0.1", int(port))
         console.print(f"live view: http://{host or '127.0.0.1'}:{port}", highlight=False)
@@ -207,10 +207,18 @@ def _checked_inputs(args: argparse.Namespace):
     _finite(args.start_delay_s, "--start-delay-s", 0.0, inclusive=True)
     if args.expect_workers < 1:
         raise WarmbenchError(f"--expect-workers must be >= 1, got {args.expect_workers}")
+    if not 0 < args.master_port < 65536:
+        raise WarmbenchError(f"--master-port must be a TCP port (1-65535), got {args.master_port}")
+    if args.web_ui is not None:
+        port = args.web_ui.rpartition(":")[2]
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise WarmbenchError(f"--web-ui {args.web_ui!r}: expected HOST:PORT, e.g. 127.0.0.1:8089")
     options = options_from_args(args)
     args.options = options
     parse_options(args.system, options)  # bounds, URLs, env: values
     check_out_dir(args.out)
+    if (args.out / "manifest.json").exists():
+        raise WarmbenchError(f"--out {args.out} already holds a run (manifest.json); choose a new --out")
     workload = load_workload(args.workload)
     known = set(workload.models)
     for flag, values in (("--endpoint", [e for e in args.endpoint if "=" in e]), ("--model", args.model),

@@ -199,7 +199,10 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
     gpu = GpuMemory(node)
     events = EventLog(node=node)
     live = build_system(system, sys_opts, client, workload.models, events, out, gpu.available)
-    out.mkdir(parents=True, exist_ok=True)  # only once every input has been checked
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # only once every input has been checked
+    except OSError as exc:
+        raise WarmbenchError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
     run_options = {"client": client.model_dump(), "system": sys_opts.model_dump()}
     manifest = new_manifest(
         kind="live", system=system, seed=seed, workload=workload,
@@ -298,11 +301,14 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
 def check_out_dir(out: Path) -> None:
     """A run directory that can be created (or is an empty-enough directory): not a file, under a
     writable folder; checked before anything is created."""
-    if out.exists() and not out.is_dir():
-        raise WarmbenchError(f"--out {out} is a file, not a directory")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
+    try:
+        if out.exists() and not out.is_dir():
+            raise WarmbenchError(f"--out {out} is a file, not a directory")
+        probe = out
+        while not probe.exists():
+            probe = probe.parent
+    except OSError as exc:  # a name too long, a loop of links...
+        raise WarmbenchError(f"--out {out}: cannot create it ({exc.strerror or exc})") from None
     if not probe.is_dir():
         raise WarmbenchError(f"--out {out}: {probe} is a file, not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):

@@ -394,6 +394,8 @@ def test_every_request_refused_exits_1(workload_csv: Path, tmp_path: Path) -> No
     (["--endpoint", "http://127.0.0.1:9", "--header", "Bad Name=v"], "header name"),
     (["--endpoint", "http://127.0.0.1:9", "--header", "X-Key"], "NAME=VALUE"),
     (["--endpoint", "http://127.0.0.1:9", "--header", "Host=evil"], "Host"),
+    (["--endpoint", "http://127.0.0.1:9", "--web-ui", "127.0.0.1:99999"], "--web-ui"),
+    (["--endpoint", "http://127.0.0.1:9", "--master", "--master-port", "0"], "--master-port"),
     (["--endpoint", "http://127.0.0.1:9", "--header", "X-K=caf\u00e9\u2603"], "latin-1"),
     (["--endpoint", "http://127.0.0.1:9", "--api-key", ""], "api key"),
 ])
@@ -424,6 +426,15 @@ def test_out_that_is_a_file_or_unwritable_is_bad_input(workload_csv: Path, tmp_p
         proc = cli("replay", "--workload", str(workload_csv), "--endpoint", "http://127.0.0.1:9", "--out", str(out))
         assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
     assert file.read_text() == "x"
+    taken = tmp_path / "run-before"
+    taken.mkdir()
+    (taken / "manifest.json").write_text('{"status": "complete"}')
+    proc = cli("replay", "--workload", str(workload_csv), "--endpoint", "http://127.0.0.1:9", "--out", str(taken))
+    assert proc.returncode == 2 and "already holds a run" in proc.stderr, proc.stderr
+    assert [p.name for p in taken.iterdir()] == ["manifest.json"]  # never overwritten
+    too_long = tmp_path / ("x" * 300)  # passes every check, the file system refuses it
+    proc = cli("replay", "--workload", str(workload_csv), "--endpoint", "http://127.0.0.1:9", "--out", str(too_long))
+    assert proc.returncode == 2 and "cannot create" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     if os.geteuid() == 0:
         pytest.skip("root may write anywhere: no unwritable folder to try")
     locked = tmp_path / "locked"
