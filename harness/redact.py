@@ -154,7 +154,8 @@ def redact(obj: Any) -> Any:
 
 def redact_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with every string cell redacted (a copy when anything changed; lists and dicts in
-    cells too). Strings are redacted once per distinct value: tables hold few distinct ones."""
+    cells too, except lists that start with a number). Strings are redacted once per distinct
+    value: tables hold few distinct ones."""
     changed: dict[str, Any] = {}
     for col in frame.columns:
         series = frame[col]
@@ -166,6 +167,16 @@ def redact_frame(frame: pd.DataFrame) -> pd.DataFrame:
             continue
         if series.dtype != object and not pd.api.types.is_string_dtype(series.dtype):
             continue
+        try:  # a column of hashable cells: redact each distinct value once (C-speed when clean)
+            distinct = series.dropna().unique()
+        except TypeError:  # lists or dicts in cells: cell by cell below
+            distinct = None
+        if distinct is not None:
+            mapping = {v: redact(v) for v in distinct if isinstance(v, str)}
+            mapping = {k: v for k, v in mapping.items() if v != k}
+            if mapping:
+                changed[col] = series.map(lambda v: mapping.get(v, v) if isinstance(v, str) else v)
+            continue
         cache: dict[str, str] = {}
         values = series.tolist()
         dirty = False
@@ -175,6 +186,8 @@ def redact_frame(frame: pd.DataFrame) -> pd.DataFrame:
                 if new is None:
                     new = cache[value] = redact_text(value)
             elif isinstance(value, (list, tuple, dict)):
+                if isinstance(value, (list, tuple)) and (not len(value) or isinstance(value[0], (int, float))):
+                    continue  # numbers (inter-token gaps): the first element tells, a million cells stay cheap
                 new = redact(value)
             else:
                 continue
