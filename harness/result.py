@@ -18,7 +18,9 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "input_tokens", "output_tokens", "received_tokens", "status", "error", "start_kind",
     "queue_s", "load_s", "prefill_s",
 )
-#: Optional request columns: `itl_s` (list of inter-token gaps, live runs), `instance`, `node`.
+#: Optional request columns: `itl_s` (list of inter-token gaps, live runs), `instance`, `node`;
+#: live runs also `endpoint`, `server_input_tokens`, `streamed_tokens`, `claimed_tokens`,
+#: `tokens_mismatch`, `bad_events` (systems.live.run.EXTRA_REQUEST_COLUMNS; older runs lack them).
 
 #: Control-plane timeline. `kind`: instance_start, instance_ready, instance_stop, load_begin,
 #: load_end, prewarm, evict, scale_up, scale_down, forecast, ... `gpus`: "0,1" style list.
