@@ -121,6 +121,10 @@ class ChunkedDecoder:
         return b"".join(out)
 
 
+class _Enough(Exception):
+    """Raised from a body callback to stop reading a body (read_all's limit)."""
+
+
 class Head:
     """Status line and headers of a response (header names lower-cased)."""
 
@@ -413,11 +417,24 @@ class Exchange:
         reader.run(self._rest, self._rest_s)
         self._complete = reader.complete and reader.reusable and self.head.keep_alive
 
-    def read_all(self) -> bytes:
-        """The whole body (for short non-streamed answers such as errors)."""
+    def read_all(self, limit_bytes: int = 65536) -> bytes:
+        """The body of a short non-streamed answer (an error), at most `limit_bytes` of it: an
+        endless error body must not fill the client's memory (the connection is then dropped)."""
         parts: list[bytes] = []
-        self.read_body(lambda data, _t: parts.append(data))
-        return b"".join(parts)
+        size = 0
+
+        def keep(data: bytes, _t: float) -> None:
+            nonlocal size
+            parts.append(data)
+            size += len(data)
+            if size >= limit_bytes:
+                raise _Enough
+
+        try:
+            self.read_body(keep)
+        except _Enough:
+            self._complete = False
+        return b"".join(parts)[:limit_bytes]
 
     def finish(self) -> None:
         if self.conn is not None:

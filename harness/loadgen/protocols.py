@@ -81,6 +81,9 @@ def probe_request(ep: Endpoint) -> tuple[str, bytes]:
     return path, body
 
 
+#: Largest token count taken from a server (usage, trailer): beyond it the count is malformed.
+MAX_COUNT = 2**53
+
 #: Most tokens one stream event may plausibly carry (speculative decoding, stream intervals):
 #: a server whose `usage` claims more per event than this is contradicted by its own stream.
 MAX_TOKENS_PER_EVENT = 8
@@ -277,7 +280,7 @@ class StreamReader:
             self.bad_events += 1
             return
         completion, prompt = usage.get("completion_tokens"), usage.get("prompt_tokens")
-        ok = all(v is None or (type(v) is int and v >= 0) for v in (completion, prompt))
+        ok = all(v is None or (type(v) is int and 0 <= v <= MAX_COUNT) for v in (completion, prompt))
         if not ok:
             self.bad_events += 1
             return
@@ -289,7 +292,11 @@ class StreamReader:
             text = self.raw.decode("utf-8", "replace")
             pos = text.rfind("#")
             if pos >= 0 and text[pos + 1:].strip().isdigit():
-                self.usage_tokens = int(text[pos + 1:].strip())
+                count = int(text[pos + 1:].strip())
+                if count <= MAX_COUNT:
+                    self.usage_tokens = count
+                else:
+                    self.bad_events += 1  # a count no table column can hold: no claim at all
                 self.done = True
             else:
                 self.error = "no '#<tokens>' trailer: stream ended early"

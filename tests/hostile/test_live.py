@@ -317,6 +317,17 @@ def test_malformed_events_are_counted_whatever_the_split() -> None:
         assert (events, reader.bad_events, reader.usage_tokens, reader.done) == (3, 6, None, True), cut
 
 
+def test_absurd_counts_from_the_server_are_malformed_not_a_crash() -> None:
+    reader = StreamReader("openai")
+    reader.feed(token_event() + usage_event(10**30, prompt=-1) + b"data: [DONE]\n\n")
+    assert (reader.usage_tokens, reader.prompt_tokens, reader.bad_events) == (None, None, 1)
+    warm = StreamReader("warmserve")
+    warm.feed(b"hi")
+    warm.feed(b"#" + b"9" * 30)
+    warm.finish()
+    assert (warm.usage_tokens, warm.bad_events, warm.error) == (None, 1, None)
+
+
 def test_lying_and_malformed_streams_are_flagged_on_the_record(raw_server, tmp_path: Path) -> None:
     from systems.live import run_live
     from workloads.workload import Workload
@@ -340,6 +351,39 @@ def test_lying_and_malformed_streams_are_flagged_on_the_record(raw_server, tmp_p
     assert not messy["tokens_mismatch"].any()
     warnings = " ".join(result.manifest["warnings"])
     assert "2 requests: the server's token count contradicts" in warnings and "12 malformed stream events" in warnings
+
+
+def test_an_endless_error_body_is_cut_short(tmp_path: Path) -> None:
+    from systems.live import run_live
+    from workloads.workload import Workload
+
+    sent = []
+
+    def endless(sock, _addr) -> None:
+        try:
+            sock.recv(65536)
+            sock.sendall(b"HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n")
+            block = b"%x\r\n%s\r\n" % (65536, b"e" * 65536)
+            for _ in range(100_000):  # 6.5 GB unless the client stops reading
+                sock.sendall(block)
+                sent.append(1)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    server = StreamServer(("127.0.0.1", 0), endless)
+    server.start()
+    try:
+        frame = canonical_frame(np.array([0.0]), ["m"], np.full(1, 8), np.full(1, 4))
+        result = run_live(Workload(frame, {"name": "t"}), "openai",
+                          {"url": f"http://127.0.0.1:{server.server_port}", "token_ids": False, "ignore_eos": False,
+                           "timeout_s": 60, "metrics": False}, tmp_path / "run")
+    finally:
+        server.stop()
+    (row,) = result.requests.itertuples()
+    assert row.status == "error" and row.error.startswith("HTTP 500: eee"), row.error
+    assert row.end_s - row.sent_s < 10 and len(sent) < 1000
 
 
 # ------------------------------------------------------------------ (nearly) every request failed
