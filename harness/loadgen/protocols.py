@@ -81,6 +81,10 @@ def probe_request(ep: Endpoint) -> tuple[str, bytes]:
     return path, body
 
 
+#: Longest SSE line kept while waiting for its end, and largest non-streamed body read.
+MAX_LINE_BYTES = 1 << 20
+MAX_BODY_BYTES = 16 << 20
+
 #: Largest token count taken from a server (usage, trailer): beyond it the count is malformed.
 MAX_COUNT = 2**53
 
@@ -175,8 +179,13 @@ class StreamReader:
             return self._feed_chat(data)
         if self.protocol == "warmserve":
             self.raw += data
+            if len(self.raw) > MAX_LINE_BYTES:
+                del self.raw[:-4096]  # only the trailer at the end matters
             return 0 if data.startswith(b"#") and data[1:].strip().isdigit() else 1
         self.raw += data  # serverlessllm: one JSON body, parsed at the end
+        if len(self.raw) > MAX_BODY_BYTES:
+            self.error = f"response body over {MAX_BODY_BYTES >> 20} MiB"
+            self.raw.clear()
         return 0
 
     def _complete_lines(self, data: bytes) -> bytes:
@@ -188,7 +197,14 @@ class StreamReader:
             return data
         cut = data.rfind(b"\n") + 1
         complete, self.pending = data[:cut], data[cut:]
+        self._bound_pending()
         return complete
+
+    def _bound_pending(self) -> None:
+        """A line that never ends must not fill the memory: dropped and counted as malformed."""
+        if len(self.pending) > MAX_LINE_BYTES:
+            self.pending = b""
+            self.bad_events += 1
 
     def _feed_chat(self, data: bytes) -> int:
         # A token is a delta with non-empty content: the first event (role, empty content) and
@@ -215,6 +231,7 @@ class StreamReader:
             cut = data.rfind(b"\n") + 1
             if cut == 0:
                 self.pending = data
+                self._bound_pending()
                 return 0
             complete, self.pending = data[:cut], data[cut:]
         events = complete.count(b'"choices":[{')

@@ -328,6 +328,14 @@ def test_absurd_counts_from_the_server_are_malformed_not_a_crash() -> None:
     assert (warm.usage_tokens, warm.bad_events, warm.error) == (None, 1, None)
 
 
+def test_a_line_that_never_ends_is_dropped_not_kept() -> None:
+    reader = StreamReader("openai")
+    for _ in range(40):
+        reader.feed(b"x" * 65536)  # 2.5 MiB without a newline
+    assert len(reader.pending) <= (1 << 20) and reader.bad_events >= 1
+    assert reader.feed(b"\n" + token_event()) == 1  # the stream goes on being read
+
+
 def test_lying_and_malformed_streams_are_flagged_on_the_record(raw_server, tmp_path: Path) -> None:
     from systems.live import run_live
     from workloads.workload import Workload
