@@ -29,7 +29,7 @@ MIN_SUBSTRING_CHARS = 4
 _SECRETS: set[str] = set()
 _BY_LENGTH: list[str] = []  # substring-masked secrets, longest first (one may contain another)
 
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@?#\"'<>]+@")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s?#\"'<>]+@")  # to the authority's last @
 _QUERY = re.compile(r"(?i)([?&;](?:api[_-]?key|apikey|key|token|access[_-]?token|auth|secret|password|sig|signature)=)"
                     r"[^&#\s\"'<>]+")
 _SCHEME_CRED = re.compile(r"(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=\-]{4,})")
