@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.redact import redact
+
 #: The repository (or installed package) root: harness/, systems/, workloads/ live below it.
 ROOT = Path(__file__).resolve().parents[1]
 #: Where the code that produces results lives; changes elsewhere (tests, README) do not make a run stale.
@@ -87,8 +89,12 @@ def code_key(code: dict[str, Any] | None) -> str:
 
 
 def config_sha256(config: Any) -> str:
-    """Hash of a resolved config (JSON with sorted keys)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    """Hash of a resolved config (JSON with sorted keys), credentials masked first.
+
+    A credential is not part of what a run is (a rotated API key does not make results stale), and
+    a hash of a short secret could be brute-forced from the manifest.
+    """
+    return hashlib.sha256(json.dumps(redact(config), sort_keys=True, default=str).encode()).hexdigest()
 
 
 def workload_sha256(workload: Any) -> str:

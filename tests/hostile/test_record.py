@@ -533,3 +533,13 @@ def test_replay_ctrl_c_exits_130_and_a_second_cuts_the_drain(tmp_path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_config_hash_ignores_credentials_but_not_settings():
+    """A credential never reaches the manifest, not even as a brute-forceable hash of itself."""
+    from harness.identity import config_sha256
+
+    a = {"system": "openai", "options": {"api_key": "sk-one-1234", "endpoint": "http://u:pw1234@h:1/v1", "rate": 1}}
+    b = {"system": "openai", "options": {"api_key": "sk-two-5678", "endpoint": "http://u:other99@h:1/v1", "rate": 1}}
+    assert config_sha256(a) == config_sha256(b)
+    assert config_sha256(a) != config_sha256({**a, "options": {**a["options"], "rate": 2}})
