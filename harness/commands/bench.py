@@ -1,10 +1,15 @@
-"""`warmbench bench TARGET`: speed benchmarks (figures, not pass/fail). One module per target in harness/bench/."""
+"""`warmbench bench TARGET`: benchmarks. One module per target in harness/bench/.
+
+reader, sim, loadgen: speed figures, not pass/fail. fidelity: the simulator against published
+measurements; exits 1 when a row is out of its band (a gate), 2 on a bad --table.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
+from pathlib import Path
 
 from rich.console import Console
 
@@ -12,20 +17,32 @@ TARGETS: dict[str, str] = {
     "reader": "harness.bench.reader",
     "sim": "harness.bench.sim",
     "loadgen": "harness.bench.loadgen",
+    "fidelity": "harness.bench.fidelity",
 }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("bench", help="speed benchmarks: reader, sim, loadgen")
+    p = subparsers.add_parser("bench", help="speed benchmarks (reader, sim, loadgen); simulator fidelity "
+                                            "against published measurements (fidelity)")
     p.add_argument("target", choices=sorted(TARGETS))
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--quick", action="store_true", help="smaller scenarios, for a smoke check")
+    p.add_argument("--table", type=Path, metavar="FILE.csv",
+                   help="fidelity: a validation table in published.csv's format (default: the shipped one)")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="fidelity: write a parity plot")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Each bench module has `run(quick: bool) -> dict` and `render(result, console)`."""
+    """Each bench module has `run(quick: bool) -> dict` and `render(result, console)`, or
+    `run_cli(args) -> exit code` (fidelity)."""
+    from harness.errors import WarmbenchError
+
     module = importlib.import_module(TARGETS[args.target])
+    if hasattr(module, "run_cli"):
+        return module.run_cli(args)
+    if args.table is not None or args.plot is not None:
+        raise WarmbenchError(f"--table and --plot apply to `bench fidelity`, not `bench {args.target}`")
     result = module.run(quick=args.quick)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -123,7 +123,8 @@ def check_options(options: Mapping[str, Any], bounds: Mapping[str, Bound], *, wh
 
 #: Bounds of systems.sim.core.CORE_OPTIONS (a test checks that both name the same options).
 CORE_BOUNDS: dict[str, Bound] = {
-    "engine_init_s": seconds(high=86_400.0),
+    "engine_init_s": seconds(high=86_400.0),     # default None: derived (systems/sim/startup.py)
+    "process_start_s": seconds(high=86_400.0),
     "gpu_memory_utilization": fraction(),
     "block_size": count(1, 4096),
     "max_num_seqs": count(1, 1_000_000),
@@ -131,4 +132,5 @@ CORE_BOUNDS: dict[str, Bound] = {
     "chunked_prefill_tokens": count(0, 10**9),   # 0: chunked prefill off
     "max_model_len": count(0, 10**9),            # 0: no limit
     "max_drain_s": seconds(high=86_400.0),       # ticks run until then while a request is unserved
+    "cuda_graphs": flag(),                       # engine mode: CUDA-graph decode (true) or eager
 }

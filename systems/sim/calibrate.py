@@ -146,3 +146,72 @@ def allreduce_error() -> dict[str, Any] | None:
             out[f"{gpu_dir}/tp{tp}"] = {"under_1MB": round(float(np.median(err[small])), 1),
                                         "from_1MB": round(float(np.median(err[~small])), 1)}
     return out or None
+
+
+# ------------------------------------------------------------------ from published end-to-end rows
+
+#: The graph-mode coefficients `fit_graph_overheads` fits (perf.Coefficients.graph_*).
+GRAPH_COEFFICIENTS: tuple[str, ...] = ("graph_iteration_s", "graph_layer_s")
+
+
+@dataclass(frozen=True)
+class GraphFit:
+    """Graph-mode decode overheads fitted to CUDA-graph serving rows, and the rows' ratios after."""
+
+    graph_iteration_s: float
+    graph_layer_s: float
+    rows: tuple[str, ...]
+    ratios: tuple[float, ...]        # simulated / published after the fit, one per row
+
+
+def _linear_terms(rows: list[Any], names: tuple[str, ...], probes: tuple[float, ...],
+                  base: tuple[tuple[str, str, float], ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's simulated value at all-zero `names` (b) and its slope in each of them (A): the
+    value is exactly linear in per-step fixed costs when every request of a row runs in one batch."""
+    from systems.sim.fidelity.serving import simulate_serving_row
+
+    def sim(row: Any, values: dict[str, float]) -> float:
+        over = tuple(c for c in base if c[0] != row.gpu or c[1] not in values)
+        return simulate_serving_row(row, over + tuple((row.gpu, k, v) for k, v in values.items()))
+
+    zero = {n: 0.0 for n in names}
+    b = np.array([sim(r, zero) for r in rows])
+    a = np.empty((len(rows), len(names)))
+    for j, (name, probe) in enumerate(zip(names, probes)):
+        a[:, j] = (np.array([sim(r, {**zero, name: probe}) for r in rows]) - b) / probe
+    return b, a
+
+
+def _nonneg_relative_lstsq(b: np.ndarray, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x >= 0 minimising sum(((b + a x) / y - 1)^2): least squares, dropping a negative unknown."""
+    w = 1.0 / y
+    active = list(range(a.shape[1]))
+    while True:
+        x = np.zeros(a.shape[1])
+        if active:
+            sol, *_ = np.linalg.lstsq(a[:, active] * w[:, None], (y - b) * w, rcond=None)
+            x[active] = sol
+        if (x >= 0).all():
+            return x
+        active.remove(int(np.argmin(x)))
+
+
+def fit_graph_overheads(rows: list[Any] | None = None) -> GraphFit:
+    """Fit `graph_iteration_s` and `graph_layer_s` (one pair for every GPU) to the vLLM serving
+    rows run with CUDA graphs (group `serving`, engine_mode `cuda_graphs`) of a validation table
+    (default: the shipped one). Everything else keeps its Vidur-fitted value: the graph-mode fixed
+    costs are what the eager-mode profiles cannot tell."""
+    from systems.sim.fidelity.serving import cuda_graphs_of, simulate_serving_row, unsupported
+    from systems.sim.fidelity.table import read_table
+
+    rows = [r for r in (rows if rows is not None else read_table())
+            if r.group == "serving" and r.engine == "vllm" and cuda_graphs_of(r) and unsupported(r) is None]
+    if not rows:
+        raise ValueError("no simulatable vLLM CUDA-graph serving rows to fit")
+    y = np.array([r.value for r in rows])
+    b, a = _linear_terms(rows, GRAPH_COEFFICIENTS, (1e-3, 1e-5))
+    x = _nonneg_relative_lstsq(b, a, y)
+    it_s, layer_s = (float(f"{v:.3g}") for v in x)
+    ratios = tuple(simulate_serving_row(r, ((r.gpu, "graph_iteration_s", it_s), (r.gpu, "graph_layer_s", layer_s)))
+                   / r.value for r in rows)
+    return GraphFit(it_s, layer_s, tuple(r.id for r in rows), ratios)

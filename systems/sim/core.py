@@ -7,8 +7,10 @@ The engine of each instance (continuous batching in decode stretches) is `engine
 mixin of Simulator; the entities it works on are in `entities.py` (re-exported here).
 
 Loading: a load moves each GPU's shard over links: the GPU's PCIe link (host memory) and,
-from SSD, the node's SSD link too; concurrent flows share each link equally (a flow's rate is
-the smallest of its links' fair shares), recomputed whenever a flow starts or ends.
+from SSD, the node's SSD link too; concurrent flows share each link equally, and a flow's rate is
+what its loader reaches on its fair shares (systems/sim/startup.py: safetensors alternates the
+disk read and a CPU copy, pipelined loaders run at the slower link), recomputed whenever a flow
+starts or ends. A policy declares its loaders (`Policy.LOADER`, `Policy.PREWARM_LOADER`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from systems.sim.entities import (  # noqa: F401  (re-exported: policies import 
 )
 from systems.sim.perf import PerfModel, coefficients_for
 from systems.sim.specs import ClusterSpec, ModelSpec, check_fits, model_spec
+from systems.sim.startup import EngineInit, Loader, engine_init, loader as loader_named
 
 if TYPE_CHECKING:
     from systems.sim.policy import Policy
@@ -38,7 +41,12 @@ if TYPE_CHECKING:
 
 #: Options the core itself reads (policies declare theirs in Policy.OPTIONS).
 CORE_OPTIONS: dict[str, Any] = {
-    "engine_init_s": 2.0,            # engine start after weights are resident (process, CUDA ctx, profiling)
+    # engine init after the weights are resident; None: derived from its parts (startup.py: fixed
+    # + profile run + CUDA graph capture, grounded in vllm-pr-11005); a number replaces that
+    "engine_init_s": None,
+    # engine process start (Python, imports) before init: 0, as the WarmServe paper pre-spawns
+    # engine processes and CUDA contexts for every system it compares (PAPER.md s.2)
+    "process_start_s": 0.0,
     "gpu_memory_utilization": 0.9,   # share of GPU memory an instance may use (weights + KV) by default
     "block_size": 16,                # KV block size in tokens
     "max_num_seqs": 256,             # engine batch limit
@@ -48,6 +56,9 @@ CORE_OPTIONS: dict[str, Any] = {
     # adapter's default): a longer request is rejected on arrival, as vLLM answers HTTP 400; 0 = none
     "max_model_len": 2048,
     "max_drain_s": 600.0,            # after the last arrival, how long to let requests finish
+    # engine mode: decode steps replay CUDA graphs (vLLM's default; its published latency tests run
+    # so) or run eager (`--enforce-eager`, the WarmServe paper's setting): systems/sim/perf.py
+    "cuda_graphs": True,
 }
 
 
@@ -93,13 +104,17 @@ class Simulator(Engine):
         self._next_id = 0
         self._events: list[tuple] = []
         self._memory: dict[tuple[float, int], list[tuple]] = {}   # (time, gpu) -> last snapshot then
-        self.engine_init_s = float(options["engine_init_s"])
+        init = options.get("engine_init_s")
+        self.engine_init_s = None if init is None else float(init)
+        self.process_start_s = float(options.get("process_start_s", 0.0))
+        self._init_parts: dict[tuple, EngineInit] = {}
         self.gpu_util = float(options["gpu_memory_utilization"])
         self.block_size = int(options["block_size"])
         self.max_num_seqs = int(options["max_num_seqs"])
         self.max_batched_tokens = int(options["max_num_batched_tokens"])
         self.chunk_budget = int(options["chunked_prefill_tokens"])
         self.max_model_len = int(options["max_model_len"])
+        self.cuda_graphs = bool(options["cuda_graphs"])
         frame = workload.requests
         if duration_s is not None:
             frame = frame[frame["arrival_s"] < duration_s]
@@ -136,7 +151,8 @@ class Simulator(Engine):
         key = (spec.name.split("#")[0], gspec.name, tp)
         pm = self._perf.get(key)
         if pm is None:
-            pm = self._perf[key] = PerfModel(spec, gspec, tp, coefficients_for(gspec, self.cluster.coefficients))
+            pm = self._perf[key] = PerfModel(spec, gspec, tp, coefficients_for(gspec, self.cluster.coefficients),
+                                             cuda_graphs=self.cuda_graphs)
         return pm
 
     def node_gpus(self, node: int) -> list[int]:
@@ -232,16 +248,30 @@ class Simulator(Engine):
             raise SimError(f"GPU group {group} must be distinct GPUs of one node")
         return group
 
-    def _links(self, node: int, gpu: int, model: str) -> tuple[list[Link], str]:
-        if model in self._host[node] or self.model(model).name in self._host[node]:
+    def engine_init_parts(self, model: str, tp: int, gpu: int, max_num_seqs: int) -> EngineInit:
+        """Derived engine init of `model` on `tp` GPUs of `gpu`'s kind (startup.engine_init), cached."""
+        spec = self.model(model)
+        key = (spec.name.split("#")[0], self.cluster.nodes[self.gpus[gpu].node].gpu.name, tp, max_num_seqs)
+        parts = self._init_parts.get(key)
+        if parts is None:
+            parts = self._init_parts[key] = engine_init(
+                self.perf(model, tp, gpu), max_num_batched_tokens=self.max_batched_tokens, max_num_seqs=max_num_seqs,
+                max_model_len=self.max_model_len, cuda_graphs=self.cuda_graphs)
+        return parts
+
+    def _links(self, node: int, gpu: int, model: str, own_host_copy: bool = False) -> tuple[list[Link], str]:
+        if own_host_copy or model in self._host[node] or self.model(model).name in self._host[node]:
             return [self._pcie[gpu]], "host"
         return [self._ssd[node], self._pcie[gpu]], "ssd"
 
     def start_instance(self, model: str, gpus: Iterable[int], *, kv_bytes_per_gpu: int | None = None,
                        max_num_seqs: int | None = None, compute_share: float = 1.0,
-                       engine_init_s: float | None = None, already_warm: bool = False) -> Instance:
+                       engine_init_s: float | None = None, already_warm: bool = False,
+                       loader: str | None = None) -> Instance:
         """Start an engine of `model` on `gpus` (one node). Weights come from a prewarm of the same
-        TP on those GPUs, else host memory, else SSD; then engine init; then ready. KV defaults to
+        TP on those GPUs, else host memory, else SSD, moved by `loader` (default: the policy's
+        `LOADER`; startup.LOADERS); then engine init (`engine_init_s` given here: this start's
+        whole init; else the option, else derived); then ready. KV defaults to
         `gpu_memory_utilization * capacity` minus everything else on the GPU. `already_warm` (t = 0
         only): the instance exists before the run (dedicated deployments)."""
         group = self._check_group(gpus)
@@ -255,7 +285,18 @@ class Simulator(Engine):
         inst.block_size = self.block_size
         inst.max_num_seqs = int(max_num_seqs or self.max_num_seqs)
         inst.compute_share = float(compute_share)
-        inst.engine_init_s = self.engine_init_s if engine_init_s is None else float(engine_init_s)
+        inst.loader = self._loader(loader, self.policy.LOADER)
+        if inst.loader.no_engine_init:          # sleep-mode wake: the engine process stays up
+            inst.init_parts = {"init_s": 0.0}
+        elif engine_init_s is not None:         # the policy's own start cost (e.g. warm_engine_init_s)
+            inst.init_parts = {"init_s": float(engine_init_s)}
+        elif self.engine_init_s is not None:    # the engine_init_s option replaces the derived init
+            inst.init_parts = {"process_s": self.process_start_s, "init_s": self.engine_init_s}
+        else:
+            parts = self.engine_init_parts(model, tp, group[0], inst.max_num_seqs)
+            inst.init_parts = {"process_s": self.process_start_s, "init_s": parts.total_s, "fixed_s": parts.fixed_s,
+                               "profile_s": parts.profile_s, "graph_capture_s": parts.graph_capture_s}
+        inst.engine_init_s = inst.init_parts["init_s"] + inst.init_parts.get("process_s", 0.0)
         if already_warm and self.now_s > 0:
             raise SimError("already_warm instances exist only at t = 0")
         # weights: take prewarmed shards, allocate the rest
@@ -295,11 +336,12 @@ class Simulator(Engine):
             return inst
         # loads for the GPUs without a resident shard
         for g in need:
-            links, source = self._links(node, g, model)
+            links, source = self._links(node, g, model, inst.loader.own_host_copy)
             inst.sources[source] = inst.sources.get(source, 0) + 1
-            self._start_flow(g, inst.shard_bytes, links, inst, source)
+            self._start_flow(g, inst.shard_bytes, links, inst, source, inst.loader, tp)
         if need:
-            self.log("load_begin", model, need, f"id={inst.id} source={'+'.join(sorted(inst.sources))} bytes={inst.shard_bytes * len(need)}")
+            self.log("load_begin", model, need, f"id={inst.id} source={'+'.join(sorted(inst.sources))} "
+                                                f"bytes={inst.shard_bytes * len(need)} loader={inst.loader.name}")
         if inst.pending_flows == 0:
             self._begin_init(inst)
         return inst
@@ -318,8 +360,10 @@ class Simulator(Engine):
             return
         self._finalize_stop(inst)
 
-    def prewarm(self, model: str, gpus: Iterable[int], *, already_loaded: bool = False) -> Prewarm:
-        """Load `model`'s weights onto `gpus` (TP = len(gpus)) without starting an engine.
+    def prewarm(self, model: str, gpus: Iterable[int], *, already_loaded: bool = False,
+                loader: str | None = None) -> Prewarm:
+        """Load `model`'s weights onto `gpus` (TP = len(gpus)) without starting an engine, moved by
+        `loader` (default: the policy's `PREWARM_LOADER`).
         `already_loaded` (t = 0 only): the weights were resident before the run, as a deployment
         that was running before the replayed slice would hold them."""
         if already_loaded and self.now_s > 0:
@@ -335,6 +379,7 @@ class Simulator(Engine):
                 raise SimError(f"GPU {g} has {self.free_bytes(g)} bytes free, {model} shard needs {pw.shard_bytes}")
         pw.started_s = self.now_s
         pw.clock = self._clock
+        how = self._loader(loader, self.policy.PREWARM_LOADER)
         self._prewarms[pw.id] = pw
         sources = set()
         for g in group:
@@ -344,7 +389,7 @@ class Simulator(Engine):
                 continue
             links, source = self._links(pw.node, g, model)
             sources.add(source)
-            self._start_flow(g, pw.shard_bytes, links, pw, source)
+            self._start_flow(g, pw.shard_bytes, links, pw, source, how, tp)
         source = "before-run" if already_loaded else "+".join(sorted(sources))
         self.log("prewarm", model, group, f"id={pw.id} source={source} bytes={pw.shard_bytes * tp}")
         if already_loaded:
@@ -536,8 +581,16 @@ class Simulator(Engine):
         inst.total_blocks = kv_bytes_per_gpu * inst.tp // (inst.block_size * inst.spec.kv_bytes_per_token)
 
     # flows
-    def _start_flow(self, gpu: int, nbytes: float, links: list[Link], owner: Any, source: str) -> None:
+    def _loader(self, name: str | None, default: str) -> Loader:
+        try:
+            return loader_named(name or default)
+        except ValueError as exc:
+            raise SimError(str(exc)) from None
+
+    def _start_flow(self, gpu: int, nbytes: float, links: list[Link], owner: Any, source: str,
+                    how: Loader | None = None, tp: int = 1) -> None:
         f = Flow(self._new_id(), gpu, float(nbytes), links, owner, source, self.now_s)
+        f.loader, f.tp = how or loader_named("dma"), tp
         owner.flows[gpu] = f
         if isinstance(owner, Instance):
             owner.pending_flows += 1
@@ -556,7 +609,10 @@ class Simulator(Engine):
             f.last_s = now
         for fid in sorted(affected):
             f = affected[fid]
-            f.rate = min(l.bytes_per_s / len(l.flows) for l in f.links)
+            links = f.links   # [ssd, pcie] from SSD, [pcie] from host memory
+            pcie = links[-1].bytes_per_s / len(links[-1].flows)
+            ssd = links[0].bytes_per_s / len(links[0].flows) if len(links) > 1 else None
+            f.rate = f.loader.rate_bytes_per_s(ssd, pcie, f.tp)
             f.version += 1
             self._push(now + f.bytes_left / f.rate, self._on_flow_done, (f, f.version))
 
@@ -580,8 +636,10 @@ class Simulator(Engine):
         if isinstance(owner, Instance):
             owner.pending_flows -= 1
             if owner.pending_flows == 0 and owner.state == LOADING:
-                self.log("load_end", owner.model, owner.gpus, f"id={owner.id} load_s={self.now_s - owner.started_s:.6f}")
-                self._begin_init(owner)
+                if owner.loader.fixed_s > 0:   # the loader's per-load cost (files, buffers) ends the load
+                    self._push(self.now_s + owner.loader.fixed_s, self._on_load_done, (owner, owner.version))
+                else:
+                    self._on_load_done((owner, owner.version))
         elif not owner.flows and not owner.evicted:
             owner.done_s = self.now_s
             self.log("prewarm_done", owner.model, owner.gpus, f"id={owner.id} load_s={self.now_s - owner.started_s:.6f}")
@@ -605,6 +663,15 @@ class Simulator(Engine):
             self._prewarms.pop(pw.id, None)
 
     # lifecycle
+    def _on_load_done(self, arg: tuple) -> None:
+        inst, version = arg
+        if version != inst.version or inst.state != LOADING:
+            return
+        tier = "+".join(sorted(s for s in inst.sources if not s.startswith("prewarm"))) or "prewarm"
+        self.log("load_end", inst.model, inst.gpus, f"id={inst.id} load_s={self.now_s - inst.started_s:.6f} "
+                                                    f"tier={tier} loader={inst.loader.name}")
+        self._begin_init(inst)
+
     def _begin_init(self, inst: Instance) -> None:
         inst.state = INIT
         inst.version += 1
@@ -614,6 +681,8 @@ class Simulator(Engine):
         inst, version = arg
         if version != inst.version or inst.state != INIT:
             return
+        parts = " ".join(f"{k}={v:.6f}" for k, v in inst.init_parts.items())
+        self.log("init_done", inst.model, inst.gpus, f"id={inst.id} {parts} graphs={self.cuda_graphs}")
         self._make_ready(inst)
 
     def _make_ready(self, inst: Instance) -> None:

@@ -10,6 +10,16 @@ layer; every iteration pays `iteration_s + seqs * seq_s` (scheduler, sampling, P
 A decode step of `b` sequences holding `ctx` tokens of KV in total is exactly
 `decode_fixed_s(b) + decode_ctx_slope_s * ctx`: linear in `ctx`, which lets the engine
 jump over a stretch of unchanged-batch decode steps in closed form.
+
+Engine mode (`cuda_graphs`, the core option): vLLM captures CUDA graphs of the decode forward pass
+at start-up and replays them for decode-only batches of up to `CUDA_GRAPH_MAX_SEQS` sequences;
+prefill and mixed iterations run eager (vLLM's model runner, `_use_captured_graph`: `decode_only
+and not enforce_eager and batch_size <= max captured`). A replayed step does not pay the per-kernel
+launch and Python costs of eager mode, so it replaces `iteration_s` and the per-layer floors
+(`layer_fixed_s + attn_layer_s`, fitted to eager operator profiles) by `graph_iteration_s` and
+`graph_layer_s`. Not modelled: vLLM V1's piecewise graphs for mixed batches (attention stays eager
+there; the prefill they run is compute-bound, so the launch share is small) and the padding of a
+batch up to the next captured size.
 """
 
 from __future__ import annotations
@@ -19,9 +29,25 @@ from dataclasses import dataclass, fields, replace
 from systems.sim.specs import GpuSpec, ModelSpec
 
 
+#: Largest decode batch vLLM replays from a CUDA graph: its default capture sizes 1, 2, 4, 8, 16, ...,
+#: 256 (vLLM V0 `_BATCH_SIZES_TO_CAPTURE`, capped by max_num_seqs, default 256); a larger batch runs eager.
+CUDA_GRAPH_MAX_SEQS = 256
+#: Graph-mode decode overheads (see Coefficients.graph_iteration_s), as
+#: `systems.sim.calibrate.fit_graph_overheads()` fits them to the shipped table's vLLM CUDA-graph rows
+#: vllm-ci-a100-8b (1585 ms), vllm-ci-h100-8b (998 ms), vllm-ci-h100-70b (2444 ms) (source vllm-ci:
+#: 8 x 32 in / 128 out; simulated/published after the fit 1.001, 1.000, 1.000; with the eager
+#: costs 1.25, 1.36, 1.29). The per-layer floor comes out ~0: what a replayed step costs beyond the
+#: roofline and the all-reduces is per step (CPU side), not per layer. tests/sim/test_fidelity.py
+#: checks that these equal the fit.
+GRAPH_ITERATION_S = 2.02e-3
+GRAPH_LAYER_S = 8.17e-7
+
+
 @dataclass(frozen=True)
 class Coefficients:
-    """Efficiency factors and fixed costs; fitted to Vidur's A100/H100 operator profiles."""
+    """Efficiency factors and fixed costs. All but `graph_*` are fitted to Vidur's A100/H100 operator
+    profiles, which time operators launched eagerly: they are the eager-mode (`cuda_graphs = false`)
+    costs; `graph_*` are fitted to published end-to-end CUDA-graph latencies (see below)."""
 
     flops_eff: float = 0.62          # share of dense fp16 peak a GEMM reaches
     hbm_eff: float = 0.72            # share of HBM bandwidth a weight-streaming GEMM reaches
@@ -34,6 +60,13 @@ class Coefficients:
     nvlink_eff: float = 0.6          # share of NVLink bandwidth an all-reduce reaches
     iteration_s: float = 3e-3        # per iteration: scheduling, sampling, Python (vLLM eager)
     seq_s: float = 30e-6             # per sequence in the batch, per iteration
+    # A decode step replayed from a CUDA graph (`cuda_graphs = true`): per-step CPU cost (scheduler,
+    # input preparation, sampling, one graph launch) and per-layer GPU floor left once kernel
+    # launches are gone. Fitted by `systems.sim.calibrate.fit_graph_overheads` to the vLLM
+    # CUDA-graph serving rows of systems/sim/fidelity/published.csv (vllm-ci-a100-8b,
+    # vllm-ci-h100-8b, vllm-ci-h100-70b; source vllm-ci), one pair for every GPU.
+    graph_iteration_s: float = GRAPH_ITERATION_S
+    graph_layer_s: float = GRAPH_LAYER_S
     # Multipliers fitted to a live run (`warmbench calibrate`): everything the roofline leaves out
     # (kernels slower than the profiles, HTTP and tokenizer time, another engine version). An
     # iteration that prefills runs at prefill_scale; a pure decode step at decode_scale.
@@ -73,9 +106,11 @@ def coefficients_for(gpu: GpuSpec, overrides: tuple[tuple[str, str, float], ...]
 class PerfModel:
     """Iteration times of one model on `tp` GPUs of one kind; constants precomputed once."""
 
-    def __init__(self, model: ModelSpec, gpu: GpuSpec, tp: int, coeffs: Coefficients | None = None) -> None:
+    def __init__(self, model: ModelSpec, gpu: GpuSpec, tp: int, coeffs: Coefficients | None = None,
+                 cuda_graphs: bool = True) -> None:
         c = coeffs or coefficients_for(gpu)
         self.model, self.gpu, self.tp, self.coeffs = model, gpu, tp, c
+        self.cuda_graphs = cuda_graphs
         h, kvd = model.hidden, model.kv_heads * model.head_dim
         layer_params = 2 * h * h + 2 * h * kvd + 3 * h * model.intermediate
         self._layer_flops_per_token = 2.0 * layer_params / tp
@@ -99,6 +134,8 @@ class PerfModel:
             self._allreduce_fixed_s = 2 * model.layers * c.allreduce_s
         self._decode_fixed: dict[int, float] = {}
         self._fixed_s = c.iteration_s + model.layers * (c.layer_fixed_s + c.attn_layer_s) + self._allreduce_fixed_s
+        #: a decode step replayed from a CUDA graph pays these fixed costs instead (module docstring)
+        self._graph_fixed_s = c.graph_iteration_s + model.layers * c.graph_layer_s + self._allreduce_fixed_s
 
     def allreduce_s(self, nbytes: float) -> float:
         """One all-reduce of `nbytes` over this TP group (ring: 2 (tp-1)/tp of the bytes cross NVLink)."""
@@ -113,12 +150,14 @@ class PerfModel:
         return (max(tokens * self._layer_flops_per_token / self._flops_rate, self._layer_bytes / self._hbm_rate)
                 + c.layer_fixed_s + tokens * c.layer_token_s)
 
-    def _body_s(self, tokens: int, seqs: int) -> float:
-        """Everything but attention: linear layers, LM head for `seqs` sampled rows, all-reduces, overheads."""
+    def _body_s(self, tokens: int, seqs: int, graph: bool = False) -> float:
+        """Everything but attention: linear layers, LM head for `seqs` sampled rows, all-reduces, overheads
+        (those of a CUDA-graph replay when `graph`)."""
         c = self.coeffs
         linear = max(tokens * self._layer_flops_per_token / self._flops_rate, self._layer_bytes / self._hbm_rate)
         head = max(seqs * self._head_flops_per_seq / self._flops_rate, self._head_bytes / self._hbm_rate)
-        return (self._fixed_s + self.model.layers * (linear + tokens * c.layer_token_s) + head
+        fixed = self._graph_fixed_s if graph else self._fixed_s
+        return (fixed + self.model.layers * (linear + tokens * c.layer_token_s) + head
                 + tokens * self._allreduce_per_token_s + seqs * c.seq_s)
 
     def prefill_s(self, tokens: int, seqs: int, attn_sq_tokens: float) -> float:
@@ -131,7 +170,8 @@ class PerfModel:
         """The part of a decode step of `seqs` sequences that does not depend on their context."""
         v = self._decode_fixed.get(seqs)
         if v is None:
-            v = self._decode_fixed[seqs] = self._body_s(seqs, seqs) * self.coeffs.decode_scale
+            graph = self.cuda_graphs and seqs <= CUDA_GRAPH_MAX_SEQS
+            v = self._decode_fixed[seqs] = self._body_s(seqs, seqs, graph) * self.coeffs.decode_scale
         return v
 
     def decode_s(self, seqs: int, ctx_tokens: int) -> float:
