@@ -27,15 +27,19 @@ MIN_TICK_S = 0.01
 
 @dataclass(frozen=True)
 class Bound:
-    """`kind` is bool, int or float; `low` / `high` inclusive unless the matching `*_open` is set."""
+    """`kind` is bool, int or float; `low` / `high` inclusive unless the matching `*_open` is set;
+    `auto`: None (or the word "auto") is allowed too, meaning "derived" (e.g. engine_init_s)."""
 
     kind: type
     low: float | None = None
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
+    auto: bool = False
 
     def describe(self) -> str:
+        if self.auto:
+            return f"{Bound(self.kind, self.low, self.high, self.low_open, self.high_open).describe()}, or auto"
         if self.kind is bool:
             return "a boolean (true/false)"
         lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
@@ -49,9 +53,10 @@ def flag() -> Bound:
     return Bound(bool)
 
 
-def seconds(*, positive: bool = False, low: float = 0.0, high: float = MAX_SECONDS) -> Bound:
-    """A duration: >= 0 (or > 0 with `positive`, or >= `low`), finite, at most `high`."""
-    return Bound(float, low, high, low_open=positive)
+def seconds(*, positive: bool = False, low: float = 0.0, high: float = MAX_SECONDS, auto: bool = False) -> Bound:
+    """A duration: >= 0 (or > 0 with `positive`, or >= `low`), finite, at most `high`; with `auto`,
+    also None / "auto" (derived by the simulator)."""
+    return Bound(float, low, high, low_open=positive, auto=auto)
 
 
 def count(low: int = 1, high: int = MAX_COUNT) -> Bound:
@@ -74,6 +79,8 @@ def coerce(name: str, value: Any, bound: Bound, *, where: str = "", file: str | 
         return InputError(f"{where}option {name}={value!r}: {why}; expected {bound.describe()}",
                           file=file, field=name if file else None)
 
+    if bound.auto and (value is None or (isinstance(value, str) and value.strip().lower() == "auto")):
+        return None
     if bound.kind is bool:
         if isinstance(value, bool):
             return value
@@ -123,7 +130,7 @@ def check_options(options: Mapping[str, Any], bounds: Mapping[str, Bound], *, wh
 
 #: Bounds of systems.sim.core.CORE_OPTIONS (a test checks that both name the same options).
 CORE_BOUNDS: dict[str, Bound] = {
-    "engine_init_s": seconds(high=86_400.0),     # default None: derived (systems/sim/startup.py)
+    "engine_init_s": seconds(high=86_400.0, auto=True),  # None / auto: derived (systems/sim/startup.py)
     "process_start_s": seconds(high=86_400.0),
     "gpu_memory_utilization": fraction(),
     "block_size": count(1, 4096),

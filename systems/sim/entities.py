@@ -66,12 +66,15 @@ class Request:
 class Flow:
     """Bytes moving over links to one GPU for one owner (an Instance or a Prewarm)."""
 
-    __slots__ = ("id", "gpu", "bytes_total", "bytes_left", "rate", "last_s", "links", "version", "owner", "source")
+    __slots__ = ("id", "gpu", "bytes_total", "bytes_left", "rate", "last_s", "links", "version", "owner", "source",
+                 "loader", "tp")
 
     def __init__(self, fid: int, gpu: int, nbytes: float, links: list, owner: Any, source: str, now: float) -> None:
         self.id, self.gpu, self.bytes_total, self.bytes_left = fid, gpu, nbytes, nbytes
         self.rate, self.last_s, self.links, self.version = 0.0, now, links, 0
         self.owner, self.source = owner, source
+        self.loader: Any = None     # startup.Loader: its rate on the links' fair shares
+        self.tp = 1
 
 
 class Link:
@@ -132,6 +135,8 @@ class Instance:
         self.max_num_seqs = 256
         self.compute_share = 1.0
         self.engine_init_s = 0.0
+        self.loader: Any = None         # startup.Loader moving its weights
+        self.init_parts: dict[str, float] = {}   # engine init split (process_s, init_s, profile_s, ...)
         self.in_flight = 0
         self.waiting: deque[Request] = deque()
         self.running: dict[Request, None] = {}

@@ -26,8 +26,8 @@ Cluster operations (methods of `sim`; see core.Simulator for signatures and deta
   `index`, `capacity_bytes`), `node_gpus(node)`, `model(name) -> ModelSpec`, `perf(model, tp)`,
   `workload`, `options`, `rng` (seeded numpy Generator).
 - instances: `start_instance(model, gpus, *, kv_bytes_per_gpu=None, max_num_seqs=None,
-  compute_share=1.0, engine_init_s=None, already_warm=False)`: weights come from the fastest
-  tier holding them:
+  compute_share=1.0, engine_init_s=None, already_warm=False, loader=None)`: weights come from the
+  fastest tier holding them, moved by the policy's `LOADER` (or `loader`):
   prewarmed on those GPUs (done: engine init only; in progress: the remaining bytes), the
   node's host memory (PCIe), else SSD (SSD bandwidth shared per node, then PCIe);
   `stop_instance(inst, drain=True, keep_weights=False)`; `instances(model=None)`;
@@ -83,6 +83,11 @@ class Policy:
     tick_s: float | None = None
     #: concurrent requests an instance takes before it counts as full (paper: 32).
     capacity: int = 32
+    #: the checkpoint loader its instance starts use, as the real system does (a name of
+    #: systems/sim/startup.LOADERS); "dma" moves bytes at link speed, an ideal loader.
+    LOADER: ClassVar[str] = "dma"
+    #: the loader of its prewarms (weights loaded without an engine), where it makes any.
+    PREWARM_LOADER: ClassVar[str] = "dma"
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         from systems.sim.bounds import check_options

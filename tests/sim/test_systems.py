@@ -98,13 +98,20 @@ def test_overload_grows_the_queue():
     assert unfinished["end_s"].isna().all() and (unfinished["received_tokens"] == 0).all()
 
 
-def test_engine_init_raises_tail_ttft_of_cold_starts():
+def test_engine_init_lengthens_cold_starts_and_the_ttft_of_requests_that_wait_for_them():
+    # With safetensors loads from a shared SSD (startup.py) the P99 of this overloaded burst is set
+    # by SSD contention and autoscaling, not monotone in init; the start and its waiters are.
     wl = bursty(seed=1)
-    p99 = []
-    for init in (2.0, 4.0):
-        req = simulate(wl, "paper-16gpu", "vllm-ondemand", options={"engine_init_s": init}).requests
-        p99.append(np.percentile(req["first_token_s"] - req["scheduled_s"], 99))
-    assert p99[1] > p99[0]
+    startup, cold_ttft = [], []
+    for init in (2.0, 12.0):
+        res = simulate(wl, "paper-16gpu", "vllm-ondemand", options={"engine_init_s": init})
+        ev, req = res.events, res.requests
+        ready = ev[ev["kind"] == "instance_ready"]["detail"].str.extract(r"startup_s=([0-9.]+)")[0].astype(float)
+        startup.append(ready.median())
+        cold = req[req["start_kind"] == "cold"]
+        cold_ttft.append((cold["first_token_s"] - cold["scheduled_s"]).mean())
+    assert startup[1] - startup[0] > 8.0
+    assert cold_ttft[1] > cold_ttft[0] + 3.0
 
 
 def test_dedicated_splits_gpus_by_load_and_needs_room_for_every_model():
@@ -127,7 +134,7 @@ def test_options_are_checked_and_duration_truncates():
         simulate(wl, "paper-16gpu", "nope")
     res = simulate(wl, "paper-16gpu", "dedicated", duration_s=100.0)
     assert len(res.requests) == int((wl.requests["arrival_s"] < 100).sum())
-    assert res.manifest["system"] == "dedicated" and res.manifest["options"]["engine_init_s"] == 2.0
+    assert res.manifest["system"] == "dedicated" and res.manifest["options"]["engine_init_s"] is None  # derived
 
 
 def test_results_do_not_depend_on_hash_randomisation(tmp_path):

@@ -34,6 +34,8 @@ class Dedicated(Policy):
     """Route to the least-loaded instance of the model; its engine queues the rest."""
 
     capacity = 1 << 30
+    #: vLLM's default; never used here: the instances exist before t = 0
+    LOADER = "safetensors"
 
     def setup(self, sim: "Simulator") -> None:
         models = sorted(sim.workload.models, key=lambda m: (-sim.model(m).tp, m))

@@ -42,6 +42,9 @@ def peak_concurrency(sim: "Simulator", model: str) -> float:
 class Ideal(Policy):
     """Warm capacity for every request from t = 0; routing never parks while an instance exists."""
 
+    #: vLLM's default; never used here: the instances exist before t = 0
+    LOADER = "safetensors"
+
     def setup(self, sim: "Simulator") -> None:
         models = sorted(sim.workload_models, key=lambda m: (-sim.model(m).tp, m))
         want = {m: max(1, math.ceil(peak_concurrency(sim, m) / self.capacity)) for m in models}

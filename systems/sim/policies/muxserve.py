@@ -126,6 +126,9 @@ def model_demand(sim: "Simulator", model: str) -> float:
 class MuxServe(Policy):
     """Every model on its group for the whole run: warm at t = 0, compute and KV shared."""
 
+    #: vLLM's default; never used here: no cold starts, the instances exist before t = 0
+    LOADER = "safetensors"
+
     OPTIONS: dict[str, Any] = {
         "group_size": 0,        # GPUs per shared group; 0: see default_group_size
         "model_max_num_seqs": 32,  # per model engine (bounded, as MuxServe's configs set it)

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 
 class ServerlessLLM(Policy):
+    #: its own checkpoint format and loader (sllm-store): from the host-memory pool it caches
+    #: checkpoints in, else from SSD (systems/sim/startup.py)
+    LOADER = "serverlessllm"
     OPTIONS: dict[str, Any] = {
         "keep_alive_s": 30.0,       # surplus (or idle) instances stop after this long
         "host_memory_bytes": -1,    # checkpoint cache per node; < 0: the node's host memory

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 
 class VllmOnDemand(Policy):
+    #: vLLM's default load format: safetensors, read from the node's SSD (nothing is cached)
+    LOADER = "safetensors"
     OPTIONS = {"capacity": 32, "tick_s": 0.5, "window_s": 5.0, "scale_up": 0.8, "scale_down": 0.5, "min_age_s": 5.0}
     BOUNDS = {"capacity": count(1, 1_000_000), "tick_s": seconds(low=MIN_TICK_S, high=3600.0),
               "window_s": seconds(positive=True, high=3600.0), "scale_up": Bound(float, 0.0, 100.0, low_open=True),

@@ -30,6 +30,12 @@ INSTANCE_SCORE = 1e9
 class WarmServe(Policy):
     """The full system; the ablations switch off `prewarm`, `kv_prewarm` or `placement`."""
 
+    #: Weights not already on the GPU are copied from pinned host memory: the reference's
+    #: pre-created workers load state dicts that `load_model.py` (MemoryModelLoader) keeps in pinned
+    #: shared memory (`use_loaded_model`), for prewarms and for starts on free workers alike.
+    LOADER = "pinned"
+    PREWARM_LOADER = "pinned"
+
     OPTIONS: dict[str, Any] = {
         "window_s": 300.0,          # forecast and re-planning window
         "capacity": 32,             # concurrent requests per instance (reference BATCH_SIZE)

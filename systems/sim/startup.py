@@ -1,0 +1,178 @@
+"""Cold starts from grounded parts: the weight transfer at the loader's real throughput from the
+tier holding the weights, then engine init (profile run, KV allocation, CUDA graph capture).
+
+A start in the simulator is
+
+    weight load   flows over the node's SSD link and each GPU's PCIe link (shared fairly between
+                  concurrent loads, systems/sim/core.py), each at the rate its `Loader` reaches on
+                  the share it gets (`Loader.rate_bytes_per_s`), plus the loader's fixed cost
+    engine init   `process_start_s` (core option) + `engine_init(...)`: a fixed part, one profile
+                  forward pass of the engine's token budget (the perf model times it), and with
+                  `cuda_graphs` the capture of one graph per batch size per layer; an explicit
+                  `engine_init_s` option replaces the derived init
+    first token   the engine's own first prefill, simulated like any other iteration
+
+The numbers follow the published rows of systems/sim/fidelity/published.csv; the id of the source
+(SOURCES.md there) stands beside each default. What generalises is the mechanism: a loader's
+rate is a function of the node's SSD and PCIe speeds and of TP, the profile run of the model's
+size, the GPU and the token budget, the capture cost of the layers and captured batch sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from systems.sim.perf import PerfModel
+
+GB = 1e9
+
+#: Share of the PCIe link that a DMA from pinned host memory reaches: vllm-sleep-blog wakes
+#: Qwen3-Coder-30B-A3B (61.1 GB of bf16 weights) from sleep level 1 in 2.86 s on an A100
+#: (PCIe 4.0 x16, 32 GB/s): 21.4 GB/s = 0.67 of the link.
+PINNED_DMA_EFFICIENCY = 0.67
+
+#: The NVMe read speed of vllm-pr-10647's A100 machine (not stated there): fastsafetensors
+#: parallelises its reads to saturate the storage (its docs/overview.md), so its two rows
+#: (Llama-2-7B 13.48 GB in 3.67 s, 13B 26.03 GB in 6.88 s) give the drive's rate as the slope,
+#: (26.03 - 13.48) GB / (6.88 - 3.67) s = 3.91 GB/s, and a 0.22 s fixed cost as the intercept.
+PR_10647_NVME_BYTES_PER_S = 3.91 * GB
+
+
+@dataclass(frozen=True)
+class Loader:
+    """How one checkpoint loader moves a GPU's shard of weights from a tier to the GPU.
+
+    `serial`: the disk read and the host -> GPU copy do not overlap (per byte, the times add);
+    else they are pipelined (the slower stage sets the rate). `host_copy_bytes_per_s`: the rate
+    of the loader's CPU-side copy per process (None: no CPU copy, DMA only). `full_checkpoint_per_rank`:
+    every TP rank deserialises whole tensors and keeps its slice, so its CPU copy handles `tp` times
+    its shard. `dma_efficiency`: share of the PCIe link its DMA reaches. `fixed_s`: once per load
+    (opening files, allocating buffers). `no_engine_init`: the engine survives the load (sleep mode).
+    `own_host_copy`: the weights come from the engine's own copy in host memory (sleep mode), never SSD."""
+
+    name: str
+    serial: bool = False
+    host_copy_bytes_per_s: float | None = None
+    full_checkpoint_per_rank: bool = False
+    dma_efficiency: float = 1.0
+    fixed_s: float = 0.0
+    no_engine_init: bool = False
+    own_host_copy: bool = False
+    source: str = ""
+
+    def rate_bytes_per_s(self, ssd_share: float | None, pcie_share: float, tp: int) -> float:
+        """Bytes/s of one GPU's flow given its fair shares of the node's SSD link (None when the
+        weights are in host memory) and of its GPU's PCIe link."""
+        copy = pcie_share * self.dma_efficiency
+        if self.host_copy_bytes_per_s is not None:
+            per_rank = self.host_copy_bytes_per_s / (tp if self.full_checkpoint_per_rank else 1)
+            copy = min(copy, per_rank)
+        if ssd_share is None:
+            return copy
+        if self.serial:
+            return 1.0 / (1.0 / ssd_share + 1.0 / copy)
+        return min(ssd_share, copy)
+
+
+LOADERS: dict[str, Loader] = {l.name: l for l in (
+    # Bytes over the links at their full fair share, nothing else: the core's model before loaders
+    # were grounded; what a policy that declares no loader gets (and the lifecycle tests' baseline).
+    Loader("dma", source="ideal link-speed transfer (no measurement)"),
+    # vLLM's default loader: mmap'ed safetensors read through the page cache, each tensor copied
+    # into a pageable CPU tensor (every TP rank reads whole tensors, then narrows), then to the GPU;
+    # the read and the copy alternate. CPU copy rate 3.5 GB/s: the rate that balances the three
+    # published loads, given each machine's drive: vllm-pr-10647 Llama-2-7B 7.29 s and 13B
+    # 16.04 s on the A100 machine (NVMe 3.91 GB/s, above), sllm-store-bench Llama-3.1-8B 4.437 s
+    # on an H100 machine with NVMe 29.4 GB/s (simulated 1.00x, 0.87x, 1.15x).
+    Loader("safetensors", serial=True, host_copy_bytes_per_s=3.5 * GB, full_checkpoint_per_rank=True,
+           dma_efficiency=PINNED_DMA_EFFICIENCY, source="vllm-pr-10647, sllm-store-bench"),
+    # fastsafetensors: parallel direct reads of aggregated blocks straight to GPU memory (GDS or
+    # pinned bounce buffers), pipelined with the DMA: the drive's rate, plus the 0.22 s intercept of
+    # vllm-pr-10647's two rows (above).
+    Loader("fastsafetensors", dma_efficiency=PINNED_DMA_EFFICIENCY, fixed_s=0.22,
+           source="vllm-pr-10647"),
+    # ServerlessLLM's loader and checkpoint format: chunked parallel direct I/O into a pinned
+    # host-memory pool, pipelined with the DMA to the GPU; the pool is also its host-memory cache
+    # tier. sllm-store-bench: Llama-3.1-8B (16.06 GB) in 0.678 s from a 29.4 GB/s NVMe on an H100
+    # (PCIe 5.0): 0.546 s at the drive's rate plus 0.13 s fixed.
+    Loader("serverlessllm", dma_efficiency=PINNED_DMA_EFFICIENCY, fixed_s=0.13, source="sllm-store-bench"),
+    # A copy from pinned host memory to the GPU (WarmServe's prewarms: the reference `vmm.py`
+    # copies each model's pinned shared-memory checkpoint on high-priority streams).
+    Loader("pinned", dma_efficiency=PINNED_DMA_EFFICIENCY, source="vllm-sleep-blog"),
+    # vLLM sleep mode level 1 wake-up: the weights offloaded to pinned host memory are copied back,
+    # the KV cache re-allocated; the engine process stays up, so no engine init (vllm-sleep-blog).
+    Loader("vllm-sleep-l1", dma_efficiency=PINNED_DMA_EFFICIENCY, no_engine_init=True, own_host_copy=True,
+           source="vllm-sleep-blog"),
+)}
+
+
+def loader(name: str) -> Loader:
+    """The loader of that name (a ValueError lists the known ones)."""
+    try:
+        return LOADERS[name]
+    except KeyError:
+        raise ValueError(f"unknown loader {name!r}; known: {', '.join(LOADERS)}") from None
+
+
+#: vLLM V0's CUDA graph batch sizes (`_BATCH_SIZES_TO_CAPTURE`: 1, 2, 4, then multiples of 8 to
+#: 256); it captures those up to the first that holds max_num_seqs.
+CAPTURE_BATCH_SIZES: tuple[int, ...] = (1, 2, 4) + tuple(8 * i for i in range(1, 33))
+
+#: Seconds to capture one batch size's graph per layer: vllm-pr-11005, "Graph capturing finished
+#: in 10 secs" for Meta-Llama-3-8B (32 layers) at vLLM's defaults (max_num_seqs 256: 35 sizes):
+#: 10 s / (35 * 32). Capture is launch- and Python-bound (each size runs the model's kernels,
+#: layer by layer, to record them), so it scales with layers and sizes, not with the GPU.
+GRAPH_CAPTURE_S_PER_LAYER_SIZE = 10.0 / (35 * 32)
+
+#: Engine init outside the profile run and graph capture (CUDA context and NCCL setup, sampler
+#: and KV cache allocation, warm-up): vllm-pr-11005's 14.18 s init of Meta-Llama-3-8B, less its
+#: 10 s of graph capture, less the profile run (8192 tokens, 256 sequences: vLLM V0's default
+#: budget for an 8k-context model) that this perf model times at 0.59 s on an A100 (the row's
+#: GPU is not named; on an H100 it would be 0.22 s, 0.37 s less).
+INIT_FIXED_S = 14.18 - 10.0 - 0.59
+
+
+def capture_sizes(max_num_seqs: int) -> int:
+    """How many batch sizes vLLM captures for `max_num_seqs` (the sizes up to the first >= it)."""
+    n = sum(1 for s in CAPTURE_BATCH_SIZES if s < max_num_seqs)
+    return min(n + 1, len(CAPTURE_BATCH_SIZES))
+
+
+@dataclass(frozen=True)
+class EngineInit:
+    """Engine init split into its parts (seconds); `total_s` is what the start waits."""
+
+    fixed_s: float
+    profile_s: float
+    graph_capture_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.fixed_s + self.profile_s + self.graph_capture_s
+
+
+def profile_tokens(max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int) -> tuple[int, int]:
+    """(tokens, sequences) of vLLM's profile run: its token budget spread over max_num_seqs
+    sequences (vLLM V0 `profile_run`), no more than max_num_seqs * max_model_len tokens."""
+    tokens = max_num_batched_tokens
+    if max_model_len > 0:
+        tokens = min(tokens, max_num_seqs * max_model_len)
+    return tokens, max(1, min(max_num_seqs, tokens))
+
+
+def engine_init(perf: "PerfModel", *, max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int,
+                cuda_graphs: bool) -> EngineInit:
+    """Engine init of `perf`'s model on its GPUs: fixed + one profile forward pass of the token
+    budget + (with CUDA graphs) capture of every batch size for every layer."""
+    tokens, seqs = profile_tokens(max_num_batched_tokens, max_num_seqs, max_model_len)
+    per_seq = tokens / seqs
+    profile_s = perf.prefill_s(tokens, seqs, seqs * per_seq * per_seq)
+    graphs_s = 0.0
+    if cuda_graphs:
+        graphs_s = capture_sizes(max_num_seqs) * perf.model.layers * GRAPH_CAPTURE_S_PER_LAYER_SIZE
+    if not math.isfinite(profile_s):
+        raise ValueError(f"profile run time is not finite for {perf.model.name}")
+    return EngineInit(INIT_FIXED_S, profile_s, graphs_s)
