@@ -1,14 +1,21 @@
-"""`warmbench calibrate`: fit the simulator to a live run and write a cluster TOML that carries the fit.
+"""`warmbench calibrate`: fit the simulator to a live run, or to a validation table of published
+(or your own) measurements, and write a cluster TOML that carries the fit.
 
     python run.py calibrate results/live/run1 --gpu H100-80GB [--model NAME=PRESET_OR_DIR ...]
         [--nodes 2 --gpus-per-node 8] --out calibrated.toml [--json]
+    python run.py calibrate --table [FILE.csv] --gpu H100-80GB --out calibrated.toml [--json]
     python run.py sim --cluster calibrated.toml ...    # simulate at scale on the calibrated GPU
+
+With --table (default: the shipped systems/sim/fidelity/published.csv) the table's serving rows on
+that GPU are fitted, and each row's leave-one-out error (predicted by the fit on the other rows)
+is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -21,7 +28,10 @@ from harness.errors import WarmbenchError
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("calibrate", help="fit the simulator's perf model to a live run; writes a cluster TOML",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", type=Path, help="a live run directory (from `replay`)")
+    p.add_argument("run", type=Path, nargs="?", help="a live run directory (from `replay`)")
+    p.add_argument("--table", type=Path, nargs="?", const=Path("-shipped-"), metavar="FILE.csv",
+                   help="fit to a validation table's serving rows instead of a live run (no FILE: the shipped "
+                        "table; format: systems/sim/fidelity/published.csv)")
     p.add_argument("--gpu", required=True, help="GPU preset the live servers ran on (A100-80GB, H100-80GB, H200)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=PRESET_OR_DIR",
                    help="shape of a live model: a preset or a Hugging Face directory (default: the directory "
@@ -41,6 +51,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     if args.out:
         output_file(args.out, "--out")
+    if (args.run is None) == (args.table is None):
+        raise WarmbenchError("calibrate needs a live run directory or --table FILE.csv (one of the two)")
+    if args.table is not None:
+        if args.model:
+            raise WarmbenchError("--model applies to a live run; a table names its models per row")
+        return _calibrate_table(args)
     sources = {}
     for pair in args.model:
         name, sep, source = pair.partition("=")
@@ -90,6 +106,46 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if args.out:
         console.print(f"wrote {args.out}: simulate with --cluster {args.out}")
     return 0 if fit.converged else 1
+
+
+def _calibrate_table(args: argparse.Namespace) -> int:
+    from systems.sim.calibrate_table import cluster_toml, fit_table
+    from systems.sim.fidelity.table import PUBLISHED_CSV, read_table
+
+    path = PUBLISHED_CSV if str(args.table) == "-shipped-" else args.table
+    fit = fit_table(read_table(path), args.gpu, source=str(path))
+    out = fit.to_json()
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(cluster_toml(fit, args.nodes, args.gpus_per_node))
+        out["written"] = str(args.out)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    how = " (one shared scale: these rows do not separate prefill from decode)" if fit.shared else ""
+    table = Table(title=f"calibration of {fit.gpu} from {path}: prefill_scale {fit.prefill_scale:.4g}, "
+                        f"decode_scale {fit.decode_scale:.4g}{how}", title_justify="left")
+    for col in ("row", "metric", "published", "sim before", "sim after", "left out", "left-out error"):
+        table.add_column(col, justify="left" if col in ("row", "metric") else "right", no_wrap=True)
+    for r in fit.rows:
+        unit = r["unit"]
+        loo = "-" if r["loo"] is None else f"{r['loo']:.4g} {unit}"
+        err = "-" if r["loo_ratio"] is None else f"{r['loo_ratio'] - 1:+.1%}"
+        table.add_row(r["id"], r["metric"], f"{r['published']:.4g} {unit}", f"{r['before']:.4g} {unit}",
+                      f"{r['after']:.4g} {unit}", loo, err)
+    console.print(table)
+    for rid, why in fit.skipped.items():
+        console.print(f"not used: {rid}: {why}")
+    loo = out["leave_one_out"]
+    if loo["rows"]:
+        console.print(f"leave-one-out |error|: median {loo['median_abs_error']:.1%}, worst "
+                      f"{loo['worst_abs_error']:.1%} over {loo['rows']} rows (each predicted by the fit on the others)")
+    else:
+        console.print("leave-one-out: needs 2 or more rows on this GPU")
+    if args.out:
+        console.print(f"wrote {args.out}: simulate with --cluster {args.out}")
+    return 0
 
 
 def _ms(value: float) -> str:
