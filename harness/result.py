@@ -23,7 +23,9 @@ REQUEST_COLUMNS: tuple[str, ...] = (
 #: `tokens_mismatch`, `bad_events` (systems.live.run.EXTRA_REQUEST_COLUMNS; older runs lack them).
 
 #: Control-plane timeline. `kind`: instance_start, instance_ready, instance_stop, load_begin,
-#: load_end, prewarm, evict, scale_up, scale_down, forecast, ... `gpus`: "0,1" style list.
+#: load_end, init_done, prewarm, evict, scale_up, scale_down, forecast, ... `gpus`: "0,1" style list.
+#: Simulated starts: load_end's detail has `load_s= tier= loader=`, init_done's `init_s=` and its
+#: parts (`process_s= fixed_s= profile_s= graph_capture_s=`; systems/sim/startup.py).
 EVENT_COLUMNS: tuple[str, ...] = ("time_s", "kind", "model", "node", "gpus", "detail")
 
 #: GPU memory samples at each change. `category`: weights | kv | prewarmed | free.
