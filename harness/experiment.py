@@ -16,6 +16,7 @@ import contextlib
 import copy
 import ctypes
 import fcntl
+import hashlib
 import itertools
 import json
 import os
@@ -119,6 +120,8 @@ class RunSpec:
     seed: int
     duration_s: float | None
     slo: dict[str, float]
+    #: Hash of the cluster TOML's bytes (None for a preset): an edited cluster file reruns the run.
+    cluster_sha256: str | None = None
 
     def config(self) -> dict[str, Any]:
         return asdict(self)
@@ -229,6 +232,7 @@ def grid(config: ExperimentConfig) -> list[RunSpec]:
     shared_axes = [("cluster", config.cluster if isinstance(config.cluster, list) else [config.cluster]),
                    ("duration_s", config.duration_s if isinstance(config.duration_s, list) else [config.duration_s]),
                    *_axes(config.workload.params, "workload."), *_axes(config.options, "options.")]
+    clusters = {c: _cluster_file(c, config._source) for c in shared_axes[0][1]}
     specs = []
     for entry, label in zip(entries, labels):
         axes = shared_axes + _axes(entry.options, "system_options.")
@@ -244,11 +248,25 @@ def grid(config: ExperimentConfig) -> list[RunSpec]:
             point = {"system": label, **{short[n]: at[n] for n in swept}, "seed": seed}
             specs.append(RunSpec(
                 experiment=config.name, run_id=run_id(point), point=point, backend=config.backend,
-                cluster=at["cluster"], system=entry.name, options=options, workload_spec=config.workload.spec,
-                workload_params=params, models=config.models, seed=seed, duration_s=at["duration_s"],
-                slo=config.slo.model_dump()))
+                cluster=clusters[at["cluster"]][0], system=entry.name, options=options,
+                workload_spec=config.workload.spec, workload_params=params, models=config.models, seed=seed,
+                duration_s=at["duration_s"], slo=config.slo.model_dump(), cluster_sha256=clusters[at["cluster"]][1]))
     _check_unique_ids(specs, config._source)
     return specs
+
+
+def _cluster_file(cluster: str, source: str) -> tuple[str, str | None]:
+    """A cluster TOML path made absolute against the experiment file (as the workload's is, so a
+    run does not depend on the working directory), with a hash of its bytes; a preset as it is."""
+    if not isinstance(cluster, str) or not ("/" in cluster or cluster.endswith(".toml")):
+        return cluster, None
+    path = Path(cluster)
+    if not path.is_absolute() and source:
+        path = (Path(source).parent / path).resolve()
+    try:
+        return str(path), hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:  # missing or unreadable: validation names it before anything runs
+        return str(path), None
 
 
 #: Longest run id: a folder name must stay under the usual 255-byte limit, with room for `-N`.

@@ -1,0 +1,68 @@
+"""Second round of hostile inputs: the kinds of issue 12 tried again with other files and values.
+Each test is a failure the first round's fixes missed; it goes through the CLI and checks the exit
+code, a one-line error without a traceback, and that nothing stale or lost is left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+
+from harness.cli import main
+
+ROWS = ["arrival_s,model,input_tokens,output_tokens"] + [f"{i * 0.5},llama-2-7b,100,20" for i in range(40)]
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_line_error(code: int, err: str) -> str:
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err  # rich may wrap one line
+    return " ".join(err.split())
+
+
+def cluster_experiment(tmp_path: Path) -> Path:
+    """An experiment on a cluster TOML next to it, referred to by a relative path."""
+    (tmp_path / "mine.csv").write_text("\n".join(ROWS) + "\n")
+    (tmp_path / "clu.toml").write_text('[[nodes]]\ncount = 1\ngpu = "A100-80GB"\ngpus_per_node = 2\n')
+    path = tmp_path / "exp.toml"
+    path.write_text('name = "clu"\ncluster = "clu.toml"\nmodels = ["llama-2-7b"]\nsystems = ["dedicated"]\n'
+                    '[workload]\nspec = "mine.csv"\n')
+    return path
+
+
+def started_at(results: Path) -> str:
+    return json.loads((results / "clu" / "dedicated_seed-0" / "manifest.json").read_text())["started_at"]
+
+
+def test_edited_cluster_toml_reruns_the_run(tmp_path):
+    exp = cluster_experiment(tmp_path)
+    results = tmp_path / "results"
+    assert cli("run", str(exp), "--results", str(results), "--no-report", "--jobs", "1")[0] == 0
+    first = json.loads((results / "clu" / "dedicated_seed-0" / "manifest.json").read_text())
+    # same path, new content: the old result describes another cluster
+    (tmp_path / "clu.toml").write_text('[[nodes]]\ncount = 1\ngpu = "A100-80GB"\ngpus_per_node = 2\n'
+                                       'pcie_gb_per_s = 4.0\n')
+    assert cli("run", str(exp), "--results", str(results), "--no-report", "--jobs", "1")[0] == 0
+    second = json.loads((results / "clu" / "dedicated_seed-0" / "manifest.json").read_text())
+    assert second["config_sha256"] != first["config_sha256"]
+    assert list((results / "clu" / ".history").rglob("manifest.json")), "the first run is kept, not lost"
+
+
+def test_cluster_toml_is_relative_to_the_experiment_not_the_cwd(tmp_path, monkeypatch):
+    exp = cluster_experiment(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, _, err = cli("run", str(exp), "--results", str(tmp_path / "results"), "--no-report", "--jobs", "1")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "results" / "clu" / "dedicated_seed-0" / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert os.path.isabs(manifest["config"]["cluster"])
