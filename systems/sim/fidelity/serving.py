@@ -24,6 +24,7 @@ import numpy as np
 
 from harness import metrics as M
 from harness.errors import WarmbenchError
+from systems.sim.entities import SimError
 from systems.sim.fidelity.table import UNITS, NotSimulated, Row
 from systems.sim.specs import GPUS, MODELS, ClusterSpec, NodeSpec
 
@@ -63,7 +64,10 @@ def metric_of(row: Row, requests: Any) -> float:
     values = _SERIES[kind](requests)
     value = M.mean(values) if stat == "mean" else M.percentile(values, float(stat[1:]))
     if not np.isfinite(value):
-        raise NotSimulated(f"the simulated run has no {kind} (e.g. output_tokens < 2 for tpot)")
+        ok = int((requests["status"] == "ok").sum()) if len(requests) else 0
+        why = (f"{len(requests) - ok} of {len(requests)} requests did not finish in the simulated run "
+               "(prompt + output beyond the KV cache?)" if ok < len(requests) else "output_tokens < 2")
+        raise NotSimulated(f"no simulated {kind}: {why}")
     return float(value)
 
 
@@ -94,7 +98,7 @@ def simulate_serving_row(row: Row, coefficients: tuple[tuple[str, str, float], .
         try:
             return simulate(Workload(frame, {"source": f"fidelity:{row.id}"}), cluster, "dedicated",
                             options=options, models={spec.name: spec}).requests
-        except WarmbenchError as exc:   # e.g. the model does not fit the GPU at this TP
+        except (WarmbenchError, SimError) as exc:   # the model does not fit the GPU, heads do not split, ...
             raise NotSimulated(str(exc)) from None
 
     if row.engine in FIRST_TOKEN_AFTER_DECODE_STEP and row.input_tokens > 1:
