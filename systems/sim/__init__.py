@@ -7,7 +7,8 @@
 `engine_init_s`) plus the system's own `Policy.OPTIONS`; `duration_s` keeps arrivals before
 it; `debug` checks memory and engine invariants after every event. Modules: specs (hardware,
 models), perf (roofline), core (events, engine, cluster API), policy (base class),
-registry (discovery of `policies/`).
+registry (discovery of `policies/`), fidelity (the validation table of published measurements and
+its re-simulation, `bench fidelity`), calibrate / calibrate_live / calibrate_table (fits).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ prefill and mixed iterations run eager (vLLM's model runner, `_use_captured_grap
 and not enforce_eager and batch_size <= max captured`). A replayed step does not pay the per-kernel
 launch and Python costs of eager mode, so it replaces `iteration_s` and the per-layer floors
 (`layer_fixed_s + attn_layer_s`, fitted to eager operator profiles) by `graph_iteration_s` and
-`graph_layer_s`. Not modelled: vLLM V1's piecewise graphs for mixed batches (attention stays eager
+`graph_layer_s`; the all-reduce latency keeps its measured (Vidur) value in both modes. Not modelled: vLLM V1's piecewise graphs for mixed batches (attention stays eager
 there; the prefill they run is compute-bound, so the launch share is small) and the padding of a
 batch up to the next captured size.
 """

@@ -74,6 +74,8 @@ class Row:
         return getattr(self, key, default)
 
     def __getitem__(self, key: str) -> object:
+        if key not in COLUMNS:
+            raise KeyError(key)
         return getattr(self, key)
 
 
