@@ -22,7 +22,7 @@ from pyarrow import ArrowException
 from harness.errors import InputError, WarmbenchError
 from harness.metrics import ALL_MODELS, from_jsonable
 from harness.result import RunResult
-from harness.store import TABLES, find_runs, read_run, summary_of
+from harness.store import SCHEMA_VERSION, TABLES, find_runs, read_run, summary_of
 
 #: File an experiment run writes beside its runs: config, grid order, run ids.
 EXPERIMENT_FILE = "experiment.json"
@@ -245,11 +245,38 @@ def _info(run: Path) -> RunInfo:
     sha = (manifest.get("workload") or {}).get("sha256")
     if sha is not None and not isinstance(sha, str):
         raise InputError(f"expected a string, found {_json_type(sha)}", file=str(file), field="workload.sha256")
+    version = manifest.get("schema_version")
+    if version is not None and version > SCHEMA_VERSION:
+        raise InputError(f"schema_version {version} is newer than this warmbench reads ({SCHEMA_VERSION}); "
+                         "update warmbench", file=str(file), field="schema_version")
     if not (run / "requests.parquet").exists() and manifest.get("status") == COMPLETE:
         manifest["status"] = INCOMPLETE
     point = dict(manifest.get("point") or {})
     system = str(point.pop("system", None) or manifest.get("system") or run.name)
-    return RunInfo(path=run, run_id=run.name, system=system, point=point, manifest=manifest, summary=_summary(run))
+    summary = _summary(run)
+    _check_request_rows(run, summary)
+    return RunInfo(path=run, run_id=run.name, system=system, point=point, manifest=manifest, summary=summary)
+
+
+def _check_request_rows(run: Path, summary: dict[str, dict[str, float]]) -> None:
+    """requests.parquet must be Parquet and hold as many rows as summary.json counts: a table
+    that was truncated or swapped after the run would otherwise pass behind an intact summary."""
+    parquet = run / "requests.parquet"
+    if not parquet.exists():
+        return
+    _check_table_file(run, "requests")
+    total = summary.get(ALL_MODELS, {}).get("requests")
+    try:
+        meta = pq.read_metadata(parquet)
+    except (ValueError, ArrowException, OSError) as exc:
+        raise InputError(f"not a Parquet file ({_one_line(exc)})", file=str(parquet)) from None
+    rows = meta.num_rows
+    lacking = [c for c in _TABLE_NEEDS["requests"] if c not in meta.schema.names]
+    if rows and lacking:
+        raise InputError(f"the requests table lacks column(s) {', '.join(lacking)}", file=str(parquet))
+    if isinstance(total, (int, float)) and not isinstance(total, bool) and math.isfinite(total) and rows != total:
+        raise InputError(f"holds {rows} requests but summary.json counts {total:g}",
+                         file=str(parquet))
 
 
 def _summary(run: Path) -> dict[str, dict[str, float]]:

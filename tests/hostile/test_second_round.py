@@ -66,3 +66,46 @@ def test_cluster_toml_is_relative_to_the_experiment_not_the_cwd(tmp_path, monkey
     manifest = json.loads((tmp_path / "results" / "clu" / "dedicated_seed-0" / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     assert os.path.isabs(manifest["config"]["cluster"])
+
+
+def sim_run(tmp_path: Path, name: str = "base") -> Path:
+    trace = tmp_path / "mine.csv"
+    if not trace.exists():
+        trace.write_text("\n".join(ROWS) + "\n")
+    out = tmp_path / name
+    code, _, err = cli("sim", "--system", "dedicated", "--workload", str(trace), "--out", str(out))
+    assert code == 0, err
+    return out
+
+
+def test_gate_refuses_a_candidate_whose_request_table_was_truncated(tmp_path):
+    import pandas as pd
+
+    base = sim_run(tmp_path)
+    cand = sim_run(tmp_path, "cand")
+    table = pd.read_parquet(cand / "requests.parquet")
+    table.iloc[: len(table) // 2].to_parquet(cand / "requests.parquet")  # the summary still says all is well
+    code, _, err = cli("compare", str(base), str(cand), "--fail-if", "p99_ttft_s:+10%")
+    msg = one_line_error(code, err)
+    assert "requests.parquet" in msg and "summary.json counts" in msg
+
+
+def test_gate_refuses_a_candidate_whose_request_table_is_not_parquet(tmp_path):
+    import pandas as pd
+
+    base = sim_run(tmp_path)
+    cand = sim_run(tmp_path, "cand")
+    pd.read_parquet(cand / "requests.parquet").to_csv(cand / "requests.parquet")
+    code, _, err = cli("compare", str(base), str(cand), "--fail-if", "p99_ttft_s:+10%")
+    assert "not a Parquet file" in one_line_error(code, err)
+
+
+def test_manifest_of_a_newer_schema_is_bad_input_not_read_as_ours(tmp_path):
+    base = sim_run(tmp_path)
+    cand = sim_run(tmp_path, "cand")
+    manifest = json.loads((cand / "manifest.json").read_text())
+    manifest["schema_version"] = manifest["schema_version"] + 7
+    (cand / "manifest.json").write_text(json.dumps(manifest))
+    for args in (("compare", str(base), str(cand)), ("report", str(cand))):
+        msg = one_line_error(*cli(*args)[::2])
+        assert "schema_version" in msg and "newer" in msg
