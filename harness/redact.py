@@ -30,8 +30,8 @@ _SECRETS: set[str] = set()
 _BY_LENGTH: list[str] = []  # substring-masked secrets, longest first (one may contain another)
 
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s?#\"'<>]+@")  # to the authority's last @
-_QUERY = re.compile(r"(?i)([?&;](?:api[_-]?key|apikey|key|token|access[_-]?token|auth|secret|password|sig|signature)=)"
-                    r"[^&#\s\"'<>]+")
+_QUERY = re.compile(r"(?i)([?&;#](?:[a-z0-9_.\-]*(?:key|token|auth|secret|password|passwd|pwd|sig|signature|"
+                    r"credentials?)|apikey|code)=)[^&#\s\"'<>]+")  # any `*key=`, `*_secret=`...: also in a #fragment
 _SCHEME_CRED = re.compile(r"(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=\-]{4,})")
 _SECRET_KEY = re.compile(r"(?:^|_)(?:api_?key|apikey|key|token|secret|password|passwd|pwd|authorization|auth|"
                          r"cookie|set_cookie|credentials?|bearer|private_key|access_key)$")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -39,6 +40,16 @@ def _pairs(values: list[str], flag: str, what: str = "MODEL=VALUE", secret: bool
             raise WarmbenchError(f"{flag}: {key!r} given twice")
         out[key] = rest
     return out
+
+
+def _is_bare_url(value: str) -> bool:
+    """`--endpoint URL` rather than `MODEL=URL`: it starts with a scheme, so an `=` in its query
+    string (`?api_key=...`) does not split it into a "model" and a "URL" (which also echoed the key)."""
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value) is not None or "=" not in value
+
+
+def _model_endpoints(values: list[str]) -> list[str]:
+    return [v for v in values if not _is_bare_url(v)]
 
 
 def _finite(value: float | None, flag: str, low: float, inclusive: bool = False) -> None:
@@ -115,10 +126,10 @@ def options_from_args(args: argparse.Namespace) -> dict:
         opts["headers"] = headers
     if args.api_key is not None:
         opts["api_key"] = args.api_key
-    endpoints = [e for e in args.endpoint if "=" in e]
-    bare = [e for e in args.endpoint if "=" not in e]
+    endpoints = _model_endpoints(args.endpoint)
+    bare = [e for e in args.endpoint if _is_bare_url(e)]
     if len(bare) > 1:
-        raise WarmbenchError(f"--endpoint: give MODEL=URL pairs or one bare URL for all, not {bare}")
+        raise WarmbenchError(f"--endpoint: give MODEL=URL pairs or one bare URL for all, not {redact_text(str(bare))}")
     if args.system == "vllm":
         if not args.model:
             raise WarmbenchError("--system vllm needs --model MODEL=PATH for each workload model")
@@ -221,7 +232,7 @@ def _checked_inputs(args: argparse.Namespace):
         raise WarmbenchError(f"--out {args.out} already holds a run (manifest.json); choose a new --out")
     workload = load_workload(args.workload)
     known = set(workload.models)
-    for flag, values in (("--endpoint", [e for e in args.endpoint if "=" in e]), ("--model", args.model),
+    for flag, values in (("--endpoint", _model_endpoints(args.endpoint)), ("--model", args.model),
                          ("--served-name", args.served_name), ("--gpus", args.gpus)):
         unknown = sorted({v.partition("=")[0] for v in values} - known)
         if unknown:

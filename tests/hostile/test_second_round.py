@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from harness.cli import main
 
 ROWS = ["arrival_s,model,input_tokens,output_tokens"] + [f"{i * 0.5},llama-2-7b,100,20" for i in range(40)]
@@ -109,3 +111,17 @@ def test_manifest_of_a_newer_schema_is_bad_input_not_read_as_ours(tmp_path):
     for args in (("compare", str(base), str(cand)), ("report", str(cand))):
         msg = one_line_error(*cli(*args)[::2])
         assert "schema_version" in msg and "newer" in msg
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/?api_key=SECRETq1", "http://127.0.0.1:9/v1?x=1&API_KEY=SECRETq1",
+                                 "http://127.0.0.1:9/#token=SECRETq1", "http://127.0.0.1:9/?client_secret=SECRETq1",
+                                 "m=http://127.0.0.1:9/?subscription-key=SECRETq1"])
+def test_endpoint_with_a_key_in_its_query_is_one_redacted_line(tmp_path, url):
+    """An `=` in a bare URL's query split it into a "model" and a "URL": the key was echoed as the URL."""
+    trace = tmp_path / "w.csv"
+    trace.write_text("arrival_s,model,input_tokens,output_tokens\n0.0,m,10,5\n")
+    code, out, err = cli("replay", "--workload", str(trace), "--system", "openai", "--endpoint", url,
+                         "--out", str(tmp_path / "run"))
+    msg = one_line_error(code, err)
+    assert "SECRETq1" not in out + err and "endpoint" in msg
+    assert not (tmp_path / "run").exists()
