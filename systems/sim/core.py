@@ -50,7 +50,12 @@ CORE_OPTIONS: dict[str, Any] = {
     "gpu_memory_utilization": 0.9,   # share of GPU memory an instance may use (weights + KV) by default
     "block_size": 16,                # KV block size in tokens
     "max_num_seqs": 256,             # engine batch limit
-    "max_num_batched_tokens": 100_000,  # prefill token budget per iteration (the reference's setting)
+    # prefill token budget per iteration, and the tokens of vLLM's profile run at engine init
+    # (startup.profile_tokens): the WarmServe reference starts every engine with
+    # --max-num-batched-tokens=100000 (LLMServe/WarmServe prewarm_manager.py create_engine,
+    # muxserve_utils.py); a system whose engines run with other args declares its own budget
+    # (start_instance(max_num_batched_tokens=), e.g. serverlessllm: vLLM's default)
+    "max_num_batched_tokens": 100_000,
     "chunked_prefill_tokens": 0,     # > 0: chunked prefill with this token budget per iteration
     # prompt + output limit, as vLLM's --max-model-len (the paper's setting, and the live vllm
     # adapter's default): a longer request is rejected on arrival, as vLLM answers HTTP 400; 0 = none
@@ -248,14 +253,17 @@ class Simulator(Engine):
             raise SimError(f"GPU group {group} must be distinct GPUs of one node")
         return group
 
-    def engine_init_parts(self, model: str, tp: int, gpu: int, max_num_seqs: int) -> EngineInit:
-        """Derived engine init of `model` on `tp` GPUs of `gpu`'s kind (startup.engine_init), cached."""
+    def engine_init_parts(self, model: str, tp: int, gpu: int, max_num_seqs: int,
+                          max_num_batched_tokens: int | None = None) -> EngineInit:
+        """Derived engine init of `model` on `tp` GPUs of `gpu`'s kind (startup.engine_init), cached;
+        the profile run covers `max_num_batched_tokens` (default: the core option)."""
         spec = self.model(model)
-        key = (spec.name.split("#")[0], self.cluster.nodes[self.gpus[gpu].node].gpu.name, tp, max_num_seqs)
+        budget = int(max_num_batched_tokens or self.max_batched_tokens)
+        key = (spec.name.split("#")[0], self.cluster.nodes[self.gpus[gpu].node].gpu.name, tp, max_num_seqs, budget)
         parts = self._init_parts.get(key)
         if parts is None:
             parts = self._init_parts[key] = engine_init(
-                self.perf(model, tp, gpu), max_num_batched_tokens=self.max_batched_tokens, max_num_seqs=max_num_seqs,
+                self.perf(model, tp, gpu), max_num_batched_tokens=budget, max_num_seqs=max_num_seqs,
                 max_model_len=self.max_model_len, cuda_graphs=self.cuda_graphs)
         return parts
 
@@ -267,13 +275,14 @@ class Simulator(Engine):
     def start_instance(self, model: str, gpus: Iterable[int], *, kv_bytes_per_gpu: int | None = None,
                        max_num_seqs: int | None = None, compute_share: float = 1.0,
                        engine_init_s: float | None = None, already_warm: bool = False,
-                       loader: str | None = None) -> Instance:
+                       loader: str | None = None, max_num_batched_tokens: int | None = None) -> Instance:
         """Start an engine of `model` on `gpus` (one node). Weights come from a prewarm of the same
         TP on those GPUs, else host memory, else SSD, moved by `loader` (default: the policy's
         `LOADER`; startup.LOADERS); then engine init (`engine_init_s` given here: this start's
         whole init; else the option, else derived); then ready. KV defaults to
         `gpu_memory_utilization * capacity` minus everything else on the GPU. `already_warm` (t = 0
-        only): the instance exists before the run (dedicated deployments)."""
+        only): the instance exists before the run (dedicated deployments). `max_num_batched_tokens`:
+        the engine's token budget (prefill batches and profile run), default the core option."""
         group = self._check_group(gpus)
         spec = self.model(model)
         tp = len(group)
@@ -284,6 +293,8 @@ class Simulator(Engine):
         inst.started_s = self.now_s
         inst.block_size = self.block_size
         inst.max_num_seqs = int(max_num_seqs or self.max_num_seqs)
+        # the engine's token budget: its prefill batches and its profile run (None: the core option)
+        inst.max_num_batched_tokens = int(max_num_batched_tokens or self.max_batched_tokens)
         inst.compute_share = float(compute_share)
         inst.loader = self._loader(loader, self.policy.LOADER)
         if inst.loader.no_engine_init:          # sleep-mode wake: the engine process stays up
@@ -293,7 +304,7 @@ class Simulator(Engine):
         elif self.engine_init_s is not None:    # the engine_init_s option replaces the derived init
             inst.init_parts = {"process_s": self.process_start_s, "init_s": self.engine_init_s}
         else:
-            parts = self.engine_init_parts(model, tp, group[0], inst.max_num_seqs)
+            parts = self.engine_init_parts(model, tp, group[0], inst.max_num_seqs, inst.max_num_batched_tokens)
             inst.init_parts = {"process_s": self.process_start_s, "init_s": parts.total_s, "fixed_s": parts.fixed_s,
                                "profile_s": parts.profile_s, "graph_capture_s": parts.graph_capture_s}
         inst.engine_init_s = inst.init_parts["init_s"] + inst.init_parts.get("process_s", 0.0)

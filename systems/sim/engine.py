@@ -153,7 +153,7 @@ class Engine:
             need = r.input_tokens + r.gen
             if seqs + len(batch) >= inst.max_num_seqs:
                 break
-            if batch and tokens + need > self.max_batched_tokens:
+            if batch and tokens + need > inst.max_num_batched_tokens:
                 break
             if not self._kv_fits(inst, held + need, seqs + len(batch) + 1, True):
                 if not batch:

@@ -133,6 +133,7 @@ class Instance:
         self.block_size = 16
         self.total_blocks = 0
         self.max_num_seqs = 256
+        self.max_num_batched_tokens = 100_000   # set by start_instance
         self.compute_share = 1.0
         self.engine_init_s = 0.0
         self.loader: Any = None         # startup.Loader moving its weights

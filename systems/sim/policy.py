@@ -26,7 +26,8 @@ Cluster operations (methods of `sim`; see core.Simulator for signatures and deta
   `index`, `capacity_bytes`), `node_gpus(node)`, `model(name) -> ModelSpec`, `perf(model, tp)`,
   `workload`, `options`, `rng` (seeded numpy Generator).
 - instances: `start_instance(model, gpus, *, kv_bytes_per_gpu=None, max_num_seqs=None,
-  compute_share=1.0, engine_init_s=None, already_warm=False, loader=None)`: weights come from the
+  compute_share=1.0, engine_init_s=None, already_warm=False, loader=None,
+  max_num_batched_tokens=None)`: weights come from the
   fastest tier holding them, moved by the policy's `LOADER` (or `loader`):
   prewarmed on those GPUs (done: engine init only; in progress: the remaining bytes), the
   node's host memory (PCIe), else SSD (SSD bandwidth shared per node, then PCIe);

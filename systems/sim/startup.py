@@ -154,9 +154,19 @@ class EngineInit:
         return self.fixed_s + self.profile_s + self.graph_capture_s
 
 
+def vllm_default_batched_tokens(max_model_len: int) -> int:
+    """vLLM V0's max_num_batched_tokens when the engine args set none and chunked prefill is off
+    (`SchedulerConfig.__post_init__`, v0.6.x): max(max_model_len, 2048). `max_model_len` 0 (no
+    limit here) counts as short."""
+    return max(int(max_model_len), 2048)
+
+
 def profile_tokens(max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int) -> tuple[int, int]:
-    """(tokens, sequences) of vLLM's profile run: its token budget spread over max_num_seqs
-    sequences (vLLM V0 `profile_run`), no more than max_num_seqs * max_model_len tokens."""
+    """(tokens, sequences) of vLLM's profile run: one prefill of its whole token budget spread over
+    max_num_seqs dummy sequences (vLLM 0.6.3 `ModelRunner.profile_run`: seq_len = budget //
+    max_num_seqs, so 100000 over 256 is 390-391 tokens each). vLLM does not cap it by
+    max_model_len; the cap at max_num_seqs * max_model_len here is the simulator's guard for
+    budgets no engine could fill (no effect at the presets' settings)."""
     tokens = max_num_batched_tokens
     if max_model_len > 0:
         tokens = min(tokens, max_num_seqs * max_model_len)

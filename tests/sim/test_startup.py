@@ -149,6 +149,47 @@ def test_engine_init_option_replaces_the_derived_init_and_process_start_adds() -
     assert float(re.search(r"startup_s=([0-9.]+)", ready).group(1)) == pytest.approx(load + 3.0 + 1.5, rel=1e-6)
 
 
+# ---------------------------------------------------------------- each system's engine token budget
+def test_profile_run_covers_each_systems_engine_token_budget() -> None:
+    """vllm-ondemand's engines take the reference's --max-num-batched-tokens=100000; ServerlessLLM
+    passes none, so its profile run and prefill batches use vLLM's default max(max_model_len, 2048)."""
+    from systems.sim.perf import PerfModel
+    from systems.sim.specs import GPUS
+    from systems.sim.startup import engine_init, vllm_default_batched_tokens
+
+    assert vllm_default_batched_tokens(2048) == 2048 and vllm_default_batched_tokens(4096) == 4096
+    assert vllm_default_batched_tokens(0) == 2048
+    perf = PerfModel(MODELS["llama-2-7b"], GPUS["A100-80GB"], 1)
+
+    def profile_s(budget: int, max_model_len: int = 2048) -> float:
+        return engine_init(perf, max_num_batched_tokens=budget, max_num_seqs=256, max_model_len=max_model_len,
+                           cuda_graphs=True).profile_s
+
+    def init_parts(system: str, **options) -> dict[str, float]:
+        ev = simulate(workload([0.0]), small_cluster(gpus=1), system, options=options).events
+        detail = ev.loc[ev["kind"] == "init_done", "detail"].iloc[0]
+        return {k: float(v) for k, v in re.findall(r"(\w+_s)=([0-9.]+)", detail)}
+
+    assert init_parts("vllm-ondemand")["profile_s"] == pytest.approx(profile_s(100_000), rel=1e-3)
+    assert init_parts("serverlessllm")["profile_s"] == pytest.approx(profile_s(2048), rel=1e-3)
+    assert init_parts("serverlessllm", max_model_len=4096)["profile_s"] == pytest.approx(profile_s(4096, 4096),
+                                                                                           rel=1e-3)
+    assert init_parts("serverlessllm", engine_max_num_batched_tokens=100_000)["profile_s"] == pytest.approx(
+        profile_s(100_000), rel=1e-3)
+    assert profile_s(2048) < profile_s(100_000) / 10
+
+    # the same budget bounds its prefill batches: eight 1000-token prompts arriving together take
+    # one prefill at 100000 tokens, several at 2048
+    burst = workload([0.0] * 8, input_tokens=1000, output_tokens=8)
+
+    def first_token_spread_s(**options) -> float:
+        q = simulate(burst, small_cluster(gpus=1), "serverlessllm", options=options).requests
+        return float(q["first_token_s"].max() - q["first_token_s"].min())
+
+    assert first_token_spread_s(engine_max_num_batched_tokens=100_000) == pytest.approx(0.0, abs=1e-9)
+    assert first_token_spread_s() > 0.0
+
+
 # ---------------------------------------------------------------- each system's declared loader
 def load_ends(result) -> list[dict[str, str]]:
     ev = result.events

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from systems.sim.bounds import MIN_TICK_S, count, seconds
 from systems.sim.policy import Policy
 from systems.sim.registry import register
+from systems.sim.startup import vllm_default_batched_tokens
 
 if TYPE_CHECKING:
     from systems.sim.core import Instance, Request, Simulator
@@ -26,9 +27,16 @@ class ServerlessLLM(Policy):
         "host_memory_bytes": -1,    # checkpoint cache per node; < 0: the node's host memory
         "capacity": 32,             # concurrent requests per instance
         "tick_s": 1.0,              # keep-alive check period
+        # its engines' max_num_batched_tokens (prefill budget and profile-run tokens); 0: vLLM's default,
+        # max(max_model_len, 2048), as ServerlessLLM's vLLM backend passes no budget (ServerlessLLM
+        # sllm/backends/vllm_backend.py: only max_model_len, TP, gpu_memory_utilization, enforce_eager,
+        # prefix caching, dtype) and the paper ran ServerlessLLM itself (the reference's
+        # trace-generator/request_generator.py SERVERLESSLLM path), not the reference's engine args
+        "engine_max_num_batched_tokens": 0,
     }
     BOUNDS = {"keep_alive_s": seconds(high=1e7), "host_memory_bytes": count(-1, 2**50),
-              "capacity": count(1, 1_000_000), "tick_s": seconds(low=MIN_TICK_S, high=3600.0)}
+              "capacity": count(1, 1_000_000), "tick_s": seconds(low=MIN_TICK_S, high=3600.0),
+              "engine_max_num_batched_tokens": count(0, 10**9)}
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
@@ -37,6 +45,7 @@ class ServerlessLLM(Policy):
         self.host_budget = o["host_memory_bytes"]
         self.capacity = o["capacity"]
         self.tick_s = o["tick_s"]
+        self.engine_budget = o["engine_max_num_batched_tokens"]
         self.idle_since: dict[int, float] = {}
         self._reclaiming = False
         self.surplus_since: dict[str, float] = {}
@@ -120,7 +129,8 @@ class ServerlessLLM(Policy):
     def _launch(self, sim: "Simulator", model: str, group: tuple[int, ...]) -> "Instance":
         node = sim.gpus[group[0]].node
         cached = model in sim.host_models(node)
-        inst = sim.start_instance(model, group)
+        budget = self.engine_budget or vllm_default_batched_tokens(sim.max_model_len)
+        inst = sim.start_instance(model, group, max_num_batched_tokens=budget)
         sim.log("placement", model, group, f"id={inst.id} locality={'host' if cached else 'ssd'}")
         self._cache(sim, node, model)  # the loader stages the checkpoint through host memory
         return inst

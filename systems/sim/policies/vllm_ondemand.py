@@ -1,7 +1,10 @@
 """`vllm-ondemand`: vanilla vLLM started on demand with the full cold start (SSD -> GPU + engine
 init), scaled by the reference autoscaler (PAPER.md s.2): every 0.5 s, mean in-flight over 5 s,
 up above 0.8 x capacity, down below 0.5 x (instances younger than 5 s kept), 32 per instance.
-Routing: least in-flight instance with room, else park the request and start an instance."""
+Routing: least in-flight instance with room, else park the request and start an instance.
+Engines take the core's max_num_batched_tokens (100000): the reference starts its vanilla-vLLM
+engines (--disable-all-prewarm) with the same args as every other, and they run vLLM's
+profile_run over that budget at init (prewarm_manager.py create_engine)."""
 
 from __future__ import annotations
 

@@ -40,7 +40,11 @@ class WarmServe(Policy):
         "window_s": 300.0,          # forecast and re-planning window
         "capacity": 32,             # concurrent requests per instance (reference BATCH_SIZE)
         "tick_s": 0.5,              # controller period (autoscaler, KV reservation, prewarm checks)
-        "warm_engine_init_s": 0.5,  # engine start with device + engine prewarming (an assumption)
+        # engine start with device + engine prewarming (an assumption); it holds no profile run: the
+        # reference's workers hand the prewarm pool's free memory to determine_num_available_blocks,
+        # which then skips profile_run "for faster coldstart" (LLMServe/WarmServe controller/utils.py,
+        # vllm/worker/worker.py), and with unified memory every engine starts from a prewarm
+        "warm_engine_init_s": 0.5,
         "prewarm": True,            # model prewarming (False: autoscaler only)
         "kv_prewarm": True,         # lend unneeded KV of dedicated instances to prewarms
         "placement": True,          # evict-aware placement (False: round-robin)
