@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.metrics import summarize
-    from harness.store import new_manifest, write_run
+    from harness.store import new_manifest, write_manifest, write_run
     from systems.sim import simulate
     from systems.sim.specs import resolve_cluster
     from workloads import resolve
@@ -82,16 +82,28 @@ def run(args: argparse.Namespace) -> int:
                          f"{workload.requests['arrival_s'].min():g} s", field="--duration-s")
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    result = simulate(workload, cluster, args.system, options=options, seed=args.seed,
-                      duration_s=args.duration_s, debug=args.debug)
-    wall_s = time.perf_counter() - t0
     config = {"system": args.system, "options": options, "cluster": str(args.cluster), "seed": args.seed,
               "duration_s": args.duration_s, "workload": str(args.workload)}
-    result.manifest.update(new_manifest(
-        kind="sim", system=args.system, config=config, seed=args.seed, workload=workload,
-        started_at=started.isoformat(), workload_spec=str(args.workload), cluster_spec=str(args.cluster)))
-    result.manifest.update(status="complete", ended_at=datetime.now(timezone.utc).isoformat(), wall_s=wall_s)
-    out = write_run(result, args.out)
+    manifest = new_manifest(kind="sim", system=args.system, config=config, seed=args.seed, workload=workload,
+                            started_at=started.isoformat(), workload_spec=str(args.workload),
+                            cluster_spec=str(args.cluster))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    write_manifest(args.out, manifest)  # incomplete until the end: Ctrl-C or a crash never leaves bare tables
+    try:
+        result = simulate(workload, cluster, args.system, options=options, seed=args.seed,
+                          duration_s=args.duration_s, debug=args.debug)
+        wall_s = time.perf_counter() - t0
+        result.manifest.update(manifest)
+        result.manifest.update(status="complete", ended_at=datetime.now(timezone.utc).isoformat(), wall_s=wall_s)
+        out = write_run(result, args.out)
+    except BaseException as exc:
+        ended = datetime.now(timezone.utc).isoformat()
+        if isinstance(exc, KeyboardInterrupt):
+            write_manifest(args.out, {**manifest, "interrupted": True, "ended_at": ended})
+        else:
+            write_manifest(args.out, {**manifest, "status": "failed", "ended_at": ended,
+                                      "error": f"{type(exc).__name__}: {exc}"})
+        raise
     console = Console()
     req = result.requests
     ok = req[req["status"] == "ok"]
