@@ -35,6 +35,7 @@ from typing import Any, Callable, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PrivateAttr, ValidationError, field_validator
 
+from harness.capacity import CapacityConfig, check as check_capacity
 from harness.errors import InputError, WarmbenchError
 from harness.identity import code_identity, config_sha256, workload_sha256
 from harness.report.load import EXPERIMENT_FILE
@@ -48,7 +49,9 @@ DEFAULT_RESULTS = Path("results")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    #: strict: a TOML `true` or "2" where a number goes (seeds, slo, duration_s) is a wrong type,
+    #: not 1 or 2.0; an int still passes as a float.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SystemConfig(_Strict):
@@ -92,8 +95,19 @@ class ExperimentConfig(_Strict):
     baseline: str | None = None
     #: Dotted-key overrides applied by `--quick`, e.g. {"duration_s" = 120}.
     quick: dict[str, Any] = Field(default_factory=dict)
+    #: Search the highest rate each system serves within the SLO instead of running one grid
+    #: (harness.capacity).
+    capacity: CapacityConfig | None = None
     #: The file it was read from (for error messages); not part of the config.
     _source: str = PrivateAttr(default="")
+
+    @field_validator("models")
+    @classmethod
+    def _models_once(cls, value: list[str] | None) -> list[str] | None:
+        twice = sorted({m for m in value or [] if value.count(m) > 1})
+        if twice:  # one stream under two names merges into one: a copy needs its own name
+            raise ValueError(f"models {twice} appear twice; name a distinct copy `{twice[0]}#1`")
+        return value
 
     @field_validator("systems")
     @classmethod
@@ -175,6 +189,7 @@ def parse(raw: dict[str, Any], path: Path, *, quick: bool = False) -> Experiment
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise InputError(f"{err['msg']}{more}", file=str(path), field=key) from None
     config._source = str(path)
+    check_capacity(config)
     spec = config.workload.spec
     if ("/" in spec or spec.endswith((".toml", ".csv", ".parquet", ".jsonl", ".gz"))) and not Path(spec).is_absolute():
         config.workload.spec = str((path.parent / spec).resolve())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = new_manifest(kind="sim", system=args.system, config=config, seed=args.seed, workload=workload,
                             started_at=started.isoformat(), workload_spec=str(args.workload),
                             cluster_spec=str(args.cluster))
+    created = not Path(args.out).exists()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     write_manifest(args.out, manifest)  # incomplete until the end: Ctrl-C or a crash never leaves bare tables
     try:
@@ -98,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
         out = write_run(result, args.out)
     except BaseException as exc:
         ended = datetime.now(timezone.utc).isoformat()
-        if isinstance(exc, KeyboardInterrupt):
+        if isinstance(exc, WarmbenchError):  # bad input the simulator found (a model that fits no GPU): nothing ran
+            (Path(args.out) / "manifest.json").unlink(missing_ok=True)
+            if created:
+                shutil.rmtree(args.out, ignore_errors=True)
+        elif isinstance(exc, KeyboardInterrupt):
             write_manifest(args.out, {**manifest, "interrupted": True, "ended_at": ended})
         else:
             write_manifest(args.out, {**manifest, "status": "failed", "ended_at": ended,

@@ -151,3 +151,21 @@ def test_sim_cut_short_leaves_a_manifest_that_says_so(tmp_path, monkeypatch, rai
     assert manifest["status"] == status and manifest["interrupted"] == (raised is KeyboardInterrupt)
     again = cli("sim", "--system", "dedicated", "--workload", str(trace), "--out", str(out))
     assert "already holds a run" in one_line_error(again[0], again[2])  # the record is not overwritten
+
+
+@pytest.mark.parametrize("line, key", [("seeds = [true]", "seeds.0"), ('seeds = ["1"]', "seeds.0"),
+                                       ("duration_s = true", "duration_s"), ('[slo]\nttft_s = "0.5"', "slo.ttft_s"),
+                                       ("[slo]\ntpot_s = false", "slo.tpot_s"),
+                                       ('models = ["llama-2-7b", "llama-2-7b"]', "models")])
+def test_wrong_type_in_an_experiment_field_is_not_coerced(tmp_path, line, key):
+    """`true` was taken as 1 (a 1 s SLO, seed 1), "1" as 1, and a model listed twice merged silently."""
+    (tmp_path / "mine.csv").write_text("\n".join(ROWS) + "\n")
+    head = "" if line.startswith("models") else 'models = ["llama-2-7b"]\n'
+    body = f'name = "ty"\nsystems = ["dedicated"]\n{head}'
+    tail = '[workload]\nspec = "mine.csv"\n'
+    text = body + (tail + line + "\n" if line.startswith("[slo]") else line + "\n" + tail)
+    (tmp_path / "exp.toml").write_text(text)
+    code, _, err = cli("run", str(tmp_path / "exp.toml"), "--results", str(tmp_path / "r"), "--no-report")
+    msg = one_line_error(code, err)
+    assert "exp.toml" in msg and f"'{key}" in msg
+    assert not (tmp_path / "r" / "ty").exists()
