@@ -38,6 +38,10 @@ def _describe(spec: experiment.RunSpec) -> str:
 def handle(args: argparse.Namespace) -> int:
     console = Console()
     config, source = experiment.load(args.experiment, quick=args.quick)
+    if config.capacity is not None:  # a capacity search, not one grid
+        from harness.commands import run_capacity
+
+        return run_capacity.handle(args, config, source, console)
     specs = experiment.grid(config)
     check_runs(specs, source)  # every run's system, options, cluster and workload, before any runs
     labels = list(dict.fromkeys(s.point["system"] for s in specs))
