@@ -65,8 +65,43 @@ class SyntheticParams(_Params):
         return self
 
 
+class Azure2024Params(SyntheticParams):
+    """`azure-2024-conv` / `azure-2024-code` (workloads/azure_2024.py): the real week, seven UTC days.
+
+    As synthetic-week, plus `start_day` (model i replays day start_day + i; None: the last days
+    the slice fits in, leaving the most history). `start_hour` defaults to 0, as the recipe's
+    (the paper does not say which hour it replays). Fields are checked in this order, so
+    `start_day` sees the models and the slice it must fit.
+    """
+
+    duration_s: float = Field(1200.0, gt=0, le=7 * DAY_S)
+    start_hour: float = Field(0.0, ge=0, lt=24)
+    start_day: int | None = Field(None, ge=0, le=6, validate_default=True)
+
+    @field_validator("start_day")
+    @classmethod
+    def _fits_the_week(cls, value: int | None, info: Any) -> int | None:
+        data = info.data
+        if not {"models", "start_hour", "duration_s"} <= set(data):
+            return value  # one of them is itself invalid: that error is reported
+        from workloads.azure_2024 import WEEK_S, last_full_day
+        from workloads.synthetic import PAPER_MODELS
+        n_models = len(data["models"] or PAPER_MODELS)
+        last = last_full_day(WEEK_S, data["start_hour"], data["duration_s"])
+        if last < 0:
+            raise ValueError(f"no day of the week holds a {data['duration_s']:g} s slice from {data['start_hour']:g} h; "
+                             "shorten duration_s or lower start_hour")
+        first = max(last - n_models + 1, 0) if value is None else value
+        if first + n_models - 1 > last:
+            raise ValueError(f"the week covers days 0..{last} for a {data['duration_s']:g} s slice from "
+                             f"{data['start_hour']:g} h; {n_models} models from day {first} need day "
+                             f"{first + n_models - 1} (model i replays day start_day + i)")
+        return value
+
+
 #: Preset name -> its parameter model.
-PRESET_PARAMS: dict[str, type[_Params]] = {"synthetic-week": SyntheticParams}
+PRESET_PARAMS: dict[str, type[_Params]] = {"synthetic-week": SyntheticParams, "azure-2024-conv": Azure2024Params,
+                                           "azure-2024-code": Azure2024Params}
 
 
 def checked(model: type[BaseModel], values: Mapping[str, Any], *, what: str, file: str | None = None) -> Any:

@@ -11,8 +11,9 @@ from workloads.workload import Workload
 
 
 def _presets() -> dict[str, Callable[..., Workload]]:
+    from workloads.azure_2024 import azure_2024_code, azure_2024_conv
     from workloads.synthetic import synthetic_week
-    return {"synthetic-week": synthetic_week}
+    return {"synthetic-week": synthetic_week, "azure-2024-conv": azure_2024_conv, "azure-2024-code": azure_2024_code}
 
 
 def _readers() -> dict[str, Callable[..., Workload]]:
@@ -31,7 +32,7 @@ def _readers() -> dict[str, Callable[..., Workload]]:
     return readers
 
 
-PRESETS: tuple[str, ...] = ("synthetic-week",)
+PRESETS: tuple[str, ...] = ("synthetic-week", "azure-2024-conv", "azure-2024-code")
 
 
 def _call(fn: Callable[..., Workload], what: str, *args: Any, typed: bool = True, **params: Any) -> Workload:
