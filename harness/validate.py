@@ -30,7 +30,7 @@ def read_text(path: Path | str) -> str:
     """A text input file (TOML, JSON) as str; missing, unreadable or non-UTF-8 is an InputError."""
     p = Path(path)
     try:
-        return p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8").removeprefix("\ufeff")  # a BOM (Windows editors) is not TOML
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text (byte {exc.start})", file=str(p)) from None
     except IsADirectoryError:
@@ -60,6 +60,8 @@ def _check_parent(path: Path, flag: str) -> None:
 def output_dir(path: Path | str, flag: str = "--out") -> Path:
     """A directory the command will create or write into; checked without creating anything."""
     p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise InputError(f"{flag}: a symlink that leads nowhere (dangling or a loop)", file=str(p))
     if p.exists():
         if not p.is_dir():
             raise InputError(f"{flag}: exists and is not a directory", file=str(p))
@@ -73,6 +75,8 @@ def output_dir(path: Path | str, flag: str = "--out") -> Path:
 def output_file(path: Path | str, flag: str = "--out") -> Path:
     """A file the command will (over)write; checked without creating anything."""
     p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise InputError(f"{flag}: a symlink that leads nowhere (dangling or a loop)", file=str(p))
     if p.exists():
         if p.is_dir():
             raise InputError(f"{flag}: is a directory, expected a file path", file=str(p))

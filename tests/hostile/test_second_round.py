@@ -169,3 +169,38 @@ def test_wrong_type_in_an_experiment_field_is_not_coerced(tmp_path, line, key):
     msg = one_line_error(code, err)
     assert "exp.toml" in msg and f"'{key}" in msg
     assert not (tmp_path / "r" / "ty").exists()
+
+
+def test_out_that_is_a_symlink_loop_is_one_line(tmp_path):
+    (tmp_path / "w.csv").write_text("\n".join(ROWS) + "\n")
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "gone.parquet").symlink_to(tmp_path / "nowhere" / "x.parquet")
+    (tmp_path / "r.toml").write_text('source = "w.csv"\n')
+    for args in (("sim", "--system", "dedicated", "--workload", str(tmp_path / "w.csv"), "--out", str(tmp_path / "a")),
+                 ("trace", "make", str(tmp_path / "r.toml"), "--out", str(tmp_path / "gone.parquet")),
+                 ("trace", "stats", str(tmp_path / "w.csv"), "--plot", str(tmp_path / "a"))):
+        code, _, err = cli(*args)
+        assert "leads nowhere" in one_line_error(code, err)
+
+
+def test_csv_that_names_a_column_twice_is_one_line(tmp_path):
+    trace = tmp_path / "w.csv"
+    trace.write_text("arrival_s,model,input_tokens,output_tokens,input_tokens\n0.5,llama-2-7b,10,5,12\n")
+    code, _, err = cli("sim", "--system", "dedicated", "--workload", str(trace), "--out", str(tmp_path / "run"))
+    msg = one_line_error(code, err)
+    assert "w.csv" in msg and "'input_tokens'" in msg and "2 times" in msg
+    assert not (tmp_path / "run").exists()
+
+
+def test_toml_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows editors write a BOM; it is not part of the TOML (the CSV reader already skipped it)."""
+    (tmp_path / "w.csv").write_text("\n".join(ROWS) + "\n")
+    (tmp_path / "exp.toml").write_bytes('\ufeffname = "bom"\nmodels = ["llama-2-7b"]\nsystems = ["dedicated"]\n'
+                                        '[workload]\nspec = "w.csv"\n'.encode())
+    (tmp_path / "c.toml").write_bytes("\ufeff[[nodes]]\ncount = 1\n".encode())
+    code, _, err = cli("run", str(tmp_path / "exp.toml"), "--results", str(tmp_path / "r"), "--no-report")
+    assert code == 0, err
+    code, _, err = cli("sim", "--system", "dedicated", "--workload", str(tmp_path / "w.csv"), "--cluster",
+                       str(tmp_path / "c.toml"), "--out", str(tmp_path / "run"))
+    assert code == 0, err

@@ -91,6 +91,9 @@ def require_columns(columns: list[str], needed: list[str], path: Path) -> None:
     for name in needed:
         if name not in columns:
             raise InputError(f"missing column; the header has {columns}", file=str(path), row=0, field=name)
+        if columns.count(name) > 1:  # which one is meant? (Arrow's lookup raised a KeyError)
+            raise InputError(f"the header names this column {columns.count(name)} times", file=str(path), row=0,
+                             field=name)
 
 
 def _first_bad(mask: np.ndarray) -> int:
