@@ -281,7 +281,7 @@ def document(config: "ExperimentConfig", searches: list[Search], *, complete: bo
     results = []
     for s in searches:
         base = base_at.get(tuple(sorted(s.point.items(), key=str)))
-        r, r_text = ratio(s, base) if base is not None else (None, "n/a")
+        r, r_text = (1.0, "1.00x") if base is s else ratio(s, base) if base is not None else (None, "n/a")
         results.append({"system": s.system, "point": s.point, "status": s.status, "capacity": s.passed,
                         "capacity_text": s.text(), "passed": s.passed, "failed": s.failed, "ratio": r,
                         "ratio_text": r_text, "error": s.error or None,

@@ -13,7 +13,7 @@ import pandas as pd
 
 from harness.errors import InputError, WarmbenchError
 from harness.metrics import ALL_MODELS, CLIENT_LAG_LIMIT_S, by_start_kind
-from harness.report import figures
+from harness.report import capacity_table, figures
 from harness.report.load import (EXPERIMENT_FILE, RunInfo, load_runs, missing_runs, points, read_experiment,
                                  summary_frame, systems)
 from harness.report.table import fmt, markdown_table, seeds_text
@@ -186,6 +186,9 @@ def _html(title: str, root: Path, runs, frame, baseline, made, warnings, kinds, 
     if warnings:
         parts.append("<div class='warn'><h2>Warnings</h2><ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings)
                      + "</ul></div>")
+    cap = capacity_table.read(root)
+    if cap is not None:  # a capacity search: its answer first, the probes' tables below
+        parts.append(capacity_table.to_html(cap))
     parts.append("<h2>Key metrics</h2>")
     for point in points(runs):
         seeds = seeds_text(runs, point)
@@ -230,6 +233,9 @@ def _markdown(title: str, root: Path, runs, frame, baseline, made, warnings, kin
              "Best value per column in bold; (×r) = ratio to the baseline.", ""]
     if warnings:
         lines += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
+    cap = capacity_table.read(root)
+    if cap is not None:
+        lines += capacity_table.markdown(cap)
     lines += ["## Key metrics", ""]
     for point in points(runs):
         seeds = seeds_text(runs, point)
