@@ -21,9 +21,11 @@ it without materialising the week's 17-27 M requests:
 History: mean and peak concurrency per window need each request's duration (prefill + output
 tokens x decode, workloads/concurrency.py), and the peak is a maximum over 1-second intervals that
 has no closed form from counts. So the history's requests are drawn like the slice's (at the
-thinned rate, outputs from the same table) and measured with `history_frame`, the definition the
-recipe and synthetic-week use: one definition everywhere, and the cost is the number of *thinned*
-requests (about 2 M at the default 5 req/s, a fraction of a second), not the week's.
+thinned rate, outputs from the same table) and measured as `history_frame` measures them, the
+definition the recipe and synthetic-week use: one definition everywhere. The cost is the number of
+*thinned* requests (about 2 M at the default 5 req/s, a fraction of a second), not the week's, and
+they are drawn and measured a day at a time, so memory stays that of one day of one model even at
+the trace's own volume.
 
 Seeds: model i draws its slice with generator (seed, i, 0) and its history with (seed, i, 1), so
 the replayed requests do not change with `history_days` or `window_s`.
@@ -36,17 +38,17 @@ import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from harness.errors import InputError
-from workloads.concurrency import history_frame
+from workloads.concurrency import request_durations_s, window_concurrency
 from workloads.lengths import sample_tokens
 from workloads.synthetic import DAY_S, PAPER_MODELS, power_law_shares
 from workloads.transform import MAX_OUTPUT_TOKENS, MIN_OUTPUT_TOKENS, clip_lengths, gamma_cv
-from workloads.workload import Workload, canonical_frame
+from workloads.workload import HISTORY_COLUMNS, Workload, canonical_frame
 
 SERIES_DIR = Path(__file__).resolve().parent / "data" / "azure_llm_2024_10s"
 #: service -> shipped file (AzureLLMInferenceTrace_{conv,code}_1week per 10 s; see SOURCE.md).
@@ -148,6 +150,50 @@ def draw_arrivals(series: BinSeries, start_s: float, end_s: float, ratio: float,
     return np.repeat(lo_in, drawn) + rng.random(n) * np.repeat(width, drawn)
 
 
+def history_chunks(series: BinSeries, service: str, slice_start_s: float, history_s: float, ratio: float,
+                   window_s: float, clip: bool, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray, int, int]]:
+    """The history's requests, drawn about a day of windows at a time: (arrival_s relative to the slice
+    start, output tokens, first window, end window) per chunk; windows as history_frame numbers them."""
+    n_windows = int(np.floor(history_s / window_s + 1e-9))
+    first_s = -n_windows * window_s
+    per_chunk = max(int(DAY_S // window_s), 1)
+    draw_from = -history_s
+    for w0 in range(0, n_windows, per_chunk):
+        w1 = min(w0 + per_chunk, n_windows)
+        draw_to = first_s + w1 * window_s
+        t = draw_arrivals(series, slice_start_s + draw_from, slice_start_s + draw_to, ratio, rng) - slice_start_s
+        out = sample_tokens(rng, service, "output", len(t))
+        yield t, np.clip(out, MIN_OUTPUT_TOKENS, MAX_OUTPUT_TOKENS) if clip else out, w0, w1
+        draw_from = draw_to
+
+
+def history_windows(series: BinSeries, service: str, model: str, slice_start_s: float, history_s: float,
+                    ratio: float, window_s: float, clip: bool, rng: np.random.Generator) -> tuple[pd.DataFrame, int]:
+    """HISTORY_COLUMNS of `model` for the `history_s` before its slice, and the requests drawn.
+
+    What concurrency.history_frame gives over the requests drawn in [slice - history_s, slice)
+    (whole windows ending at the slice start, mean busy time and 1-second peak per window, each
+    request busy for prefill + output x decode), measured chunk by chunk: requests still busy at
+    a chunk's end are carried into the next, so the result is the one-pass measurement's.
+    """
+    n_windows = int(np.floor(history_s / window_s + 1e-9))
+    first_s = -n_windows * window_s
+    means, peaks = [np.zeros(0)], [np.zeros(0)]
+    carry_t, carry_d = np.zeros(0), np.zeros(0)
+    drawn = 0
+    for t, out, w0, w1 in history_chunks(series, service, slice_start_s, history_s, ratio, window_s, clip, rng):
+        drawn += len(t)
+        t, d = np.concatenate([carry_t, t]), np.concatenate([carry_d, request_durations_s(model, out)])
+        mean, peak = window_concurrency(t, d, first_s + w0 * window_s, w1 - w0, window_s)
+        means.append(mean)
+        peaks.append(peak)
+        busy = t + d > first_s + w1 * window_s
+        carry_t, carry_d = t[busy], d[busy]
+    frame = pd.DataFrame({"model": model, "window_start_s": first_s + window_s * np.arange(n_windows, dtype=np.float64),
+                          "mean_concurrency": np.concatenate(means), "peak_concurrency": np.concatenate(peaks)})
+    return frame[list(HISTORY_COLUMNS)], drawn
+
+
 def recipe_from_bins(series: BinSeries, service: str, *, models: Sequence[str] = PAPER_MODELS,
                      total_rps: float = 5.0, alpha: float = 1.0, start_day: int | None = None,
                      start_hour: float = 0.0, duration_s: float = 1200.0, seed: int = 0,
@@ -166,7 +212,7 @@ def recipe_from_bins(series: BinSeries, service: str, *, models: Sequence[str] =
                          f"from {start_hour:g} h; {len(models)} models from day {start_day} need day "
                          f"{start_day + len(models) - 1}")
     shares = power_law_shares(len(models), alpha)
-    parts, past, per_model = [], {}, {}
+    parts, histories, per_model = [], [], {}
     for i, model in enumerate(models):
         day = start_day + i
         slice_start = day * DAY_S + start_hour * 3600.0
@@ -185,18 +231,17 @@ def recipe_from_bins(series: BinSeries, service: str, *, models: Sequence[str] =
         outputs = sample_tokens(rng, service, "output", len(arrival))
         parts.append((arrival, model, inputs, outputs))
         hrng = np.random.default_rng([int(seed), i, 1])
-        h_arrival = draw_arrivals(series, slice_start - history_s, slice_start, ratio, hrng) - slice_start
-        h_out = sample_tokens(hrng, service, "output", len(h_arrival))
-        past[model] = (h_arrival, np.clip(h_out, MIN_OUTPUT_TOKENS, MAX_OUTPUT_TOKENS) if clip else h_out)
+        frame_h, n_history = history_windows(series, service, model, slice_start, history_s, ratio, window_s,
+                                             clip, hrng)
+        histories.append(frame_h)
         date = pd.Timestamp(series.start_utc) + pd.Timedelta(days=day) if series.start_utc else None
         per_model[model] = {"day": day, "date": None if date is None else f"{date:%Y-%m-%d %a}",
                             "slice_requests": real, "ratio": float(ratio), "history_s": history_s,
-                            "history_requests": int(len(h_arrival))}
+                            "history_requests": n_history}
     frame = canonical_frame(np.concatenate([p[0] for p in parts]),
                             np.concatenate([np.full(len(p[0]), p[1], dtype=object) for p in parts]),
                             np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts]))
-    history = pd.concat([history_frame({m: past[m]}, -per_model[m]["history_s"], 0.0, window_s) for m in models],
-                        ignore_index=True)
+    history = pd.concat(histories, ignore_index=True)
     params = {"models": models, "total_rps": float(total_rps), "alpha": float(alpha), "start_day": int(start_day),
               "start_hour": float(start_hour), "duration_s": float(duration_s), "seed": int(seed),
               "history_days": int(history_days), "window_s": float(window_s), "clip": bool(clip)}

@@ -270,3 +270,23 @@ def test_trace_stats_scores_the_forecaster_at_each_window_size(capsys):
     for w in ("60", "180", "300", "2400"):
         assert 0 < forecast[w]["peak_error"] < 1, (w, forecast[w])
     assert forecast["2400"]["windows"] >= 1  # the last window counts once an arrival reaches its end
+
+
+def test_history_measured_by_the_day_is_the_one_pass_measurement():
+    """The preset measures its history a day of windows at a time (bounded memory at the trace's own
+    volume); over the same drawn requests it equals concurrency.history_frame's one pass."""
+    from workloads.azure_2024 import history_chunks, history_windows
+    from workloads.concurrency import history_frame
+
+    series = load_series("conv")
+    for window_s, history_s in ((300.0, 3 * DAY), (60.0, 2.5 * DAY + 60), (2400.0, DAY)):
+        args = (series, "conv", 5 * DAY + 3600.0, history_s, 0.05, window_s, True)
+        frame, drawn = history_windows(series, "conv", "llama-2-70b", *args[2:], np.random.default_rng(1))
+        parts = list(history_chunks(*args, np.random.default_rng(1)))
+        assert len(parts) == int(np.ceil(history_s // window_s / (DAY // window_s)))
+        t, out = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        one_pass = history_frame({"llama-2-70b": (t, out)}, -history_s, 0.0, window_s)
+        assert drawn == len(t) and len(frame) == len(one_pass) == int(history_s // window_s)
+        np.testing.assert_array_equal(frame["window_start_s"], one_pass["window_start_s"])
+        np.testing.assert_array_equal(frame["peak_concurrency"], one_pass["peak_concurrency"])
+        np.testing.assert_allclose(frame["mean_concurrency"], one_pass["mean_concurrency"], rtol=1e-6, atol=1e-5)
