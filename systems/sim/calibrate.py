@@ -199,13 +199,14 @@ def _nonneg_relative_lstsq(b: np.ndarray, a: np.ndarray, y: np.ndarray) -> np.nd
 def fit_graph_overheads(rows: list[Any] | None = None) -> GraphFit:
     """Fit `graph_iteration_s` and `graph_layer_s` (one pair for every GPU) to the vLLM serving
     rows run with CUDA graphs (group `serving`, engine_mode `cuda_graphs`) of a validation table
-    (default: the shipped one). Everything else keeps its Vidur-fitted value: the graph-mode fixed
-    costs are what the eager-mode profiles cannot tell."""
+    (default: the shipped one), leaving out held-out rows (`Row.held_out`). Everything else keeps
+    its Vidur-fitted value: the graph-mode fixed costs are what the eager-mode profiles cannot tell."""
     from systems.sim.fidelity.serving import cuda_graphs_of, simulate_serving_row, unsupported
     from systems.sim.fidelity.table import read_table
 
     rows = [r for r in (rows if rows is not None else read_table())
-            if r.group == "serving" and r.engine == "vllm" and cuda_graphs_of(r) and unsupported(r) is None]
+            if r.group == "serving" and r.engine == "vllm" and cuda_graphs_of(r) and unsupported(r) is None
+            and not r.held_out]
     if not rows:
         raise ValueError("no simulatable vLLM CUDA-graph serving rows to fit")
     y = np.array([r.value for r in rows])

@@ -47,9 +47,13 @@ HOST_LINK_BYTES_PER_S: dict[str, float] = {"A100-80GB": 32e9, "H100-80GB": 64e9,
 SOURCE_NVME_BYTES_PER_S: dict[str, float] = {"vllm-pr-10647": PR_10647_NVME_BYTES_PER_S,
                                              "sllm-store-bench": 29.4e9}
 
-#: Checkpoint bytes of models outside the presets (bf16): Qwen3-Coder-30B-A3B has 30.5 B
-#: parameters (its model card), 61.0 GB.
-CHECKPOINT_BYTES: dict[str, int] = {"qwen3-coder-30b-a3b": 61_000_000_000}
+#: Checkpoint bytes of models outside the presets (bf16, 2 bytes per parameter of the model card):
+#: Qwen3-Coder-30B-A3B 30.5 B parameters, 61.0 GB; Qwen3-32B (dense) 32.8 B, 65.6 GB; Qwen3-0.6B
+#: 0.596 B (28 layers, hidden 1024, tied 151936-token embedding: 0.44 B + 0.16 B), 1.19 GB;
+#: Phi-3-vision-128k-instruct 4.2 B, 8.4 GB. Rows of the held-out set (sllm-store-bench,
+#: vllm-sleep-blog) use the last three.
+CHECKPOINT_BYTES: dict[str, int] = {"qwen3-coder-30b-a3b": 61_000_000_000, "qwen3-32b": 65_600_000_000,
+                                    "qwen3-0.6b": 1_192_000_000, "phi-3-vision-128k-instruct": 8_400_000_000}
 
 #: vLLM's defaults for the 8k-context Llama-3-8B of vllm-pr-11005 (vLLM V0: no chunked prefill
 #: below 32k context, so the token budget is max_model_len): the profile run's budget.
@@ -159,8 +163,10 @@ def _model(name: str, tp: int, transfer: bool) -> tuple[ModelSpec, str]:
         return spec, f"{name} not a preset: simulated as its checkpoint's {CHECKPOINT_BYTES[base] / 1e9:.1f} GB " \
                      "(a transfer moves bytes only)"
     if base in CHECKPOINT_BYTES:
-        raise NotSimulated(f"MoE model {name} not in presets: its engine init (profile run of an MoE, "
-                           "torch.compile in vLLM 0.11) is not modelled")
+        moe = "MoE model " if re.search(r"-a\d+(\.\d+)?b\b", base) else ""
+        raise NotSimulated(f"{moe}{name} not in presets: only its checkpoint's bytes are known, so only a transfer "
+                           "(load / wake) is simulated; its engine init (for an MoE: profile run, torch.compile "
+                           "in vLLM 0.11) is not modelled")
     raise NotSimulated(f"model {name!r} not in presets")
 
 

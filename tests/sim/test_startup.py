@@ -15,7 +15,7 @@ from systems.sim.fidelity.table import PUBLISHED_CSV, NotSimulated, read_table
 from systems.sim.fidelity_starts import simulate_start_row, simulate_start_row_detail
 from systems.sim.specs import MODELS
 from systems.sim.startup import (
-    GRAPH_CAPTURE_S_PER_LAYER_SIZE, LOADERS, PINNED_DMA_EFFICIENCY, capture_sizes,
+    GRAPH_CAPTURE_S_PER_LAYER_SIZE, LOADERS, PINNED_DMA_EFFICIENCY, WAKE_FIXED_S, capture_sizes,
 )
 from tests.sim.util import small_cluster, workload
 
@@ -43,6 +43,9 @@ def test_every_start_row_is_in_band_or_says_why_not(r) -> None:
     except NotSimulated as exc:
         assert r.id in ("sleep-a100-30b-cold", "sleep-a100-235b-cold", "sleep-a100-235b-wake"), exc.reason
         assert re.search(r"FP8|MoE", exc.reason)
+        return
+    if "OUT OF BAND:" in r.note:   # a held-out miss the row's note explains: it must really be one
+        assert abs(value / r.value - 1) > r.band, (r.id, value, r.value, "in band now: update its note")
         return
     assert abs(value / r.value - 1) <= r.band, (r.id, value, r.value)
 
@@ -228,7 +231,8 @@ def test_warmserve_copies_pinned_weights_and_dedicated_loads_nothing() -> None:
 def test_sleep_mode_wake_copies_the_weights_back_without_engine_init() -> None:
     wake = simulate_start_row_detail(row(group="sleep-wake", metric="wake", engine_mode="sleep_level_1"))
     assert wake.components["init_s"] == 0.0
-    assert wake.value == pytest.approx(SEVEN_B / (PCIE * PINNED_DMA_EFFICIENCY), rel=1e-6)
+    # the copy at the pinned-DMA rate, plus the per-wake fixed cost (vllm-sleep-blog's Qwen3-0.6B wake)
+    assert wake.value == pytest.approx(SEVEN_B / (PCIE * PINNED_DMA_EFFICIENCY) + WAKE_FIXED_S, rel=1e-6)
 
 
 # ---------------------------------------------------------------- option bounds at the CLI
