@@ -68,7 +68,8 @@ def _check_types(fn: Callable[..., Workload], what: str, params: dict[str, Any])
 
 
 def resolve(spec: str | Path, **params: Any) -> Workload:
-    """A preset name (`synthetic-week`), a recipe `.toml`, or a trace file (format auto-detected).
+    """A preset name (`synthetic-week`, `azure-2024-conv`, `azure-2024-code`), a recipe `.toml`, or a
+    trace file (format auto-detected).
 
     `format=` forces a reader; `columns=` (a canonical-name -> file-column mapping) reads any
     CSV / Parquet. Remaining params go to the reader or generator (e.g. `model=` for Azure).

@@ -290,3 +290,25 @@ def test_history_measured_by_the_day_is_the_one_pass_measurement():
         np.testing.assert_array_equal(frame["window_start_s"], one_pass["window_start_s"])
         np.testing.assert_array_equal(frame["peak_concurrency"], one_pass["peak_concurrency"])
         np.testing.assert_allclose(frame["mean_concurrency"], one_pass["mean_concurrency"], rtol=1e-6, atol=1e-5)
+
+
+def test_usable_wherever_a_workload_is(tmp_path, capsys):
+    """`sim --workload` runs on the preset; an experiment's workload.spec is checked before any run,
+    a bad start_day named by its key in the experiment file."""
+    from harness.cli import main
+    out = tmp_path / "sim"
+    code = main(["sim", "--system", "warmserve", "--workload", "azure-2024-code", "--cluster", "paper-16gpu",
+                 "--duration-s", "120", "--out", str(out)])
+    assert code == 0 and (out / "requests.parquet").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "azure-2024-code" in json.dumps(manifest)
+    capsys.readouterr()
+    body = ('name = "week"\nbackend = "sim"\ncluster = "paper-16gpu"\nsystems = ["warmserve"]\nseeds = [0]\n'
+            'models = ["llama-2-7b", "llama-2-13b"]\n[workload]\nspec = "azure-2024-conv"\n'
+            '[workload.params]\nduration_s = 120.0\nstart_day = 6\n')
+    path = tmp_path / "week.toml"
+    path.write_text(body)
+    code = main(["run", str(path), "--results", str(tmp_path / "results"), "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 2 and "workload.params.start_day" in err and str(path) in err
+    assert not (tmp_path / "results").exists()
