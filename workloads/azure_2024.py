@@ -224,7 +224,7 @@ def recipe_from_bins(series: BinSeries, service: str, *, models: Sequence[str] =
         ratio = total_rps * shares[i] * duration_s / real
         # Back to the first window that holds any request (a partly covered first window counts).
         observed_s = window_s * np.ceil(slice_start / window_s - 1e-9)
-        history_s = float(max(min(history_days * DAY_S, observed_s), 0.0))
+        history_s = float(max(min(history_days * DAY_S, observed_s), 0.0)) + 0.0  # never -0.0 in meta
         rng = np.random.default_rng([int(seed), i, 0])
         arrival = np.sort(draw_arrivals(series, slice_start, slice_end, ratio, rng)) - slice_start
         inputs = sample_tokens(rng, service, "input", len(arrival))
