@@ -312,3 +312,16 @@ def test_usable_wherever_a_workload_is(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "workload.params.start_day" in err and str(path) in err
     assert not (tmp_path / "results").exists()
+
+
+def test_the_series_are_package_data():
+    """An installed warmbench has the week: pyproject's package-data names every shipped file."""
+    import fnmatch
+    import tomllib
+
+    from tests.conftest import ROOT
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["workloads"]
+    shipped = [p.relative_to(ROOT / "workloads").as_posix() for p in SERIES_DIR.iterdir() if p.is_file()]
+    assert {n.rsplit("/", 1)[1] for n in shipped} >= {"SOURCE.md", "code_10s.csv.gz", "conv_10s.csv.gz"}
+    for rel in shipped:
+        assert any(fnmatch.fnmatch(rel, pat) for pat in patterns), rel
