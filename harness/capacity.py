@@ -303,9 +303,10 @@ class CapacityInterrupted(KeyboardInterrupt):
 def search(config: "ExperimentConfig", results_dir: Path, *, jobs: int = 1, source: Path | None = None,
            on_start: Callable[["RunSpec"], None] = lambda s: None,
            on_done: Callable[["RunOutcome"], None] = lambda o: None,
-           on_round: Callable[[list[Search]], None] = lambda s: None) -> tuple[Path, list[Search], dict[str, Any]]:
+           on_round: Callable[[list[Search]], None] = lambda s: None,
+           baseline: str | None = None) -> tuple[Path, list[Search], dict[str, Any]]:
     """Run every system's search into `results_dir/<name>/`; all searches probe in lockstep, each
-    round's runs in one pool. Returns the experiment dir, the searches and capacity.json's content.
+    round's runs in one pool; ratios are against `baseline` (default: the experiment's). Returns the experiment dir, the searches and capacity.json's content.
     Ctrl-C raises CapacityInterrupted after writing what is known (`complete: false`)."""
     from harness import experiment as ex
     from harness.report.load import EXPERIMENT_FILE
@@ -348,16 +349,16 @@ def search(config: "ExperimentConfig", results_dir: Path, *, jobs: int = 1, sour
                 _, outcomes = ex._run_grid(specs, exp_dir, code, workloads_by_id, config.backend, jobs,
                                            on_start, on_done)
             except ex.GridInterrupted as stop:
-                doc = document(config, searches, complete=False)
+                doc = document(config, searches, complete=False, baseline=baseline)
                 write_json(exp_dir / CAPACITY_FILE, doc)
                 raise CapacityInterrupted(stop, doc) from None
             for s, rate in wanted:
                 mine = [o for o in outcomes if o.spec.point[key] == rate
                         and group_of(o.spec, key) == (s.system, tuple(s.point.items()))]
                 s.record(probe_outcome(rate, mine, cap.attainment, cap.rule))
-            write_json(exp_dir / CAPACITY_FILE, document(config, searches, complete=False))
+            write_json(exp_dir / CAPACITY_FILE, document(config, searches, complete=False, baseline=baseline))
             on_round(searches)
-    doc = document(config, searches, complete=True)
+    doc = document(config, searches, complete=True, baseline=baseline)
     write_json(exp_dir / CAPACITY_FILE, doc)
     return exp_dir, searches, doc
 

@@ -50,15 +50,13 @@ def handle(args: argparse.Namespace, config: experiment.ExperimentConfig, source
 
         try:
             exp_dir, searches, doc = capacity.search(config, args.results, jobs=args.jobs, source=source,
-                                                     on_start=on_start, on_round=on_round)
+                                                     on_start=on_start, on_round=on_round, baseline=args.baseline)
         except capacity.CapacityInterrupted as stop:
             progress.stop()
             console.print(f"[yellow]interrupted[/]: probes done are kept; rerun the same command to resume "
                           f"({stop.grid.exp_dir / capacity.CAPACITY_FILE} holds what is known)", highlight=False)
             print_table(console, stop.document)
             return 130
-    if args.baseline:
-        doc = capacity.document(config, searches, complete=True, baseline=args.baseline)
     print_table(console, doc)
     console.print(f"capacity: [bold]{exp_dir / capacity.CAPACITY_FILE}[/]", soft_wrap=True)
     failed = [s for s in searches if s.status == "error"]

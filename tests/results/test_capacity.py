@@ -106,6 +106,17 @@ def test_a_failed_run_stops_that_search(tmp_path, monkeypatch) -> None:
     _, searches, doc = search(tmp_path)
     assert all(s.status == "error" and len(s.probes) == 1 for s in searches)
     assert doc["results"][0]["capacity"] is None and doc["complete"]
+    code, out, _ = cli("run", str(write(tmp_path, BASE)), "--results", str(tmp_path / "r"))
+    assert code == 1 and "failed" in out  # as any experiment whose run failed; no report to build
+
+
+def test_baseline_flag(tmp_path, monkeypatch) -> None:
+    fake_grid(monkeypatch, step({"warmserve": 13.7, "muxserve": 5.3}))
+    code, _, _ = cli("run", str(write(tmp_path, BASE)), "--results", str(tmp_path / "r"), "--no-report",
+                     "--baseline", "warmserve")
+    doc = json.loads((tmp_path / "r" / "cap" / capacity.CAPACITY_FILE).read_text())
+    assert code == 0 and doc["baseline"] == "warmserve" and doc["results"][0]["ratio_text"] == "1.00x"
+    assert doc["results"][1]["ratio"] < 0.5
 
 
 def test_real_simulator_resumes_and_writes_capacity_json(tmp_path, monkeypatch) -> None:
