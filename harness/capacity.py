@@ -306,8 +306,9 @@ def search(config: "ExperimentConfig", results_dir: Path, *, jobs: int = 1, sour
            on_round: Callable[[list[Search]], None] = lambda s: None,
            baseline: str | None = None) -> tuple[Path, list[Search], dict[str, Any]]:
     """Run every system's search into `results_dir/<name>/`; all searches probe in lockstep, each
-    round's runs in one pool; ratios are against `baseline` (default: the experiment's). Returns the experiment dir, the searches and capacity.json's content.
-    Ctrl-C raises CapacityInterrupted after writing what is known (`complete: false`)."""
+    round's runs in one pool; ratios are against `baseline` (default: the experiment's). Returns
+    the experiment dir, the searches and capacity.json's content. Ctrl-C raises
+    CapacityInterrupted after writing what is known (`complete: false`)."""
     from harness import experiment as ex
     from harness.report.load import EXPERIMENT_FILE
     from harness.store import write_json
