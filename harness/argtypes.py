@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 #: Largest int accepted anywhere on the command line (seeds, counts): fits int64 with room.
 MAX_INT = 2**62
@@ -62,3 +63,10 @@ def non_negative_int(text: str) -> int:
 
 #: Seeds are non-negative integers (numpy's generators reject negative ones).
 seed_int = non_negative_int
+
+
+def path_arg(text: str) -> Path:
+    """A file or directory path; an empty one (`--out "$UNSET"`) is not the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)

@@ -636,6 +636,8 @@ def _run_pool(todo: list[RunSpec], exp_dir: Path, code: dict[str, Any], workload
               outcomes: list[RunOutcome], on_start: Callable[[RunSpec], None], on_done: Callable[[RunOutcome], None],
               specs: list[RunSpec]) -> None:
     """Runs in worker processes, submitted as workers free up (so "running" is true)."""
+    # never more workers than runs or than 4 per CPU: `--jobs 100000` forked 100000 processes at once
+    jobs = max(1, min(jobs, len(todo), 4 * (os.cpu_count() or 1)))
     pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init, initargs=(os.getpid(),))
     queue, running = list(todo), {}
     try:

@@ -72,8 +72,12 @@ def output_dir(path: Path | str, flag: str = "--out") -> Path:
     return p
 
 
-def output_file(path: Path | str, flag: str = "--out") -> Path:
-    """A file the command will (over)write; checked without creating anything."""
+#: Image formats a `--plot` may have (matplotlib picks the format from the suffix).
+PLOT_SUFFIXES: tuple[str, ...] = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
+
+
+def output_file(path: Path | str, flag: str = "--out", suffixes: tuple[str, ...] = ()) -> Path:
+    """A file the command will (over)write, with one of `suffixes` if given; checked without creating anything."""
     p = Path(path)
     if p.is_symlink() and not p.exists():
         raise InputError(f"{flag}: a symlink that leads nowhere (dangling or a loop)", file=str(p))
@@ -82,6 +86,8 @@ def output_file(path: Path | str, flag: str = "--out") -> Path:
             raise InputError(f"{flag}: is a directory, expected a file path", file=str(p))
         if not os.access(p, os.W_OK):
             raise InputError(f"{flag}: cannot overwrite (permission denied)", file=str(p))
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise InputError(f"{flag}: expected a file ending in {' / '.join(suffixes)}", file=str(p))
     _check_parent(p, flag)
     return p
 

@@ -149,9 +149,21 @@ def build(recipe: Recipe, base_dir: Path) -> Workload:
     return workload
 
 
+#: Recipes being built, outermost first: a recipe whose source leads back to itself is an error.
+_BUILDING: list[Path] = []
+
+
 def workload_from_recipe(path: str | Path) -> Workload:
     """A Workload from a recipe file (what resolve() does for `.toml`)."""
     p = Path(path)
-    workload = build(load_recipe(p), p.resolve().parent)
+    key = p.resolve()
+    if key in _BUILDING:  # was a RecursionError traceback
+        chain = " -> ".join(q.name for q in [*_BUILDING[_BUILDING.index(key):], key])
+        raise InputError(f"the recipe's source leads back to itself ({chain})", file=str(p), field="source")
+    _BUILDING.append(key)
+    try:
+        workload = build(load_recipe(p), p.resolve().parent)
+    finally:
+        _BUILDING.pop()
     workload.meta["recipe_file"] = str(p)
     return workload

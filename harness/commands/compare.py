@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness.argtypes import path_arg
 from harness.errors import WarmbenchError
 from harness.metrics import ALL_MODELS
 from harness.report.compare import compare, failures, known_metrics, notes, parse_bound, problems
@@ -38,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("compare", help="compare two runs or experiments; exit 1 when a --fail-if bound is crossed "
                               "or the candidate is missing, failed or incomplete runs", epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("base", type=Path, help="run or experiment directory (the accepted one)")
-    p.add_argument("candidate", type=Path, help="run or experiment directory to judge")
+    p.add_argument("base", type=path_arg, help="run or experiment directory (the accepted one)")
+    p.add_argument("candidate", type=path_arg, help="run or experiment directory to judge")
     p.add_argument("--fail-if", action="append", default=[], metavar="METRIC:+PCT",
                    help="fail when METRIC rises (+) or falls (-) by more than PCT percent, e.g. p99_ttft_s:+10%%; "
                         "PCT a plain number, a rise up to 10000, a fall under 100")

@@ -25,6 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from harness.argtypes import path_arg
 from harness.errors import WarmbenchError
 from harness.redact import redact_text
 
@@ -103,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--web-ui", metavar="HOST:PORT",
                    help="show live TTFT / E2E per model in locust's web UI at this address")
-    p.add_argument("--out", type=Path, help="run directory to create")
+    p.add_argument("--out", type=path_arg, help="run directory to create")
     dist = p.add_argument_group("distributed (locust master/worker)")
     dist.add_argument("--master", action="store_true", help="deal shards to workers and merge their records")
     dist.add_argument("--worker", action="store_true", help="replay the shard a master sends")

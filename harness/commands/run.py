@@ -14,7 +14,7 @@ from harness.errors import WarmbenchError
 from harness.report.document import build
 from harness.report.load import load_runs, systems
 from harness.report.table import fmt, print_tables, rich_tables
-from harness.argtypes import positive_int
+from harness.argtypes import path_arg, positive_int
 from harness.validate import check_runs
 
 
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("run", help="run an experiment (TOML file or preset; default: the default experiment)")
     p.add_argument("experiment", nargs="?", default=experiment.DEFAULT_PRESET,
                    help="experiment TOML file or preset name (see `presets`)")
-    p.add_argument("--results", type=Path, default=experiment.DEFAULT_RESULTS, help="results root (default: results/)")
+    p.add_argument("--results", type=path_arg, default=experiment.DEFAULT_RESULTS, help="results root (default: results/)")
     p.add_argument("--quick", action="store_true", help="the experiment's quick variant (a smoke test, < 20 s)")
     p.add_argument("--jobs", type=positive_int, default=min(2, os.cpu_count() or 1), help="runs in parallel (default: 2)")
     p.add_argument("--baseline", help="system the table's ratios are against (default: the experiment's)")

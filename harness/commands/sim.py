@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from harness.argtypes import positive_float, seed_int
+from harness.argtypes import path_arg, positive_float, seed_int
 from harness.errors import InputError, WarmbenchError
 
 
@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="core option (engine_init_s, block_size, ...) or the system's own; repeatable")
     p.add_argument("--debug", action="store_true", help="check memory and engine invariants after every event")
-    p.add_argument("--out", type=Path, required=True, help="run directory to write")
+    p.add_argument("--out", type=path_arg, required=True, help="run directory to write")
     p.set_defaults(handler=run)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from harness.argtypes import path_arg
 from harness.errors import WarmbenchError
 
 
@@ -19,13 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats = sub.add_parser("stats", help="requests, rates, burstiness, lengths, models, drops")
     stats.add_argument("spec", metavar="FILE_OR_PRESET")
     stats.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    stats.add_argument("--plot", metavar="FILE.png", type=Path, help="also write a PNG of the rate over time")
+    stats.add_argument("--plot", metavar="FILE.png", type=path_arg, help="also write a PNG of the rate over time")
     stats.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                        help="reader / preset parameter (value parsed as JSON when it can be), repeatable")
     stats.set_defaults(handler=run_stats)
     make = sub.add_parser("make", help="write a workload from a recipe TOML")
-    make.add_argument("recipe", metavar="RECIPE.toml", type=Path)
-    make.add_argument("--out", required=True, type=Path, metavar="FILE.parquet")
+    make.add_argument("recipe", metavar="RECIPE.toml", type=path_arg)
+    make.add_argument("--out", required=True, type=path_arg, metavar="FILE.parquet")
     make.add_argument("--json", action="store_true", help="print the statistics as JSON")
     make.set_defaults(handler=run_make)
 
@@ -47,9 +48,9 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 def run_stats(args: argparse.Namespace) -> int:
     from workloads import resolve
     from workloads.stats import plot_rate, trace_stats
-    from harness.validate import output_file
+    from harness.validate import PLOT_SUFFIXES, output_file
     if args.plot:
-        output_file(args.plot, "--plot")
+        output_file(args.plot, "--plot", PLOT_SUFFIXES)
     workload = resolve(args.spec, **parse_params(args.param))
     stats = trace_stats(workload)
     if args.plot:

@@ -176,10 +176,12 @@ def test_out_that_is_a_symlink_loop_is_one_line(tmp_path):
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
     (tmp_path / "gone.parquet").symlink_to(tmp_path / "nowhere" / "x.parquet")
+    (tmp_path / "p.png").symlink_to(tmp_path / "q.png")
+    (tmp_path / "q.png").symlink_to(tmp_path / "p.png")
     (tmp_path / "r.toml").write_text('source = "w.csv"\n')
     for args in (("sim", "--system", "dedicated", "--workload", str(tmp_path / "w.csv"), "--out", str(tmp_path / "a")),
                  ("trace", "make", str(tmp_path / "r.toml"), "--out", str(tmp_path / "gone.parquet")),
-                 ("trace", "stats", str(tmp_path / "w.csv"), "--plot", str(tmp_path / "a"))):
+                 ("trace", "stats", str(tmp_path / "w.csv"), "--plot", str(tmp_path / "p.png"))):
         code, _, err = cli(*args)
         assert "leads nowhere" in one_line_error(code, err)
 
@@ -204,3 +206,61 @@ def test_toml_with_a_byte_order_mark_is_read(tmp_path):
     code, _, err = cli("sim", "--system", "dedicated", "--workload", str(tmp_path / "w.csv"), "--cluster",
                        str(tmp_path / "c.toml"), "--out", str(tmp_path / "run"))
     assert code == 0, err
+
+
+def test_trace_stats_plot_with_a_suffix_matplotlib_cannot_write(tmp_path):
+    (tmp_path / "w.csv").write_text("\n".join(ROWS) + "\n")
+    code, _, err = cli("trace", "stats", str(tmp_path / "w.csv"), "--plot", str(tmp_path / "rate.txt"))
+    assert "--plot" in one_line_error(code, err) and not (tmp_path / "rate.txt").exists()
+
+
+def test_recipe_whose_source_leads_back_to_itself(tmp_path):
+    (tmp_path / "a.toml").write_text('source = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('source = "a.toml"\n')
+    (tmp_path / "self.toml").write_text('source = "self.toml"\n')
+    for recipe in ("a.toml", "self.toml"):
+        code, _, err = cli("trace", "make", str(tmp_path / recipe), "--out", str(tmp_path / "o.parquet"))
+        msg = one_line_error(code, err)
+        assert recipe in msg and "leads back to itself" in msg
+    code, _, err = cli("sim", "--system", "dedicated", "--workload", str(tmp_path / "a.toml"), "--out",
+                       str(tmp_path / "run"))
+    assert "leads back to itself" in one_line_error(code, err)
+
+
+@pytest.mark.parametrize("args", [("sim", "--system", "dedicated", "--workload", "synthetic-week", "--out", ""),
+                                  ("run", "nightly", "--results", ""), ("report", ""), ("compare", "", "x"),
+                                  ("trace", "make", "r.toml", "--out", " "),
+                                  ("replay", "--workload", "w.csv", "--system", "openai", "--out", "")])
+def test_empty_path_is_not_the_current_directory(tmp_path, monkeypatch, args):
+    """`--out "$UNSET"` wrote a run into the working directory."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(*args)
+    assert "an empty path" in one_line_error(code, err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_model_that_no_run_has(tmp_path):
+    run = sim_run(tmp_path)
+    code, _, err = cli("report", str(run), "--model", "gpt-9")
+    assert "gpt-9" in one_line_error(code, err)
+
+
+def test_jobs_far_above_the_grid_forks_no_more_workers_than_runs(tmp_path, monkeypatch):
+    """`--jobs 100000` on a 2-run grid forked 100000 processes (load average 475 on 2 cores)."""
+    from harness import experiment
+
+    sizes = []
+    real = experiment.ProcessPoolExecutor
+
+    def pool(max_workers, **kw):
+        sizes.append(max_workers)
+        return real(max_workers=max_workers, **kw)
+
+    monkeypatch.setattr(experiment, "ProcessPoolExecutor", pool)
+    (tmp_path / "w.csv").write_text("\n".join(ROWS) + "\n")
+    (tmp_path / "exp.toml").write_text('name = "jobs"\nmodels = ["llama-2-7b"]\nsystems = ["dedicated", "ideal"]\n'
+                                       '[workload]\nspec = "w.csv"\n')
+    code, _, err = cli("run", str(tmp_path / "exp.toml"), "--results", str(tmp_path / "r"), "--jobs", "100000",
+                       "--no-report")
+    assert code == 0, err
+    assert sizes and max(sizes) <= 2
