@@ -373,7 +373,20 @@ def is_done(spec: RunSpec, run_dir: Path, code: dict[str, Any] | None = None,
             and data.get("workload_sha256") == workload_hash
             and data["code"].get("revision") == mine.get("revision")
             and data["code"].get("diff_sha256") == mine.get("diff_sha256")
-            and (run_dir / "requests.parquet").is_file())
+            and _rows_match(run_dir / "requests.parquet", data.get("requests_summary")))
+
+
+def _rows_match(table: Path, counts: Any) -> bool:
+    """The request table is there, is Parquet and holds the requests the manifest counts: a table
+    truncated or replaced after the run is not a result to reuse (it is redone, the old one kept)."""
+    import pyarrow.parquet as pq
+
+    if not table.is_file() or not isinstance(counts, dict):
+        return False
+    try:
+        return pq.read_metadata(table).num_rows == counts.get("total")
+    except Exception:  # noqa: BLE001 - any unreadable table (ArrowInvalid, OSError): redo the run
+        return False
 
 
 def _workload_args(spec: RunSpec) -> tuple[dict[str, Any], bool]:

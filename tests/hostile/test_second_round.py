@@ -264,3 +264,20 @@ def test_jobs_far_above_the_grid_forks_no_more_workers_than_runs(tmp_path, monke
                        "--no-report")
     assert code == 0, err
     assert sizes and max(sizes) <= 2
+
+
+def test_resume_redoes_a_run_whose_request_table_was_truncated(tmp_path):
+    import pandas as pd
+
+    (tmp_path / "w.csv").write_text("\n".join(ROWS) + "\n")
+    exp = tmp_path / "exp.toml"
+    exp.write_text('name = "tr"\nmodels = ["llama-2-7b"]\nsystems = ["dedicated"]\n[workload]\nspec = "w.csv"\n')
+    args = ("run", str(exp), "--results", str(tmp_path / "r"), "--jobs", "1")
+    assert cli(*args, "--no-report")[0] == 0
+    table = tmp_path / "r" / "tr" / "dedicated_seed-0" / "requests.parquet"
+    pd.read_parquet(table).iloc[:3].to_parquet(table)
+    code, out, err = cli(*args)  # with the report: it would refuse the truncated table
+    assert code == 0, err
+    assert len(pd.read_parquet(table)) == len(ROWS) - 1
+    kept = list((tmp_path / "r" / "tr" / ".history").rglob("requests.parquet"))
+    assert len(kept) == 1 and len(pd.read_parquet(kept[0])) == 3
