@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
                "missing, failed or incomplete",
     "presets": "list experiment, workload and cluster presets and simulated systems",
     "bench": "speed benchmarks: reader, sim, loadgen",
+    "reproduce": "run every claim of the WarmServe paper; writes REPRODUCTION.md / reproduction.html",
 }
 
 
