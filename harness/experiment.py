@@ -233,6 +233,20 @@ def _check_axes_nonempty(axes: list[tuple[str, list[Any]]], config: ExperimentCo
                              field=key)
 
 
+def _check_no_secret_axis(axes: list[tuple[str, list[Any]]], config: ExperimentConfig, index: int) -> None:
+    """A swept value names the run (its folder, the tables, the progress display): a credential
+    (`api_key = ["k1", "k2"]`, headers, env maps, URLs with a password) must not be a sweep axis."""
+    from harness.redact import redact
+
+    for name, values in axes:
+        leaf = name.rsplit(".", 1)[-1]
+        if len(values) > 1 and any(redact({leaf: v}) != {leaf: v} for v in values):
+            key = (f"workload.params.{name[9:]}" if name.startswith("workload.") else
+                   f"systems[{index}].options.{name[15:]}" if name.startswith("system_options.") else name)
+            raise InputError("holds credentials and cannot be a sweep axis (the value would name the run's "
+                             "folder); run one experiment per credential", file=config._source or None, field=key)
+
+
 def grid(config: ExperimentConfig) -> list[RunSpec]:
     """Every run of the experiment, in order: systems outermost, then the other axes, seeds innermost."""
     entries = [SystemConfig(name=s) if isinstance(s, str) else s for s in
@@ -252,6 +266,7 @@ def grid(config: ExperimentConfig) -> list[RunSpec]:
     for entry, label in zip(entries, labels):
         axes = shared_axes + _axes(entry.options, "system_options.")
         _check_axes_nonempty(axes, config, entries.index(entry))
+        _check_no_secret_axis(axes, config, entries.index(entry))
         swept = [name for name, vals in axes if len(vals) > 1]
         short = _short_names([n for n, _ in axes])
         for combo in itertools.product(*(vals for _, vals in axes), config.seeds):

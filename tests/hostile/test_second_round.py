@@ -281,3 +281,19 @@ def test_resume_redoes_a_run_whose_request_table_was_truncated(tmp_path):
     assert len(pd.read_parquet(table)) == len(ROWS) - 1
     kept = list((tmp_path / "r" / "tr" / ".history").rglob("requests.parquet"))
     assert len(kept) == 1 and len(pd.read_parquet(kept[0])) == 3
+
+
+@pytest.mark.parametrize("options", ['api_key = ["sk-SWEEP1aaaa", "sk-SWEEP2bbbb"]',
+                                     'url = ["http://u:SWEEP1pw@127.0.0.1:9", "http://u:SWEEP2pw@127.0.0.1:9"]',
+                                     'headers = [{X-Key = "SWEEP1hdr"}, {X-Key = "SWEEP2hdr"}]'])
+def test_credential_swept_would_name_the_run_folder(tmp_path, options):
+    """`api_key = ["k1", "k2"]` is a sweep axis: the keys became run ids (folder names, tables, report)."""
+    (tmp_path / "w.csv").write_text("arrival_s,model,input_tokens,output_tokens\n0.0,m,10,5\n")
+    (tmp_path / "exp.toml").write_text(
+        'name = "sw"\nbackend = "live"\nmodels = ["m"]\n'
+        f'systems = [{{name = "openai", options = {{url = "http://127.0.0.1:9", {options}}}}}]\n'.replace(
+            'url = "http://127.0.0.1:9", url', "url") + '[workload]\nspec = "w.csv"\n')
+    code, out, err = cli("run", str(tmp_path / "exp.toml"), "--results", str(tmp_path / "r"))
+    msg = one_line_error(code, err)
+    assert "sweep axis" in msg and "systems[0].options." in msg and "SWEEP" not in out + err
+    assert not (tmp_path / "r").exists()
