@@ -60,12 +60,13 @@ def handle(args: argparse.Namespace) -> int:
     for name in names:
         for raw in C.CLAIMS[name].experiments():
             jobs.append((raw["name"], *_prepare(raw, args.quick)))
-    studies = [S.STUDIES[S.FOR_CLAIM[n]] for n in names if n in S.FOR_CLAIM and not args.no_sensitivity]
+    studies = [S.STUDIES[s] for n in names if not args.no_sensitivity for s in S.FOR_CLAIM.get(n, [])]
     sens_jobs: dict[str, list[tuple[Any, str]]] = {}
     for study in studies:
         for assumption, raw in S.experiments(study, root, args.quick):
-            cfg, specs = _prepare(raw, args.quick)
-            jobs.append((raw["name"], cfg, specs))
+            if all(raw["name"] != j[0] for j in jobs):  # studies of one claim share their runs
+                cfg, specs = _prepare(raw, args.quick)
+                jobs.append((raw["name"], cfg, specs))
             sens_jobs.setdefault(study.name, []).append((assumption, raw["name"]))
     total = sum(len(specs) for _, _, specs in jobs)
     console.print(f"[bold]reproduce[/]{' --quick' if args.quick else ''}: {len(names)} claim(s), "

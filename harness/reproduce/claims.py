@@ -374,7 +374,7 @@ def window_table(runs: list[RunInfo]) -> dict[float, tuple[float, float, float, 
 
 
 def measure_window(dirs: dict[str, Path]) -> list[Row]:
-    answers, verdicts, tables = [], [], {}
+    answers, verdicts, tables, flat = [], [], {}, []
     for t in TRACES:
         table = window_table(complete_runs(dirs.get(f"repro-window-{_short(t)}", Path("/nonexistent"))))
         tables[t] = table
@@ -384,6 +384,8 @@ def measure_window(dirs: dict[str, Path]) -> list[Row]:
         tie = [w for w in table if w != best and table[w][2] >= table[best][1]]  # seed ranges overlap
         answers.append(f"{_short(t)}: {best / 60:g} min ({table[best][0]:.1f}%"
                        + (f"; within seed spread of {', '.join(f'{w / 60:g}' for w in tie)} min" if tie else "") + ")")
+        if len(tie) == len(table) - 1 and len(table) > 1:
+            flat.append(f"{_short(t)}: {min(v[0] for v in table.values()):.1f}-{max(v[0] for v in table.values()):.1f}%")
         five = table.get(300.0)
         if best == 300.0:
             verdicts.append(REPRODUCED)
@@ -395,7 +397,10 @@ def measure_window(dirs: dict[str, Path]) -> list[Row]:
                else NOT_REPRODUCED if NOT_REPRODUCED in verdicts else SAME)
     return [Row("window", "best forecast window (share of TTFT < 100 ms, ablation load, real week)", "5 min best",
                 "; ".join(answers) or "n/a", "-", verdict,
-                "decided on the real 2024 week: the window with the highest mean fast share per trace",
+                "decided on the real 2024 week: the window with the highest mean fast share per trace"
+                + (f"; every window is within the best one's seed spread ({'; '.join(flat)}), so on the real "
+                   "week the window barely matters at this load: the paper's 3- and 40-min drops do not appear"
+                   if flat else ""),
                 300.0, None, None, {"tables": tables})]
 
 
