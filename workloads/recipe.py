@@ -114,7 +114,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if not p.is_file():
         raise InputError("no such recipe file", file=str(p))
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        data = tomllib.loads(p.read_text(encoding="utf-8").removeprefix("\ufeff"))  # a BOM is not TOML
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"not valid TOML: {exc}", file=str(p)) from None
     except UnicodeDecodeError as exc:
@@ -147,6 +147,27 @@ def build(recipe: Recipe, base_dir: Path) -> Workload:
             workload = getattr(transform, step.kind)(workload, **params)
     workload.meta["recipe_file"] = str(base_dir)
     return workload
+
+
+def input_files(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[Path]:
+    """Every file building the recipe reads (resolved): itself, a file source and its history, and
+    what a recipe source reads in turn. A bad or looping recipe stops the walk (building it says why)."""
+    from workloads.io import history_path
+    from workloads.resolve import PRESETS
+
+    p = Path(path).resolve()
+    if p in _seen:
+        return []
+    try:
+        recipe = load_recipe(p)
+    except InputError:
+        return [p]
+    if recipe.source in PRESETS:
+        return [p]
+    source = (p.parent / recipe.source).resolve()
+    if source.suffix.lower() == ".toml":
+        return [p, *input_files(source, (*_seen, p))]
+    return [p, source, history_path(source)]
 
 
 #: Recipes being built, outermost first: a recipe whose source leads back to itself is an error.

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.argtypes import path_arg
-from harness.errors import WarmbenchError
+from harness.errors import InputError, WarmbenchError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,13 +63,18 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_make(args: argparse.Namespace) -> int:
-    from workloads.io import write_workload
-    from workloads.recipe import workload_from_recipe
+    from workloads.io import history_path, write_workload
+    from workloads.recipe import input_files, workload_from_recipe
     from workloads.stats import trace_stats
     from harness.validate import output_file
     if args.out.suffix.lower() != ".parquet":
         raise WarmbenchError(f"--out must end in .parquet, got {args.out}")
     output_file(args.out, "--out")
+    inputs = set(input_files(args.recipe))
+    for target in (args.out, history_path(args.out)):
+        if target.resolve() in inputs:  # the source would be read, then replaced by what was made of it
+            raise InputError("is an input of the recipe; writing it would destroy the source, choose another --out",
+                             file=str(target), field="--out")
     workload = workload_from_recipe(args.recipe)
     written = write_workload(workload, args.out)
     stats = trace_stats(workload)

@@ -297,3 +297,21 @@ def test_credential_swept_would_name_the_run_folder(tmp_path, options):
     msg = one_line_error(code, err)
     assert "sweep axis" in msg and "systems[0].options." in msg and "SWEEP" not in out + err
     assert not (tmp_path / "r").exists()
+
+
+def test_trace_make_never_overwrites_its_own_source(tmp_path):
+    """`source = "t.parquet"` with `--out t.parquet` replaced the user's trace by its own window."""
+    import pandas as pd
+
+    src = tmp_path / "t.parquet"
+    pd.DataFrame({"arrival_s": [0.1, 0.5, 1.0], "model": ["llama-2-7b"] * 3, "input_tokens": [10, 20, 30],
+                  "output_tokens": [5, 5, 5]}).to_parquet(src)
+    before = src.read_bytes()
+    (tmp_path / "r.toml").write_text('source = "t.parquet"\n[[transforms]]\nkind = "window"\nend_s = 0.6\n')
+    (tmp_path / "outer.toml").write_text('\ufeffsource = "r.toml"\n', encoding="utf-8")  # a BOM, and one level up
+    for recipe, out in (("r.toml", "t.parquet"), ("outer.toml", "sub/../t.parquet"), ("r.toml", "t.history.parquet")):
+        code, _, err = cli("trace", "make", str(tmp_path / recipe), "--out", str(tmp_path / out))
+        assert "input of the recipe" in one_line_error(code, err)
+    assert src.read_bytes() == before
+    code, _, err = cli("trace", "make", str(tmp_path / "outer.toml"), "--out", str(tmp_path / "made.parquet"))
+    assert code == 0, err
