@@ -35,8 +35,10 @@ def _pairs(values: list[str], flag: str, what: str = "MODEL=VALUE", secret: bool
     for value in values:
         key, sep, rest = value.partition("=")
         if not sep or not key or not rest:
-            shown = key if secret else value  # a header's value is never echoed
-            raise WarmbenchError(f"{flag} {shown!r}: expected {what}")
+            if secret:  # a header's value is never echoed, nor anything after a curl-style `Name: value` colon
+                name = key.split(":", 1)[0].strip()[:40] if ":" in key else ""  # a bare word may be the key
+                raise WarmbenchError(f"{flag} {name!r} (value hidden): expected {what}, e.g. 'Authorization=Bearer KEY'")
+            raise WarmbenchError(f"{flag} {value!r}: expected {what}")
         if key in out:
             raise WarmbenchError(f"{flag}: {key!r} given twice")
         out[key] = rest

@@ -315,3 +315,14 @@ def test_trace_make_never_overwrites_its_own_source(tmp_path):
     assert src.read_bytes() == before
     code, _, err = cli("trace", "make", str(tmp_path / "outer.toml"), "--out", str(tmp_path / "made.parquet"))
     assert code == 0, err
+
+
+@pytest.mark.parametrize("header", ["Authorization: Bearer sk-HDRLEAK12345", "X-Api-Key:sk-HDRLEAK12345",
+                                    "sk-HDRLEAK12345", "Bearer sk-HDRLEAK12345"])
+def test_malformed_header_is_not_echoed(tmp_path, header):
+    """curl's `Name: value` form (or a bare key) printed the whole value in the error line."""
+    trace = tmp_path / "w.csv"
+    trace.write_text("arrival_s,model,input_tokens,output_tokens\n0.0,m,10,5\n")
+    code, out, err = cli("replay", "--workload", str(trace), "--system", "openai", "--endpoint", "http://127.0.0.1:9",
+                         "--header", header, "--out", str(tmp_path / "run"))
+    assert "--header" in one_line_error(code, err) and "HDRLEAK" not in out + err
