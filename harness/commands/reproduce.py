@@ -28,7 +28,8 @@ from harness.validate import check_runs
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("reproduce", help="run the WarmServe paper's claims; writes REPRODUCTION.md / .html")
     p.add_argument("--quick", action="store_true", help="each experiment's quick variant (< 5 min on 2 cores)")
-    p.add_argument("--claims", default="", help="comma-separated claim names (default: all)")
+    p.add_argument("--claims", default="", help="comma-separated claim names: headline-ttft, capacity-muxserve, "
+                                                "ablation, window, 512gpu (default: all)")
     p.add_argument("--results", type=Path, default=experiment.DEFAULT_RESULTS, help="results root (default: results/)")
     p.add_argument("--jobs", type=positive_int, default=min(2, os.cpu_count() or 1), help="runs in parallel")
     p.add_argument("--no-sensitivity", action="store_true", help="skip the sensitivity study")

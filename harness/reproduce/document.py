@@ -141,8 +141,9 @@ def write(root: Path, rows: list[C.Row], dirs: dict[str, Path],
           _md_table(["claim", "paper", "ours (seed spread)", "ratio ours/paper", "verdict", "why"], table_rows(rows)),
           "", "Verdict rules:", "", *[f"- {r}" for r in rules], "", "## Assumptions", "",
           *[f"- **{k}**: {v}" for k, v in C.ASSUMPTIONS], ""]
-    md += ["## Sensitivity", "", "One assumption at a time around the base point (the base itself: the conversation "
-           "week, seeds as stated); `in reproduced band` applies the claim's reproduced rule.", ""]
+    md += ["## Sensitivity", "", "One assumption at a time around the base point: the claim's setup on the conversation "
+           "week, with the claim's seeds (the quick variant: one seed, a shorter replay, each range's ends only); "
+           "`in reproduced band` applies the claim's reproduced rule to that value.", ""]
     for study, base, found in sens:
         md += [f"### {study.name}: {study.number} (base {'n/a' if base is None else f'{base:.2f}'}, "
                f"paper {study.paper:g}{study.unit})", "", _md_table(SENS_HEADER, sensitivity_table(study, base, found)),

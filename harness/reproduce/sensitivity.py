@@ -117,14 +117,14 @@ class Study:
 def _headline_base() -> dict[str, Any]:
     raw = C._base("sens-headline", "sensitivity base: headline point on the conversation week",
                   ["warmserve", "serverlessllm"], C.TRACES[0],
-                  {"total_rps": 15.0, "alpha": 0.5, "duration_s": 1200.0}, [0, 1],
+                  {"total_rps": 15.0, "alpha": 0.5, "duration_s": 1200.0}, [0, 1, 2],
                   {"workload.params.duration_s": 300.0, "seeds": [0]})
     return raw
 
 
 def _ablation_base() -> dict[str, Any]:
     return C._base("sens-ablation", "sensitivity base: the ablation load on the conversation week",
-                   [entry for _, entry, _ in C.ABLATION], C.TRACES[0], dict(C.ABLATION_PARAMS), [0, 1],
+                   [entry for _, entry, _ in C.ABLATION], C.TRACES[0], dict(C.ABLATION_PARAMS), [0, 1, 2],
                    {"workload.params.duration_s": 300.0, "seeds": [0]})
 
 
@@ -223,10 +223,10 @@ def closing(study: Study, base: float | None, found: list[Effect]) -> str:
     if closers:
         return "closed by: " + "; ".join(f"{lbl} = {v:g} gives {n:.2f}{study.unit}" if isinstance(v, (int, float))
                                          else f"{lbl} = {v} gives {n:.2f}{study.unit}" for lbl, v, n in closers)
-    moves = [(abs(n - base), e.assumption.label, v, n) for e in found for v, n in e.points
+    moves = [(abs(n - study.paper), e.assumption.label, v, n) for e in found for v, n in e.points
              if n is not None and base is not None and math.isfinite(n)]
     if not moves:
         return "no sensitivity data"
-    _, lbl, v, n = max(moves, key=lambda m: m[0])
-    return (f"no single assumption in its range closes it (the paper's {study.paper:g}{study.unit}); the largest "
-            f"move is {lbl} = {v} giving {n:.2f}{study.unit} (base {base:.2f}{study.unit})")
+    _, lbl, v, n = min(moves, key=lambda m: m[0])
+    return (f"no single assumption in its range closes it (the paper's {study.paper:g}{study.unit}); the closest "
+            f"is {lbl} = {v} giving {n:.2f}{study.unit} (base {base:.2f}{study.unit})")
