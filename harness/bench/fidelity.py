@@ -197,10 +197,10 @@ def run_cli(args: argparse.Namespace) -> int:
     """`bench fidelity [--json] [--plot FILE.png] [--table FILE.csv]`; returns the exit code."""
     from rich.console import Console
 
-    from harness.validate import output_file
+    from harness.validate import PLOT_SUFFIXES, output_file
 
     if args.plot is not None:
-        output_file(args.plot, "--plot")
+        output_file(args.plot, "--plot", PLOT_SUFFIXES)
     result = run(args.table)
     if args.plot is not None:
         write_plot(result, Path(args.plot))

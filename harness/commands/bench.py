@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-from pathlib import Path
 
 from rich.console import Console
+
+from harness.argtypes import path_arg
 
 TARGETS: dict[str, str] = {
     "reader": "harness.bench.reader",
@@ -27,9 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("target", choices=sorted(TARGETS))
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--quick", action="store_true", help="smaller scenarios, for a smoke check")
-    p.add_argument("--table", type=Path, metavar="FILE.csv",
+    p.add_argument("--table", type=path_arg, metavar="FILE.csv",
                    help="fidelity: a validation table in published.csv's format (default: the shipped one)")
-    p.add_argument("--plot", type=Path, metavar="FILE.png", help="fidelity: write a parity plot")
+    p.add_argument("--plot", type=path_arg, metavar="FILE.png", help="fidelity: write a parity plot")
     p.set_defaults(handler=run)
 
 

@@ -21,14 +21,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from harness.argtypes import positive_int
+from harness.argtypes import path_arg, positive_int
 from harness.errors import WarmbenchError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("calibrate", help="fit the simulator's perf model to a live run; writes a cluster TOML",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", type=Path, nargs="?", help="a live run directory (from `replay`)")
+    p.add_argument("run", type=path_arg, nargs="?", help="a live run directory (from `replay`)")
     p.add_argument("--table", type=Path, nargs="?", const=Path("-shipped-"), metavar="FILE.csv",
                    help="fit to a validation table's serving rows instead of a live run (no FILE: the shipped "
                         "table; format: systems/sim/fidelity/published.csv)")
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "the vllm adapter served, else the preset of the same name); repeatable")
     p.add_argument("--nodes", type=positive_int, default=1, help="nodes in the written cluster (default 1)")
     p.add_argument("--gpus-per-node", type=positive_int, default=8)
-    p.add_argument("--out", type=Path, help="cluster TOML to write")
+    p.add_argument("--out", type=path_arg, help="cluster TOML to write")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(handler=run_calibrate)
 

@@ -326,3 +326,20 @@ def test_malformed_header_is_not_echoed(tmp_path, header):
     code, out, err = cli("replay", "--workload", str(trace), "--system", "openai", "--endpoint", "http://127.0.0.1:9",
                          "--header", header, "--out", str(tmp_path / "run"))
     assert "--header" in one_line_error(code, err) and "HDRLEAK" not in out + err
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "fidelity", "--plot", "{tmp}/parity.txt"],
+    ["bench", "fidelity", "--table", ""],
+    ["calibrate", "", "--gpu", "A100-80GB"],
+    ["calibrate", "--table", "--gpu", "A100-80GB", "--out", ""],
+])
+def test_fidelity_and_calibrate_paths_are_checked_first(argv, tmp_path, capsys):
+    """A plot name matplotlib cannot write and an empty path are one line and exit 2, not a traceback
+    after the work (or a file named '.')."""
+    from harness.cli import main
+
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
