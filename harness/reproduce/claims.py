@@ -142,7 +142,10 @@ def fmt_spread(lo: float, hi: float, unit: str = "x") -> str:
 # ---------------------------------------------------------------- reading runs
 
 def complete_runs(exp_dir: Path) -> list[RunInfo]:
-    return [r for r in load_runs(exp_dir) if r.complete] if exp_dir.is_dir() else []
+    """The experiment's complete runs; none when it holds no run yet (every one failed before writing)."""
+    if not exp_dir.is_dir() or not any(exp_dir.glob("*/manifest.json")):
+        return []
+    return [r for r in load_runs(exp_dir) if r.complete]
 
 
 def param(run: RunInfo, name: str, tables: tuple[str, ...] = ("workload_params", "options")) -> Any:

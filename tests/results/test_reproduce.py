@@ -109,3 +109,22 @@ def test_reproduce_cli_writes_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     text = (tmp_path / "reproduce" / "REPRODUCTION.md").read_text()
     assert "| 512gpu |" in text and "not checkable" in text
     assert (tmp_path / "reproduce" / "reproduction.html").is_file()
+
+
+def test_a_failed_run_exits_1_and_ctrl_c_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verdicts never fail the command; a failed run does (1), Ctrl-C stops it (130), the table still written on 1."""
+    def failing(cfg, root, jobs=1, on_done=lambda o: None, **kw):
+        on_done(experiment.RunOutcome(experiment.grid(cfg)[0], "failed", error="boom"))
+        (root / cfg.name).mkdir(parents=True, exist_ok=True)
+        return root / cfg.name, []
+
+    monkeypatch.setattr(experiment, "run", failing)
+    code, out, _ = cli("reproduce", "--claims", "512gpu", "--results", str(tmp_path))
+    assert code == 1 and "boom" in out
+    assert "| 512gpu |" in (tmp_path / "reproduce" / "REPRODUCTION.md").read_text()
+
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "run", interrupted)
+    assert cli("reproduce", "--claims", "512gpu", "--results", str(tmp_path))[0] == 130
