@@ -220,9 +220,16 @@ def closing(study: Study, base: float | None, found: list[Effect]) -> str:
     closers = [(e.assumption.label, v, n) for e in found for v, n in e.points if n is not None and study.closes(n)]
     if base is not None and study.closes(base):
         return "reproduced at the base point"
+    # values that carry our number past the paper's without landing in the band: the gap is crossed
+    crossers = [(e.assumption.label, v, n) for e in found for v, n in e.points
+                if n is not None and base is not None and not study.closes(n) and (n - study.paper) * (base - study.paper) < 0]
+    crossed = ("; crossed beyond the band by: " + "; ".join(f"{lbl} = {v} gives {n:.2f}{study.unit}"
+                                                             for lbl, v, n in crossers)) if crossers else ""
     if closers:
         return "closed by: " + "; ".join(f"{lbl} = {v:g} gives {n:.2f}{study.unit}" if isinstance(v, (int, float))
-                                         else f"{lbl} = {v} gives {n:.2f}{study.unit}" for lbl, v, n in closers)
+                                         else f"{lbl} = {v} gives {n:.2f}{study.unit}" for lbl, v, n in closers) + crossed
+    if crossers:
+        return f"no value lands in the band (base {base:.2f}{study.unit}, paper {study.paper:g}{study.unit})" + crossed
     moves = [(abs(n - study.paper), e.assumption.label, v, n) for e in found for v, n in e.points
              if n is not None and base is not None and math.isfinite(n)]
     if not moves:

@@ -128,3 +128,16 @@ def test_a_failed_run_exits_1_and_ctrl_c_exits_130(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(experiment, "run", interrupted)
     assert cli("reproduce", "--claims", "512gpu", "--results", str(tmp_path))[0] == 130
+
+
+def test_closing_names_closers_and_crossers() -> None:
+    """Computed from the points: within the band closes it; past the paper's value but outside the band crosses it."""
+    study = S.STUDIES["headline"]
+    found = [S.Effect(S.PROCESS, [(2.0, 37.0), (5.0, 150.0)]), S.Effect(S.SSD, [(2.0, 9.0), (12.0, 9.5)])]
+    text = S.closing(study, 9.4, found)
+    assert text.startswith("closed by: " + S.PROCESS.label + " = 2 gives 37.00x")
+    assert "crossed beyond the band by: " + S.PROCESS.label + " = 5.0 gives 150.00x" in text
+    assert S.SSD.label not in text
+    far = S.closing(study, 9.4, [S.Effect(S.SSD, [(2.0, 9.0)])])
+    assert far.startswith("no single assumption") and "9.00x" in far
+    assert S.closing(study, 40.0, found) == "reproduced at the base point"
