@@ -50,28 +50,25 @@ def names() -> tuple[str, ...]:
     return tuple(sorted(_FACTORIES))
 
 
-def create(name: str, options: Mapping[str, Any]) -> Policy:
-    """Build the policy of system `name` with its options."""
+def _factory(name: str) -> Factory:
+    """The registered factory of system `name`; an unknown name is a user error listing the known ones."""
     discover()
     factory = _FACTORIES.get(name)
     if factory is None:
         raise WarmbenchError(f"unknown system {name!r}; registered: {', '.join(sorted(_FACTORIES)) or 'none'}")
-    return factory(options)
+    return factory
+
+
+def create(name: str, options: Mapping[str, Any]) -> Policy:
+    """Build the policy of system `name` with its options."""
+    return _factory(name)(options)
 
 
 def option_defaults(name: str) -> dict[str, Any]:
     """The policy's declared options (name -> default), without building it."""
-    discover()
-    factory = _FACTORIES.get(name)
-    if factory is None:
-        raise WarmbenchError(f"unknown system {name!r}; registered: {', '.join(sorted(_FACTORIES)) or 'none'}")
-    return dict(getattr(factory, "OPTIONS", {}) or {})
+    return dict(getattr(_factory(name), "OPTIONS", {}) or {})
 
 
 def option_bounds(name: str) -> dict[str, Any]:
     """The policy's declared option bounds (name -> systems.sim.bounds.Bound)."""
-    discover()
-    factory = _FACTORIES.get(name)
-    if factory is None:
-        raise WarmbenchError(f"unknown system {name!r}; registered: {', '.join(sorted(_FACTORIES)) or 'none'}")
-    return dict(getattr(factory, "BOUNDS", {}) or {})
+    return dict(getattr(_factory(name), "BOUNDS", {}) or {})
