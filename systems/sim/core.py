@@ -112,7 +112,7 @@ class Simulator(Engine):
         init = options.get("engine_init_s")
         self.engine_init_s = None if init is None else float(init)
         self.process_start_s = float(options.get("process_start_s", 0.0))
-        self._init_parts: dict[tuple, EngineInit] = {}
+        self._init_parts: dict[tuple, EngineInit] = {}   # (PerfModel, max_num_seqs, budget)
         self.gpu_util = float(options["gpu_memory_utilization"])
         self.block_size = int(options["block_size"])
         self.max_num_seqs = int(options["max_num_seqs"])
@@ -257,13 +257,13 @@ class Simulator(Engine):
                           max_num_batched_tokens: int | None = None) -> EngineInit:
         """Derived engine init of `model` on `tp` GPUs of `gpu`'s kind (startup.engine_init), cached;
         the profile run covers `max_num_batched_tokens` (default: the core option)."""
-        spec = self.model(model)
+        pm = self.perf(model, tp, gpu)   # cached per (model, GPU kind, tp): keys this cache too
         budget = int(max_num_batched_tokens or self.max_batched_tokens)
-        key = (spec.name.split("#")[0], self.cluster.nodes[self.gpus[gpu].node].gpu.name, tp, max_num_seqs, budget)
+        key = (pm, max_num_seqs, budget)
         parts = self._init_parts.get(key)
         if parts is None:
             parts = self._init_parts[key] = engine_init(
-                self.perf(model, tp, gpu), max_num_batched_tokens=budget, max_num_seqs=max_num_seqs,
+                pm, max_num_batched_tokens=budget, max_num_seqs=max_num_seqs,
                 max_model_len=self.max_model_len, cuda_graphs=self.cuda_graphs)
         return parts
 
