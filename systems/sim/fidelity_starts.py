@@ -23,7 +23,7 @@ Decisions (each says so in the result's note):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -154,9 +154,7 @@ def _model(name: str, tp: int, transfer: bool) -> tuple[ModelSpec, str]:
     """The row's model spec and a stand-in note ("" for a preset)."""
     base = name.split("#", 1)[0].lower()
     if base in MODELS:
-        spec = MODELS[base]
-        return ModelSpec(spec.name, spec.layers, spec.hidden, spec.heads, spec.kv_heads, spec.intermediate,
-                         spec.vocab, spec.weight_bytes, tp, spec.dtype_bytes), ""
+        return replace(MODELS[base], tp=tp), ""
     if base in CHECKPOINT_BYTES and transfer:
         # only its bytes move; the shape is a placeholder that splits over any TP up to 8
         spec = ModelSpec(base, 48, 2048, 32, 8, 6144, 151936, CHECKPOINT_BYTES[base], tp)
