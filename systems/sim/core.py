@@ -599,9 +599,9 @@ class Simulator(Engine):
             raise SimError(str(exc)) from None
 
     def _start_flow(self, gpu: int, nbytes: float, links: list[Link], owner: Any, source: str,
-                    how: Loader | None = None, tp: int = 1) -> None:
+                    how: Loader, tp: int) -> None:
         f = Flow(self._new_id(), gpu, float(nbytes), links, owner, source, self.now_s)
-        f.loader, f.tp = how or loader_named("dma"), tp
+        f.loader, f.tp = how, tp
         owner.flows[gpu] = f
         if isinstance(owner, Instance):
             owner.pending_flows += 1
