@@ -770,15 +770,14 @@ class Simulator(Engine):
         finds mid-run it can never serve the model, so its requests do not sit "unfinished"
         without a word. Returns how many were failed."""
         queue = self.parked(model)
-        failed = 0
+        failed = len(queue)
         while queue:
             req = queue.popleft()
             req.parked = False
             req.end_s = self.now_s
             req.error = reason
-            self._finished += 1
-            self._open[model] -= 1
-            failed += 1
+        self._finished += failed
+        self._open[model] -= failed
         return failed
 
     def _reject_too_long(self, req: Request) -> None:
