@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.errors import InputError
+from harness.validate import read_text
 from workloads import transform
 from workloads.workload import Workload
 
@@ -114,13 +115,9 @@ def load_recipe(path: str | Path) -> Recipe:
     if not p.is_file():
         raise InputError("no such recipe file", file=str(p))
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8").removeprefix("\ufeff"))  # a BOM is not TOML
+        data = tomllib.loads(read_text(p))  # BOM, non-UTF-8 and unreadable files: InputErrors
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"not valid TOML: {exc}", file=str(p)) from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text (byte {exc.start})", file=str(p)) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
