@@ -29,7 +29,7 @@ from harness.loadgen.protocols import StreamReader, prompt_token_ids, trusted_to
 from harness.redact import MASK, redact, redact_frame, redact_text, register_secret
 from harness.store import read_run
 from tests.conftest import ROOT
-from tests.live.conftest import free_port, wait_port
+from tests.live.conftest import free_port
 from workloads.workload import canonical_frame
 
 
@@ -53,24 +53,6 @@ def leaks(root: Path, *secrets: str) -> list[str]:
             data = path.read_bytes()
             found += [f"{path.relative_to(root)}: {s}" for s in secrets if s.encode() in data]
     return found
-
-
-@pytest.fixture
-def standin() -> Iterator[Callable[..., str]]:
-    procs: list[subprocess.Popen] = []
-
-    def start(*flags: str) -> str:
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "harness.loadgen.standin", "--port", str(port), *flags],
-                                cwd=ROOT)
-        procs.append(proc)
-        wait_port(port, proc)
-        return f"127.0.0.1:{port}"
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 class RawServer:

@@ -4,8 +4,6 @@ and Ctrl-C / SIGKILL that stop the whole grid and leave no orphan."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import signal
@@ -19,10 +17,10 @@ import psutil
 import pytest
 
 from harness import experiment, identity
-from harness.cli import main
 from harness.errors import InputError
 from harness.store import SCHEMA_VERSION, Manifest, find_runs, read_run, write_run
 from tests.conftest import ROOT
+from tests.hostile.conftest import cli, one_line_error
 from tests.results.factory import requests as request_table
 from tests.results.factory import synthetic_result
 
@@ -32,19 +30,6 @@ AGREED_KEYS = {"schema_version", "status", "error", "config", "config_sha256", "
 
 TRACE_ROWS = ["arrival_s,model,input_tokens,output_tokens"] + [
     f"{i * 0.5},{'llama-2-7b' if i % 3 else 'llama-2-13b'},100,20" for i in range(60)]
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line_error(code: int, err: str) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err  # rich may wrap one line
-    return " ".join(err.split())
 
 
 def trace_experiment(tmp_path: Path, *, models: str = '["llama-2-7b"]', systems: str = '["dedicated"]',
@@ -420,34 +405,31 @@ spec = "{trace}"
 """
 
 
-def test_live_grid_ctrl_c_stops_the_grid_and_a_second_cuts_the_drain(tmp_path) -> None:
-    from tests.live.conftest import free_port, wait_port
+def hanging_trace(tmp_path: Path) -> Path:
+    """100 requests to model `m`, which the stand-in started with `--hang-model m` never answers."""
+    path = tmp_path / "t.csv"
+    path.write_text("arrival_s,model,input_tokens,output_tokens\n"
+                    + "".join(f"{i * 0.2},m,10,5\n" for i in range(100)))
+    return path
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "harness.loadgen.standin", "--port", str(port),
-                               "--hang-model", "m"], cwd=ROOT)
-    try:
-        wait_port(port, server)
-        (tmp_path / "t.csv").write_text("arrival_s,model,input_tokens,output_tokens\n"
-                                        + "".join(f"{i * 0.2},m,10,5\n" for i in range(100)))
-        proc = start_run(tmp_path, LIVE.format(url=f"http://127.0.0.1:{port}", trace=tmp_path / "t.csv"))
-        exp_dir = tmp_path / "r" / "live-stop"
-        wait_for(lambda: any((r / "requests.jsonl").is_file() for r in started_runs(exp_dir)) or proc.poll() is not None)
-        time.sleep(1.5)  # some requests in flight (they hang)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(1.0)  # now draining, for up to 120 s
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-        assert time.monotonic() - t0 < 30, "the second Ctrl-C did not cut the drain"
-        assert proc.returncode == 130, out
-        (run,) = started_runs(exp_dir)  # the second seed never started
-        m = read_run(run).manifest
-        assert m["status"] == "incomplete" and m["interrupted"] is True
-        assert m["requests_summary"]["total"] == 100  # every request has a record, none lost
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+
+def test_live_grid_ctrl_c_stops_the_grid_and_a_second_cuts_the_drain(tmp_path, standin) -> None:
+    url = "http://" + standin("--hang-model", "m")
+    proc = start_run(tmp_path, LIVE.format(url=url, trace=hanging_trace(tmp_path)))
+    exp_dir = tmp_path / "r" / "live-stop"
+    wait_for(lambda: any((r / "requests.jsonl").is_file() for r in started_runs(exp_dir)) or proc.poll() is not None)
+    time.sleep(1.5)  # some requests in flight (they hang)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1.0)  # now draining, for up to 120 s
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 30, "the second Ctrl-C did not cut the drain"
+    assert proc.returncode == 130, out
+    (run,) = started_runs(exp_dir)  # the second seed never started
+    m = read_run(run).manifest
+    assert m["status"] == "incomplete" and m["interrupted"] is True
+    assert m["requests_summary"]["total"] == 100  # every request has a record, none lost
 
 
 def test_drain_ends_at_once_when_cut() -> None:
@@ -505,34 +487,24 @@ def test_sim_never_overwrites_a_run(tmp_path) -> None:
     assert (tmp_path / "s" / "manifest.json").read_text() == before
 
 
-def test_replay_ctrl_c_exits_130_and_a_second_cuts_the_drain(tmp_path) -> None:
-    from tests.live.conftest import free_port, wait_port
-
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "harness.loadgen.standin", "--port", str(port),
-                               "--hang-model", "m"], cwd=ROOT)
-    try:
-        wait_port(port, server)
-        (tmp_path / "t.csv").write_text("arrival_s,model,input_tokens,output_tokens\n"
-                                        + "".join(f"{i * 0.2},m,10,5\n" for i in range(100)))
-        out = tmp_path / "run"
-        proc = subprocess.Popen([sys.executable, "run.py", "replay", "--workload", str(tmp_path / "t.csv"),
-                                 "--system", "openai", "--endpoint", f"http://127.0.0.1:{port}", "--token-ids", "no",
-                                 "--ignore-eos", "no", "--timeout-s", "120", "--drain-s", "120", "--out", str(out)],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_for(lambda: (out / "requests.jsonl").is_file() or proc.poll() is not None)
-        time.sleep(1.5)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(1.0)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        text, _ = proc.communicate(timeout=60)
-        assert time.monotonic() - t0 < 30 and proc.returncode == 130, text
-        m = read_run(out).manifest
-        assert m["status"] == "incomplete" and m["interrupted"] is True and m["requests_summary"]["total"] == 100
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+def test_replay_ctrl_c_exits_130_and_a_second_cuts_the_drain(tmp_path, standin) -> None:
+    url = "http://" + standin("--hang-model", "m")
+    trace = hanging_trace(tmp_path)
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "run.py", "replay", "--workload", str(trace),
+                             "--system", "openai", "--endpoint", url, "--token-ids", "no",
+                             "--ignore-eos", "no", "--timeout-s", "120", "--drain-s", "120", "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: (out / "requests.jsonl").is_file() or proc.poll() is not None)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    text, _ = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 30 and proc.returncode == 130, text
+    m = read_run(out).manifest
+    assert m["status"] == "incomplete" and m["interrupted"] is True and m["requests_summary"]["total"] == 100
 
 
 def test_config_hash_ignores_credentials_but_not_settings():

@@ -4,8 +4,6 @@ code, a one-line error without a traceback, and that nothing stale or lost is le
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 from pathlib import Path
@@ -13,21 +11,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from tests.hostile.conftest import cli, one_line_error
 
 ROWS = ["arrival_s,model,input_tokens,output_tokens"] + [f"{i * 0.5},llama-2-7b,100,20" for i in range(40)]
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line_error(code: int, err: str) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err  # rich may wrap one line
-    return " ".join(err.split())
 
 
 def cluster_experiment(tmp_path: Path) -> Path:
@@ -337,8 +323,7 @@ def test_malformed_header_is_not_echoed(tmp_path, header):
 def test_fidelity_and_calibrate_paths_are_checked_first(argv, tmp_path, capsys):
     """A plot name matplotlib cannot write and an empty path are one line and exit 2, not a traceback
     after the work (or a file named '.')."""
-    from harness.cli import main
-
+    
     code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -33,9 +34,10 @@ def wait_port(port: int, proc: subprocess.Popen, timeout_s: float = 20.0) -> Non
     raise RuntimeError(f"stand-in on port {port} did not open")
 
 
-@pytest.fixture
-def standin() -> Iterator[Callable[..., str]]:
-    """Start `python -m harness.loadgen.standin` with the given flags; returns its base URL."""
+@contextlib.contextmanager
+def standin_processes() -> Iterator[Callable[..., str]]:
+    """Start `python -m harness.loadgen.standin` with the given flags (one process a call); each call
+    returns its `127.0.0.1:PORT`. Every process is stopped on exit."""
     procs: list[subprocess.Popen] = []
 
     def start(*flags: str) -> str:
@@ -44,9 +46,18 @@ def standin() -> Iterator[Callable[..., str]]:
                                 cwd=ROOT)
         procs.append(proc)
         wait_port(port, proc)
-        return f"http://127.0.0.1:{port}"
+        return f"127.0.0.1:{port}"
 
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=10)
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def standin() -> Iterator[Callable[..., str]]:
+    """Start `python -m harness.loadgen.standin` with the given flags; returns its base URL."""
+    with standin_processes() as start:
+        yield lambda *flags: f"http://{start(*flags)}"
