@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from harness.errors import InputError
 from harness.validate import read_text
 from workloads import transform
+from workloads.params import MAX_SEED
 from workloads.workload import Workload
 
 
@@ -28,7 +29,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Alpha = Annotated[float, Field(ge=0, le=100)]
 
 
