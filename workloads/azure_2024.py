@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import InputError
-from workloads.concurrency import request_durations_s, window_concurrency
+from workloads.concurrency import request_durations_s, whole_windows, window_concurrency
 from workloads.lengths import sample_tokens
 from workloads.synthetic import DAY_S, PAPER_MODELS, power_law_shares
 from workloads.transform import MAX_OUTPUT_TOKENS, MIN_OUTPUT_TOKENS, clip_lengths, gamma_cv
@@ -154,7 +154,7 @@ def history_chunks(series: BinSeries, service: str, slice_start_s: float, histor
                    window_s: float, clip: bool, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray, int, int]]:
     """The history's requests, drawn about a day of windows at a time: (arrival_s relative to the slice
     start, output tokens, first window, end window) per chunk; windows as history_frame numbers them."""
-    n_windows = int(np.floor(history_s / window_s + 1e-9))
+    n_windows = whole_windows(history_s, window_s)
     first_s = -n_windows * window_s
     per_chunk = max(int(DAY_S // window_s), 1)
     draw_from = -history_s
@@ -176,7 +176,7 @@ def history_windows(series: BinSeries, service: str, model: str, slice_start_s: 
     request busy for prefill + output x decode), measured chunk by chunk: requests still busy at
     a chunk's end are carried into the next, so the result is the one-pass measurement's.
     """
-    n_windows = int(np.floor(history_s / window_s + 1e-9))
+    n_windows = whole_windows(history_s, window_s)
     first_s = -n_windows * window_s
     means, peaks = [np.zeros(0)], [np.zeros(0)]
     carry_t, carry_d = np.zeros(0), np.zeros(0)

@@ -116,6 +116,11 @@ def _busy_per_window(a: np.ndarray, e: np.ndarray, n_windows: int, window_s: flo
     return busy[:n_windows]
 
 
+def whole_windows(span_s: float, window_s: float) -> int:
+    """How many whole windows of `window_s` fit in `span_s` (a hair of float error forgiven)."""
+    return int(np.floor(span_s / window_s + 1e-9))
+
+
 def history_frame(per_model: dict[str, tuple[np.ndarray, np.ndarray]], start_s: float,
                   end_s: float, window_s: float) -> pd.DataFrame:
     """HISTORY_COLUMNS for windows ending at `end_s` (the replay start, time 0 of the workload).
@@ -123,7 +128,7 @@ def history_frame(per_model: dict[str, tuple[np.ndarray, np.ndarray]], start_s: 
     `per_model`: model -> (arrival_s, output_tokens) on one absolute clock. Windows are anchored
     at `end_s` and go back whole windows, so the same window a day earlier is 86,400 s before.
     """
-    n_windows = int(np.floor((end_s - start_s) / window_s + 1e-9))
+    n_windows = whole_windows(end_s - start_s, window_s)
     first_s = end_s - n_windows * window_s
     offsets = first_s - end_s + window_s * np.arange(n_windows, dtype=np.float64)
     frames = []
