@@ -33,6 +33,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import InputError, WarmbenchError
+from harness.validate import read_text
 
 GIB = 1 << 30
 GB = 1_000_000_000
@@ -162,14 +163,12 @@ def model_spec_from_config(path: str | Path, name: str | None = None) -> ModelSp
     """
     path = Path(path)
     config = path / "config.json" if path.is_dir() else path
+    if not config.exists():
+        raise InputError("no such file (a Hugging Face model directory has config.json)", file=str(config))
     try:
-        raw = json.loads(config.read_text())
-    except FileNotFoundError as exc:
-        raise InputError("no such file (a Hugging Face model directory has config.json)", file=str(config)) from exc
+        raw = json.loads(read_text(config))   # non-UTF-8 or unreadable: an InputError naming the file
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON: {exc}", file=str(config)) from exc
-    except (UnicodeDecodeError, OSError) as exc:
-        raise InputError(f"cannot read as UTF-8 JSON: {exc}", file=str(config)) from None
     if not isinstance(raw, dict):
         raise InputError("expected a JSON object", file=str(config))
 
@@ -247,8 +246,6 @@ class _ClusterToml(BaseModel):
 
 def load_cluster_toml(path: str | Path) -> ClusterSpec:
     """Read a cluster TOML (layout in this module's docstring); errors name the file and field."""
-    from harness.validate import read_text
-
     path = Path(path)
     try:
         raw = tomllib.loads(read_text(path))
