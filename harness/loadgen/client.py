@@ -95,9 +95,9 @@ def send(pool: ClientPool, ep: Endpoint, record: dict[str, Any], now: Callable[[
         with gevent.Timeout(timeout_s):
             # The id on the wire (as `vllm bench serve` sends it) lets a server's own log be
             # matched to this record.
-            head = exchange.request("POST", path, body, {"Content-Type": "application/json",
-                                                         "X-Request-Id": str(record["request_id"]),
-                                                         **dict(ep.headers)})
+            headers = {"Content-Type": "application/json", "X-Request-Id": str(record["request_id"])}
+            headers.update(ep.headers)  # (name, value) pairs: no throwaway dict per request
+            head = exchange.request("POST", path, body, headers)
             if head.status != 200:
                 text = redact_text(exchange.read_all()[:300].decode("utf-8", "replace"))
                 record["end_s"] = now()
