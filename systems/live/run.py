@@ -59,13 +59,14 @@ def _endpoint_map(models: list[str], urls: dict[str, str], one_url: str | None, 
     if missing:
         raise WarmbenchError(f"no endpoint for workload models {missing}: give --endpoint MODEL=URL "
                              "for each, or one URL for all")
+    explicit_auth = any(k.lower() == "authorization" for k in headers)
     out = {}
     for m in models:
         try:
             url, auth = split_url(urls.get(m, one_url or ""))
         except ValueError as exc:
             raise WarmbenchError(str(exc)) from None
-        if any(k.lower() == "authorization" for k in headers):
+        if explicit_auth:
             auth = {}  # an explicit header or api key wins over URL credentials
         merged = {**auth, **headers}
         out[m] = Endpoint(url=url, protocol=protocol, served_name=served.get(m, m),  # type: ignore[arg-type]
