@@ -68,11 +68,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise WarmbenchError(f"{args.run} is a {result.manifest.get('kind', 'unknown')} run; calibrate needs a live one")
     fit = fit_live_run(result.requests, result.manifest, args.gpu, sources, source=str(args.run),
                        events=result.events)
-    out = fit.to_json()
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(cluster_toml(fit, args.nodes, args.gpus_per_node))
-        out["written"] = str(args.out)
+    out = _write_fit(args, fit, cluster_toml)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0 if fit.converged else 1
@@ -108,17 +104,23 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0 if fit.converged else 1
 
 
+def _write_fit(args: argparse.Namespace, fit, cluster_toml) -> dict:
+    """The fit as JSON; with --out, the cluster TOML carrying it is written and named under "written"."""
+    out = fit.to_json()
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(cluster_toml(fit, args.nodes, args.gpus_per_node))
+        out["written"] = str(args.out)
+    return out
+
+
 def _calibrate_table(args: argparse.Namespace) -> int:
     from systems.sim.calibrate_table import cluster_toml, fit_table
     from systems.sim.fidelity.table import PUBLISHED_CSV, read_table
 
     path = PUBLISHED_CSV if str(args.table) == "-shipped-" else args.table
     fit = fit_table(read_table(path), args.gpu, source=str(path))
-    out = fit.to_json()
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(cluster_toml(fit, args.nodes, args.gpus_per_node))
-        out["written"] = str(args.out)
+    out = _write_fit(args, fit, cluster_toml)
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
