@@ -33,7 +33,6 @@ the replayed requests do not change with `history_days` or `window_s`.
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -46,8 +45,8 @@ import pandas as pd
 from harness.errors import InputError
 from workloads.concurrency import request_durations_s, whole_windows, window_concurrency
 from workloads.lengths import sample_tokens
-from workloads.synthetic import DAY_S, PAPER_MODELS, power_law_shares
-from workloads.transform import MAX_OUTPUT_TOKENS, MIN_OUTPUT_TOKENS, clip_lengths, gamma_cv
+from workloads.synthetic import DAY_S, PAPER_MODELS, memoised, power_law_shares
+from workloads.transform import MAX_OUTPUT_TOKENS, MIN_OUTPUT_TOKENS, clip_lengths
 from workloads.workload import HISTORY_COLUMNS, Workload, canonical_frame
 
 SERIES_DIR = Path(__file__).resolve().parent / "data" / "azure_llm_2024_10s"
@@ -280,20 +279,10 @@ def azure_2024(service: str, *, models: list[str] | tuple[str, ...] = PAPER_MODE
                 what=f"preset {name!r}")
     key = (service, tuple(p.models), p.total_rps, p.alpha, p.duration_s, p.seed, p.start_day, p.start_hour,
            p.history_days, p.window_s, p.clip)
-    if key not in _CACHE:
-        if len(_CACHE) >= 8:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = recipe_from_bins(load_series(service), service, models=p.models, total_rps=p.total_rps,
-                                       alpha=p.alpha, start_day=p.start_day, start_hour=p.start_hour,
-                                       duration_s=p.duration_s, seed=p.seed, history_days=p.history_days,
-                                       window_s=p.window_s, clip=p.clip, source=name)
-    cached = _CACHE[key]
-    workload = Workload(cached.requests.copy(), copy.deepcopy(cached.meta),
-                        None if cached.history is None else cached.history.copy())
-    if p.cv is not None:
-        workload = gamma_cv(workload, float(p.cv), seed=int(p.seed))
-        workload.meta["params"]["cv"] = float(p.cv)
-    return workload
+    return memoised(_CACHE, key, lambda: recipe_from_bins(
+        load_series(service), service, models=p.models, total_rps=p.total_rps, alpha=p.alpha,
+        start_day=p.start_day, start_hour=p.start_hour, duration_s=p.duration_s, seed=p.seed,
+        history_days=p.history_days, window_s=p.window_s, clip=p.clip, source=name), cv=p.cv, seed=p.seed)
 
 
 def azure_2024_conv(*, models: list[str] | tuple[str, ...] = PAPER_MODELS, total_rps: float = 5.0,

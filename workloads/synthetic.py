@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -121,20 +122,27 @@ def synthetic_week(*, models: list[str] | tuple[str, ...] = PAPER_MODELS, total_
     models, cv, seed = p.models, p.cv, p.seed
     key = (tuple(models), p.total_rps, p.alpha, p.duration_s, p.seed, p.start_hour, p.history_days, p.window_s,
            p.clip)
-    if key not in _CACHE:
-        if len(_CACHE) >= 8:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = _generate(*key)
-    cached = _CACHE[key]
+    return memoised(_CACHE, key, lambda: _generate(*key), cv=cv, seed=seed)
+
+
+_CACHE: dict[tuple, Workload] = {}
+
+
+def memoised(cache: dict[tuple, Workload], key: tuple, build: Callable[[], Workload], *, cv: float | None,
+             seed: int) -> Workload:
+    """A copy of the preset's workload for `key` (built once; the cache keeps the last 8), then `cv`
+    applied (Gamma inter-arrival times over the replay, seeded by `seed`; recorded in its params)."""
+    if key not in cache:
+        if len(cache) >= 8:
+            cache.pop(next(iter(cache)))
+        cache[key] = build()
+    cached = cache[key]
     workload = Workload(cached.requests.copy(), copy.deepcopy(cached.meta),
                         None if cached.history is None else cached.history.copy())
     if cv is not None:
         workload = gamma_cv(workload, float(cv), seed=int(seed))
         workload.meta["params"]["cv"] = float(cv)
     return workload
-
-
-_CACHE: dict[tuple, Workload] = {}
 
 
 @dataclass(frozen=True)
