@@ -30,7 +30,7 @@ import numpy as np
 
 from systems.sim.fidelity.table import UNITS, NotSimulated, Row
 from systems.sim.policy import Policy
-from systems.sim.specs import GPUS, MODELS, ClusterSpec, ModelSpec, NodeSpec
+from systems.sim.specs import GPUS, MODELS, ClusterSpec, ModelSpec, NodeSpec, base_model_name
 from systems.sim.startup import LOADERS, PR_10647_NVME_BYTES_PER_S
 
 START_GROUPS = ("weight-load", "engine-start", "sleep-wake")
@@ -152,7 +152,7 @@ def _as_row(row: Row | Mapping[str, Any]) -> Row:
 
 def _model(name: str, tp: int, transfer: bool) -> tuple[ModelSpec, str]:
     """The row's model spec and a stand-in note ("" for a preset)."""
-    base = name.split("#", 1)[0].lower()
+    base = base_model_name(name).lower()
     if base in MODELS:
         return replace(MODELS[base], tp=tp), ""
     if base in CHECKPOINT_BYTES and transfer:

@@ -26,7 +26,7 @@ from harness import metrics as M
 from harness.errors import WarmbenchError
 from systems.sim.entities import SimError
 from systems.sim.fidelity.table import UNITS, NotSimulated, Row
-from systems.sim.specs import GPUS, MODELS, ClusterSpec, NodeSpec
+from systems.sim.specs import GPUS, MODELS, ClusterSpec, NodeSpec, base_model_name
 
 _METRIC = re.compile(r"^(e2e|ttft|tpot)(?:_(mean|p\d{1,2}(?:\.\d+)?))?$")
 _MOE = re.compile(r"(-a\d+(\.\d+)?b\b|moe|mixtral|deepseek-v[23])", re.IGNORECASE)
@@ -45,7 +45,7 @@ def unsupported(row: Row) -> str | None:
         return "MoE model (the simulator models dense decoders only)"
     if row.gpu not in GPUS:
         return f"unknown GPU {row.gpu!r} (presets: {', '.join(sorted(set(g.name for g in GPUS.values())))})"
-    if row.model.split("#", 1)[0] not in MODELS:
+    if base_model_name(row.model) not in MODELS:
         return f"model {row.model!r} is not a preset"
     return None
 
@@ -86,7 +86,7 @@ def simulate_serving_row(row: Row, coefficients: tuple[tuple[str, str, float], .
         raise NotSimulated(why)
     if row.input_tokens is None or row.output_tokens is None or row.batch is None:
         raise NotSimulated("no input_tokens / output_tokens / batch")
-    spec = replace(MODELS[row.model.split("#", 1)[0]], tp=row.tp)
+    spec = replace(MODELS[base_model_name(row.model)], tp=row.tp)
     cluster = ClusterSpec(f"fidelity-{row.gpu}-tp{row.tp}", (NodeSpec(GPUS[row.gpu], gpus_per_node=row.tp),),
                           coefficients)
     options = {"max_model_len": 0, "cuda_graphs": cuda_graphs_of(row) if cuda_graphs is None else cuda_graphs,
