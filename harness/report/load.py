@@ -204,16 +204,17 @@ def read_result(run: Path) -> RunResult:
     return result
 
 
-def _check_table_file(run: Path, name: str) -> None:
-    """A table file that is not Parquet (or not UTF-8 JSONL), or cannot be read: InputError naming it."""
+def _check_table_file(run: Path, name: str) -> pq.FileMetaData | None:
+    """A table file that is not Parquet (or not UTF-8 JSONL), or cannot be read: InputError naming it.
+    Returns the Parquet footer (None for JSONL or no file)."""
     parquet, jsonl = run / f"{name}.parquet", run / f"{name}.jsonl"
     for file in (parquet, jsonl):
         if file.exists() and not file.is_file():
             raise InputError("not a regular file", file=str(file))
     try:
         if parquet.exists():
-            pq.read_schema(parquet)
-        elif jsonl.exists():
+            return pq.read_metadata(parquet)
+        if jsonl.exists():
             with jsonl.open(encoding="utf-8") as fh:
                 for _ in fh:
                     pass
@@ -223,6 +224,7 @@ def _check_table_file(run: Path, name: str) -> None:
         raise InputError(f"not a Parquet file ({_one_line(exc)})", file=str(parquet)) from None
     except OSError as exc:
         raise InputError(f"cannot read it ({exc.strerror or _one_line(exc)})", file=_table_file(run, name)) from None
+    return None
 
 
 def _table_file(run: Path, name: str) -> str:
@@ -264,12 +266,8 @@ def _check_request_rows(run: Path, summary: dict[str, dict[str, float]]) -> None
     parquet = run / "requests.parquet"
     if not parquet.exists():
         return
-    _check_table_file(run, "requests")
+    meta = _check_table_file(run, "requests")  # the footer, read once
     total = summary.get(ALL_MODELS, {}).get("requests")
-    try:
-        meta = pq.read_metadata(parquet)
-    except (ValueError, ArrowException, OSError) as exc:
-        raise InputError(f"not a Parquet file ({_one_line(exc)})", file=str(parquet)) from None
     rows = meta.num_rows
     lacking = [c for c in _TABLE_NEEDS["requests"] if c not in meta.schema.names]
     if rows and lacking:
