@@ -236,10 +236,16 @@ def cluster_toml(fit: LiveFit, nodes: int = 1, gpus_per_node: int = 8) -> str:
                      f"(engine_init_s {st['engine_init_s']:.2f} s after the weight load).")
     if fit.engine_init_s is not None:
         lines.append(f"# Simulate with --option engine_init_s={fit.engine_init_s:.3g} to use the measured starts.")
-    lines += [f'name = "calibrated-{fit.gpu}"', "", "[[nodes]]", f"count = {nodes}", f'gpu = "{fit.gpu}"',
-              f"gpus_per_node = {gpus_per_node}", "", f'[coefficients."{fit.gpu}"]',
-              f"prefill_scale = {_num(fit.prefill_scale)}", f"decode_scale = {_num(fit.decode_scale)}", ""]
+    lines += cluster_body(fit.gpu, nodes, gpus_per_node, _num(fit.prefill_scale), _num(fit.decode_scale))
     return "\n".join(lines)
+
+
+def cluster_body(gpu: str, nodes: int, gpus_per_node: int, prefill_scale: str, decode_scale: str) -> list[str]:
+    """The TOML lines of a calibrated cluster: `nodes` nodes of `gpu` carrying the fitted scales
+    (given as TOML number literals), after a caller's comment header."""
+    return [f'name = "calibrated-{gpu}"', "", "[[nodes]]", f"count = {nodes}", f'gpu = "{gpu}"',
+            f"gpus_per_node = {gpus_per_node}", "", f'[coefficients."{gpu}"]',
+            f"prefill_scale = {prefill_scale}", f"decode_scale = {decode_scale}", ""]
 
 
 def _num(value: float) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import WarmbenchError
+from systems.sim.calibrate_live import cluster_body
 from systems.sim.fidelity.serving import simulate_serving_row, unsupported
 from systems.sim.fidelity.table import NotSimulated, Row
 from systems.sim.specs import GPUS
@@ -132,7 +133,5 @@ def cluster_toml(fit: TableFit, nodes: int = 1, gpus_per_node: int = 8) -> str:
     if j["rows"]:
         lines.append(f"# Leave-one-out |error|: median {j['median_abs_error']:.1%}, worst {j['worst_abs_error']:.1%} "
                      f"over {j['rows']} rows.")
-    lines += [f'name = "calibrated-{fit.gpu}"', "", "[[nodes]]", f"count = {nodes}", f'gpu = "{fit.gpu}"',
-              f"gpus_per_node = {gpus_per_node}", "", f'[coefficients."{fit.gpu}"]',
-              f"prefill_scale = {fit.prefill_scale!r}", f"decode_scale = {fit.decode_scale!r}", ""]
+    lines += cluster_body(fit.gpu, nodes, gpus_per_node, repr(fit.prefill_scale), repr(fit.decode_scale))
     return "\n".join(lines)
