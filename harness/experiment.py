@@ -374,21 +374,28 @@ def current_code() -> dict[str, Any]:
 def is_done(spec: RunSpec, run_dir: Path, code: dict[str, Any] | None = None,
             workload_hash: str | None = None) -> bool:
     """Complete, with the same config, the same workload and the same code: safe to skip."""
+    return done_manifest(spec, run_dir, code, workload_hash) is not None
+
+
+def done_manifest(spec: RunSpec, run_dir: Path, code: dict[str, Any] | None = None,
+                  workload_hash: str | None = None) -> dict[str, Any] | None:
+    """The run's manifest when it is done (see `is_done`), else None."""
     manifest = run_dir / "manifest.json"
     if not manifest.is_file() or workload_hash is None:
-        return False
+        return None
     try:
         data = json.loads(manifest.read_text())
     except (OSError, ValueError):
-        return False
+        return None
     if not isinstance(data, dict) or not isinstance(data.get("code"), dict):
-        return False  # written before runs recorded their code: cannot tell, redo
+        return None  # written before runs recorded their code: cannot tell, redo
     mine = code or {}
-    return (data.get("status") == COMPLETE and data.get("config_sha256") == spec.config_sha256()
+    done = (data.get("status") == COMPLETE and data.get("config_sha256") == spec.config_sha256()
             and data.get("workload_sha256") == workload_hash
             and data["code"].get("revision") == mine.get("revision")
             and data["code"].get("diff_sha256") == mine.get("diff_sha256")
             and _rows_match(run_dir / "requests.parquet", data.get("requests_summary")))
+    return data if done else None
 
 
 def _rows_match(table: Path, counts: Any) -> bool:
@@ -459,8 +466,10 @@ def resolve_workloads(specs: list[RunSpec], source: str = "") -> dict[str, Any]:
     return out
 
 
-def execute(spec: RunSpec, run_dir: Path, code: dict[str, Any] | None = None, workload: Any = None) -> RunOutcome:
-    """Do one run and write it; a failure is recorded in the manifest, never raised. Ctrl-C
+def execute(spec: RunSpec, run_dir: Path, code: dict[str, Any] | None = None, workload: Any = None,
+            workload_hash: str | None = None) -> RunOutcome:
+    """Do one run and write it; a failure is recorded in the manifest, never raised. `workload_hash`:
+    the grid's workload_sha256 of `workload` (computed here when None). Ctrl-C
     (KeyboardInterrupt, or a live run that stopped on SIGINT) leaves it incomplete, `interrupted`."""
     started = time.time()
     try:
@@ -470,11 +479,12 @@ def execute(spec: RunSpec, run_dir: Path, code: dict[str, Any] | None = None, wo
         return RunOutcome(spec, FAILED, error=f"cannot write {run_dir}: {exc}", user_error=True, mostly_failed=True)
     manifest: dict[str, Any] = {}
     try:
-        workload = workload if workload is not None else resolve_workload(spec)
+        if workload is None:
+            workload, workload_hash = resolve_workload(spec), None
         manifest = new_manifest(kind=spec.backend, system=spec.point["system"], config=spec.config(), seed=spec.seed,
                                 workload=workload, code=code if code is not None else current_code(),
                                 started_at=_iso(started), experiment=spec.experiment, run_id=spec.run_id,
-                                point=spec.point)
+                                point=spec.point, workload_hash=workload_hash)
         write_manifest(run_dir, manifest)
         if spec.backend == "sim":
             from systems.sim import simulate
@@ -565,10 +575,11 @@ def _worker_init(parent_pid: int) -> None:
     signal.signal(signal.SIGINT, interrupt_once)
 
 
-def _execute_in_worker(spec: RunSpec, run_dir: str, code: dict[str, Any], workload: Any) -> RunOutcome:
+def _execute_in_worker(spec: RunSpec, run_dir: str, code: dict[str, Any], workload: Any,
+                       workload_hash: str) -> RunOutcome:
     _IN_RUN.set()
     try:
-        return execute(spec, Path(run_dir), code, workload)
+        return execute(spec, Path(run_dir), code, workload, workload_hash)
     finally:
         _IN_RUN.clear()
 
@@ -623,12 +634,15 @@ def _run_grid(specs: list[RunSpec], exp_dir: Path, code: dict[str, Any], workloa
               on_done: Callable[[RunOutcome], None]) -> tuple[Path, list[RunOutcome]]:
     outcomes: list[RunOutcome] = []
     todo = []
-    hashes: dict[int, str] = {}
+    hashes: dict[int, str] = {}  # per workload object: runs share them
+    digests: dict[str, str] = {}  # per run id, handed to the manifest (hashed once)
     for spec in specs:
         workload = workloads_by_id[spec.run_id]
-        digest = hashes.get(id(workload)) or hashes.setdefault(id(workload), workload_sha256(workload))
-        if is_done(spec, exp_dir / spec.run_id, code, digest):
-            outcomes.append(_skipped(spec, exp_dir / spec.run_id))
+        digest = digests[spec.run_id] = (hashes.get(id(workload))
+                                         or hashes.setdefault(id(workload), workload_sha256(workload)))
+        manifest = done_manifest(spec, exp_dir / spec.run_id, code, digest)
+        if manifest is not None:
+            outcomes.append(_skipped(spec, exp_dir / spec.run_id, manifest))
             on_done(outcomes[-1])
         else:
             todo.append(spec)
@@ -636,7 +650,8 @@ def _run_grid(specs: list[RunSpec], exp_dir: Path, code: dict[str, Any], workloa
         for i, spec in enumerate(todo):
             on_start(spec)
             try:
-                outcome = execute(spec, exp_dir / spec.run_id, code, workloads_by_id[spec.run_id])
+                outcome = execute(spec, exp_dir / spec.run_id, code, workloads_by_id[spec.run_id],
+                                  digests[spec.run_id])
             except KeyboardInterrupt:  # a second Ctrl-C while the run was being recorded
                 outcome = RunOutcome(spec, INCOMPLETE, error="interrupted", interrupted=True)
             outcomes.append(outcome)
@@ -644,12 +659,11 @@ def _run_grid(specs: list[RunSpec], exp_dir: Path, code: dict[str, Any], workloa
             if outcome.interrupted:
                 raise GridInterrupted(exp_dir, _ordered(outcomes, specs), todo[i + 1:])
     else:
-        _run_pool(todo, exp_dir, code, workloads_by_id, jobs, outcomes, on_start, on_done, specs)
+        _run_pool(todo, exp_dir, code, workloads_by_id, digests, jobs, outcomes, on_start, on_done, specs)
     return exp_dir, _ordered(outcomes, specs)
 
 
-def _skipped(spec: RunSpec, run_dir: Path) -> RunOutcome:
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+def _skipped(spec: RunSpec, run_dir: Path, manifest: dict[str, Any]) -> RunOutcome:
     return RunOutcome(spec, "skipped", summary=read_summary(run_dir)["models"].get("all", {}),
                       mostly_failed=bool(manifest.get("mostly_failed")),
                       requests_summary=manifest.get("requests_summary"))
@@ -660,7 +674,8 @@ def _ordered(outcomes: list[RunOutcome], specs: list[RunSpec]) -> list[RunOutcom
     return sorted(outcomes, key=lambda o: order[o.spec.run_id])
 
 
-def _run_pool(todo: list[RunSpec], exp_dir: Path, code: dict[str, Any], workloads_by_id: dict[str, Any], jobs: int,
+def _run_pool(todo: list[RunSpec], exp_dir: Path, code: dict[str, Any], workloads_by_id: dict[str, Any],
+              digests: dict[str, str], jobs: int,
               outcomes: list[RunOutcome], on_start: Callable[[RunSpec], None], on_done: Callable[[RunOutcome], None],
               specs: list[RunSpec]) -> None:
     """Runs in worker processes, submitted as workers free up (so "running" is true)."""
@@ -673,7 +688,7 @@ def _run_pool(todo: list[RunSpec], exp_dir: Path, code: dict[str, Any], workload
             while queue and len(running) < jobs:
                 spec = queue.pop(0)
                 running[pool.submit(_execute_in_worker, spec, str(exp_dir / spec.run_id), code,
-                                    workloads_by_id[spec.run_id])] = spec
+                                    workloads_by_id[spec.run_id], digests[spec.run_id])] = spec
                 on_start(spec)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:

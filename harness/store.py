@@ -112,10 +112,11 @@ def is_mostly_failed(summary: dict[str, int] | None) -> bool:
 
 def new_manifest(*, kind: str, system: str, config: dict[str, Any], seed: int | None,
                  workload: Any = None, code: dict[str, Any] | None = None, started_at: str | None = None,
-                 **extra: Any) -> dict[str, Any]:
+                 workload_hash: str | None = None, **extra: Any) -> dict[str, Any]:
     """The manifest of a run that is starting (status incomplete): identity, environment, workload.
 
-    `workload`: the Workload replayed (its meta and hash are recorded). `code`: the code identity
+    `workload`: the Workload replayed (its meta and hash are recorded; `workload_hash`: its
+    workload_sha256 when the caller has it already, as a grid does). `code`: the code identity
     computed once by the caller (a grid computes it once for all its runs); now when None.
     """
     env = environment(code=code)
@@ -125,7 +126,7 @@ def new_manifest(*, kind: str, system: str, config: dict[str, Any], seed: int | 
         "started_at": started_at or _now_iso(), **env, **extra,
     }
     if workload is not None:
-        manifest.update(workload=workload.meta, workload_sha256=workload_sha256(workload),
+        manifest.update(workload=workload.meta, workload_sha256=workload_hash or workload_sha256(workload),
                         workload_requests=len(workload), trace_sha256=workload.meta.get("sha256"))
     return manifest
 
