@@ -37,6 +37,14 @@ def positive_float(text: str) -> float:
     return float(value)
 
 
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return float(value)
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1 (jobs, nodes, counts)."""
     value = _number(text, int)

@@ -18,14 +18,13 @@ created); 130 Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import math
 import re
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
-from harness.argtypes import path_arg
+from harness.argtypes import non_negative_float, path_arg, positive_float, positive_int
 from harness.errors import WarmbenchError
 from harness.redact import redact_text
 
@@ -53,15 +52,6 @@ def _is_bare_url(value: str) -> bool:
 
 def _model_endpoints(values: list[str]) -> list[str]:
     return [v for v in values if not _is_bare_url(v)]
-
-
-def _finite(value: float | None, flag: str, low: float, inclusive: bool = False) -> None:
-    """A numeric flag: finite and above `low` (or at least `low`), else bad input."""
-    if value is None:
-        return
-    if not math.isfinite(value) or value < low or (value == low and not inclusive):
-        bound = f">= {low:g}" if inclusive else f"> {low:g}"
-        raise WarmbenchError(f"{flag} must be {bound} and finite, got {value}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -95,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--drain-s", type=float, default=30.0, help="after Ctrl-C, wait this long for in-flight requests")
     p.add_argument("--overload-threshold-ms", type=float, default=10.0,
                    help="flag the run 'client overloaded' when P99 send lag exceeds this")
-    p.add_argument("--duration-s", type=float,
+    p.add_argument("--duration-s", type=positive_float,
                    help="replay only the requests that arrive in the trace's first DURATION_S seconds "
                         "(before --time-scale), as sim --duration-s")
     p.add_argument("--api-key", metavar="KEY",
@@ -113,8 +103,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dist.add_argument("--master-host", default="127.0.0.1", help="worker: master's address")
     dist.add_argument("--master-port", type=int, default=5557, help="master's locust port")
     dist.add_argument("--master-bind-host", default="*", help="master: interface to listen on")
-    dist.add_argument("--expect-workers", type=int, default=1, help="master: workers to wait for")
-    dist.add_argument("--start-delay-s", type=float, default=3.0,
+    dist.add_argument("--expect-workers", type=positive_int, default=1, help="master: workers to wait for")
+    dist.add_argument("--start-delay-s", type=non_negative_float, default=3.0,
                       help="master: common start this long after the shards are sent")
     p.set_defaults(handler=run)
 
@@ -217,10 +207,6 @@ def _checked_inputs(args: argparse.Namespace):
     from systems.live.options import parse_options
     from systems.live.run import check_out_dir
 
-    _finite(args.duration_s, "--duration-s", 0.0)
-    _finite(args.start_delay_s, "--start-delay-s", 0.0, inclusive=True)
-    if args.expect_workers < 1:
-        raise WarmbenchError(f"--expect-workers must be >= 1, got {args.expect_workers}")
     if not 0 < args.master_port < 65536:
         raise WarmbenchError(f"--master-port must be a TCP port (1-65535), got {args.master_port}")
     if args.web_ui is not None:
