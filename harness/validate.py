@@ -233,13 +233,11 @@ def _check_workload(spec: "RunSpec", source: str | None) -> None:
     """Preset parameters against the preset's model; a trace file present and readable, its
     parameters ones its reader takes. Nothing is generated or read in full here."""
     import workloads
+    from harness.experiment import _workload_args
     from workloads.params import check_preset_params
 
-    params = dict(spec.workload_params)
-    if spec.workload_spec in workloads.PRESETS:
-        if spec.models:
-            params.setdefault("models", list(spec.models))
-        params.setdefault("seed", spec.seed)
+    params, is_preset = _workload_args(spec)  # what the run will resolve the workload with
+    if is_preset:
         try:
             check_preset_params(spec.workload_spec, params)
         except InputError as exc:
