@@ -22,13 +22,11 @@ from pyarrow import ArrowException
 from harness.errors import InputError, WarmbenchError
 from harness.metrics import ALL_MODELS, from_jsonable
 from harness.result import RunResult
-from harness.store import SCHEMA_VERSION, TABLES, find_runs, read_run, summary_of
+from harness.store import (COMPLETE, FAILED, INCOMPLETE, SCHEMA_VERSION, TABLES, find_runs, read_run,
+                           summary_of)
 
 #: File an experiment run writes beside its runs: config, grid order, run ids.
 EXPERIMENT_FILE = "experiment.json"
-#: What a run can be, as the report sees it; any other recorded status (e.g. `running` after a
-#: crash) counts as incomplete.
-COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
 
 #: Manifest keys the report reads, with the JSON types they may hold (null always allowed).
 _MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
@@ -63,7 +61,8 @@ class RunInfo:
 
     @property
     def state(self) -> str:
-        """complete | incomplete | failed."""
+        """complete | incomplete | failed (store's statuses); any other recorded status (e.g.
+        `running` after a crash) counts as incomplete."""
         status = self.manifest.get("status")
         return status if status in (COMPLETE, FAILED) else INCOMPLETE
 
