@@ -18,13 +18,13 @@ Verdict rules (stated in the report):
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.report.capacity_table import read as read_capacity
 from harness.report.load import RunInfo, load_runs
 
 #: Reproduced: ours within this factor of the paper's ratio (either way).
@@ -268,8 +268,8 @@ def capacity_experiments() -> list[dict[str, Any]]:
 
 def measure_capacity(dirs: dict[str, Path]) -> list[Row]:
     paper = 2.5
-    path = dirs.get("repro-capacity-muxserve", Path("/nonexistent")) / "capacity.json"
-    doc = json.loads(path.read_text()) if path.is_file() else {}
+    exp_dir = dirs.get("repro-capacity-muxserve")
+    doc = (read_capacity(exp_dir) if exp_dir is not None else None) or {}
     found = {r["system"]: r for r in doc.get("results", [])}
     ws, mux = found.get("warmserve"), found.get("muxserve")
     value = (ws["capacity"] / mux["capacity"]) if ws and mux and ws["capacity"] and mux["capacity"] else None
