@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -13,11 +14,17 @@ from harness.cli import main
 from tests.live.conftest import standin_processes
 
 
-def cli(*args: str) -> tuple[int, str, str]:
+def cli_result(*args: str) -> subprocess.CompletedProcess:
+    """`warmbench ARGS...` in this process: exit code, stdout and stderr."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    proc = cli_result(*args)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def one_line_error(code: int, err: str) -> str:

@@ -7,8 +7,6 @@ never exit 1, which a nightly script reads as "regression".
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -17,22 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
 from harness.report.document import build
 from harness.report.load import load_runs
 from harness.report.table import rich_tables
 from harness.store import write_run
+from tests.hostile.conftest import cli_result as cli
 from tests.results.factory import synthetic_result, write_experiment
 
 BOUND = "p99_ttft_s:+10%"
 RUN = "b_total_rps-5_seed-0"  # one run of the factory's default grid
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def bad_input(proc: subprocess.CompletedProcess, *needles: str) -> None:

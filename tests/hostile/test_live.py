@@ -9,8 +9,6 @@ vLLM's OpenAI protocol) and small raw HTTP servers in this process for what no h
 from __future__ import annotations
 
 import base64
-import contextlib
-import io
 import json
 import os
 import stat
@@ -24,20 +22,13 @@ import numpy as np
 import pytest
 from gevent.server import StreamServer
 
-from harness.cli import main
 from harness.loadgen.protocols import StreamReader, prompt_token_ids, trusted_tokens
 from harness.redact import MASK, redact, redact_frame, redact_text, register_secret
 from harness.store import read_run
 from tests.conftest import ROOT
+from tests.hostile.conftest import cli_result as cli
 from tests.live.conftest import free_port
 from workloads.workload import canonical_frame
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def secret(tag: str) -> str:
