@@ -124,8 +124,9 @@ def _build(root: Path, baseline: str | None, memory_run: str | None) -> Report:
                 for i in missing_runs(root, every)] + warnings_for(every, memory_empty)
     title = f"warmbench report: {root.name}"
     html_path, md_path = root / "report.html", root / "report.md"
-    html_path.write_text(_html(title, root, runs, frame, baseline, made, warnings, kinds, last))
-    md_path.write_text(_markdown(title, root, runs, frame, baseline, made, warnings, kinds, last))
+    cap, view = capacity_table.read(root), _manifest_view(root, runs)  # read once for both documents
+    html_path.write_text(_html(title, cap, view, runs, frame, baseline, made, warnings, kinds, last))
+    md_path.write_text(_markdown(title, cap, view, runs, frame, baseline, made, warnings, kinds, last))
     return Report(html_path, md_path, {k: v[0] for k, v in made.items()}, warnings)
 
 
@@ -177,7 +178,7 @@ def _manifest_view(root: Path, runs: list[RunInfo]) -> dict:
     return runs[0].manifest if len(runs) == 1 else {r.run_id: r.manifest for r in runs}
 
 
-def _html(title: str, root: Path, runs, frame, baseline, made, warnings, kinds, last) -> str:
+def _html(title: str, cap: dict | None, view: dict, runs, frame, baseline, made, warnings, kinds, last) -> str:
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{_CSS}</style>"
              f"</head><body><h1>{esc(title)}</h1>",
@@ -186,7 +187,6 @@ def _html(title: str, root: Path, runs, frame, baseline, made, warnings, kinds, 
     if warnings:
         parts.append("<div class='warn'><h2>Warnings</h2><ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings)
                      + "</ul></div>")
-    cap = capacity_table.read(root)
     if cap is not None:  # a capacity search: its answer first, the probes' tables below
         parts.append(capacity_table.to_html(cap))
     parts.append("<h2>Key metrics</h2>")
@@ -207,7 +207,7 @@ def _html(title: str, root: Path, runs, frame, baseline, made, warnings, kinds, 
     for point in points(runs):
         parts.append(f"<h3>{esc(point or 'run')}</h3>" + _model_frame(frame, point).to_html(index=False, border=0))
     parts.append("<h2>Manifest</h2><details open><summary>config, versions, git revision, host</summary><pre>"
-                 + esc(json.dumps(_manifest_view(root, runs), indent=2, sort_keys=True, default=str)) + "</pre></details>")
+                 + esc(json.dumps(view, indent=2, sort_keys=True, default=str)) + "</pre></details>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -228,12 +228,11 @@ def _bold(text: str) -> str:
     return html.escape(text)
 
 
-def _markdown(title: str, root: Path, runs, frame, baseline, made, warnings, kinds, last) -> str:
+def _markdown(title: str, cap: dict | None, view: dict, runs, frame, baseline, made, warnings, kinds, last) -> str:
     lines = [f"# {title}", "", f"{len(runs)} run(s), systems: {', '.join(systems(runs))}; baseline: {baseline}. "
              "Best value per column in bold; (×r) = ratio to the baseline.", ""]
     if warnings:
         lines += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
-    cap = capacity_table.read(root)
     if cap is not None:
         lines += capacity_table.markdown(cap)
     lines += ["## Key metrics", ""]
@@ -248,7 +247,7 @@ def _markdown(title: str, root: Path, runs, frame, baseline, made, warnings, kin
     lines += ["## Per model", ""]
     for point in points(runs):
         lines += [f"### {point or 'run'}", "", _md_frame(_model_frame(frame, point)), ""]
-    lines += ["## Manifest", "", "```json", json.dumps(_manifest_view(root, runs), indent=2, sort_keys=True, default=str),
+    lines += ["## Manifest", "", "```json", json.dumps(view, indent=2, sort_keys=True, default=str),
               "```", ""]
     return "\n".join(lines)
 
