@@ -141,9 +141,10 @@ def fmt_spread(lo: float, hi: float, unit: str = "x") -> str:
 
 # ---------------------------------------------------------------- reading runs
 
-def complete_runs(exp_dir: Path) -> list[RunInfo]:
-    """The experiment's complete runs; none when it holds no run yet (every one failed before writing)."""
-    if not exp_dir.is_dir() or not any(exp_dir.glob("*/manifest.json")):
+def complete_runs(exp_dir: Path | None) -> list[RunInfo]:
+    """The experiment's complete runs; none when it did not run (None) or holds no run yet (every
+    one failed before writing)."""
+    if exp_dir is None or not exp_dir.is_dir() or not any(exp_dir.glob("*/manifest.json")):
         return []
     return [r for r in load_runs(exp_dir) if r.complete]
 
@@ -230,7 +231,7 @@ def measure_headline(dirs: dict[str, Path]) -> list[Row]:
     best_trace, best, spread, means_all = None, None, None, {}
     grid_best: tuple[float, str] | None = None
     for trace in TRACES:
-        runs = complete_runs(dirs.get(f"repro-headline-{_short(trace)}", Path("/nonexistent")))
+        runs = complete_runs(dirs.get(f"repro-headline-{_short(trace)}"))
         at = [r for r in runs if param(r, "total_rps") == 15.0 and param(r, "alpha") == 0.5]
         value, sp, means = headline_number(at)
         means_all[trace] = means
@@ -322,7 +323,7 @@ def fast_shares(runs: list[RunInfo]) -> dict[str, list[float]]:
 
 
 def measure_ablation(dirs: dict[str, Path]) -> list[Row]:
-    shares = fast_shares(complete_runs(dirs.get("repro-ablation", Path("/nonexistent"))))
+    shares = fast_shares(complete_runs(dirs.get("repro-ablation")))
     means = {k: statistics.fmean(v) for k, v in shares.items()}
     full = means.get("warmserve")
     rows = []
@@ -379,7 +380,7 @@ def window_table(runs: list[RunInfo]) -> dict[float, tuple[float, float, float, 
 def measure_window(dirs: dict[str, Path]) -> list[Row]:
     answers, verdicts, tables, flat = [], [], {}, []
     for t in TRACES:
-        table = window_table(complete_runs(dirs.get(f"repro-window-{_short(t)}", Path("/nonexistent"))))
+        table = window_table(complete_runs(dirs.get(f"repro-window-{_short(t)}")))
         tables[t] = table
         if not table:
             continue
@@ -417,7 +418,7 @@ def gpu512_experiments() -> list[dict[str, Any]]:
 
 
 def measure_512(dirs: dict[str, Path]) -> list[Row]:
-    runs = complete_runs(dirs.get("repro-512gpu", Path("/nonexistent")))
+    runs = complete_runs(dirs.get("repro-512gpu"))
     p99 = {r.system: metric(r, "p99_ttft_s") for r in runs}
     ws, sl = p99.get("warmserve"), p99.get("serverlessllm")
     ours = ", ".join(f"{k} {v:.2f} s" for k, v in p99.items() if v is not None) or "n/a"

@@ -35,7 +35,7 @@ def figures(rows: list[C.Row], dirs: dict[str, Path], sens: list[tuple[Study, fl
     made: list[tuple[str, Path]] = []
     for trace in C.TRACES:
         name = f"repro-headline-{C._short(trace)}"
-        runs = C.complete_runs(dirs.get(name, Path("/nonexistent")))
+        runs = C.complete_runs(dirs.get(name))
         if not runs:
             continue
         key = F.rate_key(runs)
