@@ -310,7 +310,6 @@ def search(config: "ExperimentConfig", results_dir: Path, *, jobs: int = 1, sour
     the experiment dir, the searches and capacity.json's content. Ctrl-C raises
     CapacityInterrupted after writing what is known (`complete: false`)."""
     from harness import experiment as ex
-    from harness.report.load import EXPERIMENT_FILE
     from harness.store import write_json
 
     cap = config.capacity
@@ -325,8 +324,7 @@ def search(config: "ExperimentConfig", results_dir: Path, *, jobs: int = 1, sour
     except OSError as exc:
         raise InputError(f"cannot write the results there: {exc.strerror or exc}", file=str(exp_dir),
                          field="--results") from None
-    all_ids: list[str] = []
-    points: dict[str, Any] = {}
+    points: dict[str, Any] = {}  # run id -> point, in the order the runs were first probed
     with ex._exclusive(exp_dir):
         while True:
             wanted = [(s, s.next_rate()) for s in searches]
@@ -341,11 +339,8 @@ def search(config: "ExperimentConfig", results_dir: Path, *, jobs: int = 1, sour
                      (s.system, tuple(s.point.items()))]
             workloads_by_id = ex.resolve_workloads(specs, src)
             for spec in specs:
-                if spec.run_id not in points:
-                    all_ids.append(spec.run_id)
-                    points[spec.run_id] = spec.point
-            write_json(exp_dir / EXPERIMENT_FILE, {"config": config.model_dump(), "source": str(source or ""),
-                                                   "runs": all_ids, "points": points})
+                points.setdefault(spec.run_id, spec.point)
+            ex.write_experiment_file(exp_dir, config, source, points)
             try:
                 _, outcomes = ex._run_grid(specs, exp_dir, code, workloads_by_id, config.backend, jobs,
                                            on_start, on_done)

@@ -601,14 +601,19 @@ def run(config: ExperimentConfig, results_dir: Path, *, jobs: int = 1, source: P
     workloads_by_id = resolve_workloads(specs, src)  # every input error before anything runs or moves
     try:
         exp_dir.mkdir(parents=True, exist_ok=True)
-        write_json(exp_dir / EXPERIMENT_FILE, {"config": config.model_dump(), "source": str(source or ""),
-                                               "runs": [s.run_id for s in specs],
-                                               "points": {s.run_id: s.point for s in specs}})
+        write_experiment_file(exp_dir, config, source, {s.run_id: s.point for s in specs})
     except OSError as exc:
         raise InputError(f"cannot write the results there: {exc.strerror or exc}", file=str(exp_dir),
                          field="--results") from None
     with _exclusive(exp_dir):
         return _run_grid(specs, exp_dir, code, workloads_by_id, config.backend, jobs, on_start, on_done)
+
+
+def write_experiment_file(exp_dir: Path, config: ExperimentConfig, source: Path | str | None,
+                          points: dict[str, dict[str, Any]]) -> None:
+    """experiment.json: the config, its source, and the grid's runs (in order) with their points."""
+    write_json(exp_dir / EXPERIMENT_FILE, {"config": config.model_dump(), "source": str(source or ""),
+                                           "runs": list(points), "points": points})
 
 
 @contextlib.contextmanager
