@@ -57,7 +57,7 @@ def test_duration_replays_only_the_traces_first_seconds_through_the_chat_api(
     (["--system", "vllm"], "needs --model"),
     (["--system", "vllm", "--model", "a=/nonexistent", "--model", "b=/nonexistent"], "cannot read"),
     (["--system", "openai", "--endpoint", "a=", "--endpoint", "b=http://x:1"], "MODEL=VALUE"),
-    (["--endpoint", "http://x:1", "--duration-s", "0"], "--duration-s must be > 0"),
+    (["--endpoint", "http://x:1", "--duration-s", "0"], "argument --duration-s: '0' must be > 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(workload_csv: Path, tmp_path: Path, args: list[str], message: str) -> None:
     proc = replay("--workload", str(workload_csv), "--out", str(tmp_path / "run"), *args)
