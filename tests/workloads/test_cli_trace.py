@@ -69,10 +69,18 @@ def test_bad_input_from_the_real_command_line_has_no_traceback(tmp_path):
     assert "row 2" in proc.stderr and "TIMESTAMP" in proc.stderr
 
 
-def test_make_writes_a_workload_that_resolves_back(tmp_path, capsys, azure_2023_dir):
+def test_make_writes_a_workload_that_resolves_back(tmp_path, capsys, azure_2023_like):
+    _make_resolves_back(tmp_path, capsys, azure_2023_like.path)
+
+
+def test_make_on_the_real_trace_resolves_back(tmp_path, capsys, azure_2023_dir):
+    _make_resolves_back(tmp_path, capsys, azure_2023_dir / "AzureLLMInferenceTrace_conv.csv")
+
+
+def _make_resolves_back(tmp_path, capsys, source):
     recipe = tmp_path / "r.toml"
     recipe.write_text(f"""
-source = "{azure_2023_dir / 'AzureLLMInferenceTrace_conv.csv'}"
+source = "{source}"
 [zipf]
 models = ["llama-2-7b", "llama-2-13b"]
 alpha = 1.0
@@ -92,7 +100,7 @@ kind = "clip_lengths"
     assert len(w) == stats["requests"] and set(w.models) == {"llama-2-7b", "llama-2-13b"}
     assert w.duration_s < 1200 and w.requests["input_tokens"].max() <= 1024
     assert [t["name"] for t in w.meta["made_by"]["transforms"]] == ["assign_zipf", "window", "clip_lengths"]
-    assert w.meta["made_by"]["sha256"] == resolve(azure_2023_dir / "AzureLLMInferenceTrace_conv.csv").meta["sha256"]
+    assert w.meta["made_by"]["sha256"] == resolve(source).meta["sha256"]
 
 
 def test_make_rejects_a_bad_recipe_key_naming_it(tmp_path, capsys):

@@ -232,6 +232,20 @@ def test_mapped_missing_column(tmp_path):
 
 # --- real traces -------------------------------------------------------------------------
 
+def test_azure_2023_format_conv_trace(azure_2023_like):
+    """What test_real_conv_trace checks on the real file, on a generated one in the same format."""
+    path = azure_2023_like.path
+    assert detect_format(path) == "azure-llm"
+    w = resolve(path)
+    assert len(w) == 2000 and reconciles(w.meta) and w.meta["unsorted_rows"] == 0
+    assert w.requests["arrival_s"].is_monotonic_increasing
+    assert w.requests["input_tokens"].median() == np.median(azure_2023_like.input_tokens)
+    assert w.meta["clock_origin"] == "2023-11-16T18:15:46.680590+00:00"
+    assert azure_2023_like.origin == "2023-11-16 18:15:46.6805900"
+    exact = azure_2023_like.ticks / 1e7
+    assert (w.requests["arrival_s"].to_numpy() == exact).all()  # exact to the 7th digit
+
+
 def test_real_conv_trace(azure_2023_dir):
     path = azure_2023_dir / "AzureLLMInferenceTrace_conv.csv"
     assert detect_format(path) == "azure-llm"

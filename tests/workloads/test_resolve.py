@@ -28,6 +28,19 @@ def test_canonical_parquet_with_request_id(tmp_path):
     assert w.requests["request_id"].tolist() == [0, 1]
 
 
+def test_azure_2023_format_trace(tmp_path):
+    """The 2023 format as the real files have it: every row kept, arrivals exact to the 7th digit."""
+    from tests.conftest import write_azure_2023_csv
+    trace = write_azure_2023_csv(tmp_path / "code.csv", 900, seed=1)
+    w = resolve(trace.path, model="llama-2-13b")
+    assert len(w) == 900 and w.models == ["llama-2-13b"]
+    assert w.meta["rows_read"] == w.meta["rows_kept"] == 900
+    assert w.duration_s == pytest.approx(trace.arrival_s[-1], abs=1e-9)
+    assert w.requests["arrival_s"].tolist() == pytest.approx(trace.arrival_s.tolist(), abs=1e-9)
+    assert w.requests["input_tokens"].tolist() == trace.input_tokens.tolist()
+    assert w.requests["output_tokens"].tolist() == trace.output_tokens.tolist()
+
+
 def test_azure_real_trace(azure_2023_dir):
     w = resolve(azure_2023_dir / "AzureLLMInferenceTrace_code.csv", model="llama-2-13b")
     assert len(w) == 8819 and w.models == ["llama-2-13b"]
