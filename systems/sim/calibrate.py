@@ -71,10 +71,11 @@ def predict(profile: Profile, coeffs: Coefficients | None = None) -> np.ndarray:
     return out
 
 
-def profile_error(coeffs_by_gpu: dict[str, Coefficients] | None = None) -> dict[str, Any] | None:
-    """Median absolute % error of the roofline's linear-layer time against every profile, by
-    token-count bucket; None when the profiles are absent."""
-    profiles = load_profiles()
+def profile_error(coeffs_by_gpu: dict[str, Coefficients] | None = None,
+                  root: Path = PROFILES_DIR) -> dict[str, Any] | None:
+    """Median absolute % error of the roofline's linear-layer time against every profile under
+    `root`, by token-count bucket; None when the profiles are absent."""
+    profiles = load_profiles(root)
     if not profiles:
         return None
     rows: dict[str, Any] = {}
@@ -92,12 +93,13 @@ def profile_error(coeffs_by_gpu: dict[str, Coefficients] | None = None) -> dict[
             "metric": "median |model/measured - 1| in %, linear layers of one transformer layer"}
 
 
-def fit_linear(gpu_name: str, base: Coefficients | None = None) -> tuple[Coefficients, float]:
-    """Refit flops_eff, hbm_eff, layer_fixed_s, layer_token_s on every profile of one GPU; returns
-    the coefficients and their RMS relative error."""
-    profiles = [p for p in load_profiles() if p.gpu.name == gpu_name]
+def fit_linear(gpu_name: str, base: Coefficients | None = None,
+               root: Path = PROFILES_DIR) -> tuple[Coefficients, float]:
+    """Refit flops_eff, hbm_eff, layer_fixed_s, layer_token_s on every profile of one GPU under
+    `root`; returns the coefficients and their RMS relative error."""
+    profiles = [p for p in load_profiles(root) if p.gpu.name == gpu_name]
     if not profiles:
-        raise FileNotFoundError(f"no Vidur profiles for {gpu_name} under {PROFILES_DIR}")
+        raise FileNotFoundError(f"no Vidur profiles for {gpu_name} under {root}")
     base = base or coefficients_for(GPUS[gpu_name])
     flops, bytes_, tokens, measured = [], [], [], []
     for p in profiles:
