@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -21,15 +22,35 @@ def test_unknown_command_exits_2() -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_each_command_registers_with_its_help_line() -> None:
-    """The lazy parser lists every command; each module registers under its own name."""
+#: The commands the README documents; more may be added, none of these may disappear.
+DOCUMENTED = {"run", "trace", "sim", "replay", "calibrate", "report", "compare", "presets", "bench", "reproduce"}
+
+
+def _command_modules() -> set[str]:
+    """Modules of harness/commands/ that define `register` (found on disk, not from COMMANDS)."""
+    folder = ROOT / "harness" / "commands"
+    return {p.stem for p in folder.glob("*.py") if "\ndef register(" in p.read_text()}
+
+
+def test_every_command_module_is_listed_and_registers_under_its_own_name() -> None:
+    """A command module missing from COMMANDS, or registering another name, fails here."""
     from harness.cli import COMMANDS
 
-    full = build_parser().format_help()
-    for name in COMMANDS:
-        assert name in full
+    modules = _command_modules()
+    assert DOCUMENTED <= modules and set(COMMANDS) == modules
+    listed = re.findall(r"^    ([a-z][\w-]*)", build_parser().format_help(), re.MULTILINE)  # argparse's command list
+    assert set(listed) == modules
+    for name in modules:
         sub = build_parser(name)
         assert sub.parse_args([name, *_minimal_args(name)]).command == name
+
+
+def test_each_command_answers_help_with_its_own_usage(capsys) -> None:
+    from harness.cli import main
+
+    for name in sorted(_command_modules()):
+        assert main([name, "--help"]) == 0
+        assert f"usage: warmbench {name}" in capsys.readouterr().out
 
 
 def _minimal_args(name: str) -> list[str]:
