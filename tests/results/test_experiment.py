@@ -92,8 +92,21 @@ def test_grid_is_the_product_of_list_valued_fields(tmp_path) -> None:
     assert only.workload_params["models"] == ["m1", "m2"] and only.options["extra_args"] == ["-a", "-b"]
 
 
+#: Simulated systems and experiment presets the README documents (more may be added).
+DOCUMENTED_SYSTEMS = ("warmserve", "warmserve-no-kv-prewarm", "warmserve-no-placement", "warmserve-no-prewarm",
+                      "serverlessllm", "muxserve", "vllm-ondemand", "dedicated", "ideal")
+DOCUMENTED_PRESETS = ("default", "paper-headline", "paper-512gpu", "ablation", "nightly", "capacity-muxserve")
+
+
+def test_the_documented_presets_ship() -> None:
+    """The parametrized preset checks below loop over preset_names(): this keeps them from passing empty."""
+    assert set(DOCUMENTED_PRESETS) <= set(experiment.preset_names())
+
+
 def test_systems_all_system_options_and_labels(tmp_path) -> None:
     config = experiment.parse({"name": "x", "workload": {"spec": "synthetic-week"}}, tmp_path / "x.toml")
+    # the README's systems, so the comparison below is not vacuous when discovery finds nothing
+    assert set(DOCUMENTED_SYSTEMS) <= set(experiment.registered_systems())
     assert [s.system for s in experiment.grid(config)] == experiment.registered_systems()
     raw = {"name": "x", "workload": {"spec": "synthetic-week"}, "options": {"engine_init_s": 3.0},
            "systems": [{"name": "vllm-ondemand", "label": "slow-init", "options": {"engine_init_s": 6.0}},
