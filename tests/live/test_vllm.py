@@ -1,5 +1,5 @@
 """Real vLLM (CPU build) servers started by the `vllm` adapter, replaying a slice of the real
-Azure conversation trace: every request recorded, exact token counts, client TTFT never below
+Azure conversation week shipped in the repo (workloads/data/azure_llm_2024_10s): every request recorded, exact token counts, client TTFT never below
 vLLM's own, and a server killed mid-run failing only its own model's remaining requests.
 
 The vLLM interpreter comes from $WARMBENCH_VLLM_PYTHON (`make test` sets it to .venv-vllm);
@@ -56,14 +56,14 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return dirs
 
 
-def azure_slice(azure_dir: Path):
-    """First minute of the conv trace, two models, compressed to 45 s, lengths clipped for a CPU."""
+def azure_slice():
+    """One minute of the conv week (the paper's recipe: each model a different day; about 180
+    requests, as many as the first minute of the 2023 conv trace), two models, compressed to 45 s,
+    lengths clipped for a CPU."""
     from workloads import resolve
-    from workloads.transform import assign_zipf, clip_lengths, scale_time, select_window
+    from workloads.transform import clip_lengths, scale_time
 
-    w = resolve(azure_dir / "AzureLLMInferenceTrace_conv.csv")
-    w = select_window(w, 0.0, 60.0)
-    w = assign_zipf(w, list(MODELS), alpha=0.3, seed=0)
+    w = resolve("azure-2024-conv", models=list(MODELS), total_rps=3.2, alpha=0.3, duration_s=60.0, seed=0)
     w = clip_lengths(w, max_input_tokens=384, min_output_tokens=3, max_output_tokens=24)
     return scale_time(w, 0.75)
 
@@ -85,11 +85,7 @@ def _kill_when_half_done(run_dir: Path, model: str, n_model: int, killed: dict) 
 
 @pytest.fixture(scope="module")
 def azure_run(tiny_models: dict[str, str], tmp_path_factory: pytest.TempPathFactory):
-    from tests.conftest import AZURE_2023
-
-    if not (AZURE_2023 / "AzureLLMInferenceTrace_conv.csv").exists():
-        pytest.skip(f"real traces not found at {AZURE_2023} (../shared is absent in this checkout)")
-    workload = azure_slice(AZURE_2023)
+    workload = azure_slice()
     run_dir = tmp_path_factory.mktemp("vllm") / "run"
     killed: dict = {}
     n_killed = int((workload.requests["model"] == KILLED).sum())
