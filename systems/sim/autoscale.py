@@ -1,4 +1,4 @@
-"""Building blocks shared by systems: free GPU groups and the reference autoscaler (PAPER.md s.2).
+"""The reference autoscaler (PAPER.md s.2), shared by the systems that scale on load.
 
 The autoscaler samples each model's in-flight requests (instances' plus parked) every
 `period_s`, averages them over `window_s`, and asks for one more instance when the mean
@@ -11,46 +11,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
+
+from systems.sim.policy import BATCH_CAPACITY
 
 if TYPE_CHECKING:
-    from systems.sim.core import Instance, Simulator
-
-
-def _free_groups(sim: "Simulator", tp: int) -> Iterator[tuple[int, ...]]:
-    """TP-aligned groups of `tp` GPUs on one node with nothing on them, in GPU order."""
-    if sim.empty_gpus() < tp:
-        return
-    for node in range(len(sim.cluster.nodes)):
-        empty = sim.empty_gpus(node)
-        if len(empty) < tp:
-            continue
-        ids = sim.node_gpus(node)
-        for start in range(0, len(ids) - tp + 1, tp):
-            group = tuple(ids[start:start + tp])
-            if all(g in empty for g in group):
-                yield group
-
-
-def free_groups(sim: "Simulator", tp: int) -> list[tuple[int, ...]]:
-    """TP-aligned groups of `tp` GPUs on one node with nothing on them, in GPU order."""
-    return list(_free_groups(sim, tp))
-
-
-def first_free_group(sim: "Simulator", tp: int) -> tuple[int, ...] | None:
-    """The lowest TP-aligned empty group of `tp` GPUs, or None (O(1) until a GPU empties again)."""
-    misses = sim.__dict__.setdefault("_free_group_misses", {})
-    if misses.get(tp) == sim.empty_epoch:
-        return None
-    group = next(_free_groups(sim, tp), None)
-    if group is None:
-        misses[tp] = sim.empty_epoch
-    return group
-
-
-def model_load(sim: "Simulator", model: str) -> int:
-    """In-flight requests of `model`: on its instances plus parked."""
-    return sim.open_requests(model)
+    from systems.sim.entities import Instance
+    from systems.sim.policy import ClusterAPI
 
 
 @dataclass
@@ -65,12 +32,12 @@ class Autoscaler:
     up: float = 0.8
     down: float = 0.5
     min_age_s: float = 5.0
-    capacity: int = 32
+    capacity: int = BATCH_CAPACITY
     _ticks: deque = field(default_factory=deque)
     _samples: dict[str, deque] = field(default_factory=dict)   # nonzero samples only
     _sums: dict[str, float] = field(default_factory=dict)
 
-    def tick(self, sim: "Simulator") -> None:
+    def tick(self, sim: "ClusterAPI") -> None:
         """Register a sampling instant (done by `sample` too)."""
         ticks, now = self._ticks, sim.now_s
         if not ticks or ticks[-1] != now:
@@ -79,11 +46,11 @@ class Autoscaler:
             while ticks[0] <= horizon:
                 ticks.popleft()
 
-    def idle(self, sim: "Simulator", model: str) -> bool:
+    def idle(self, sim: "ClusterAPI", model: str) -> bool:
         """No load now, none in the window and no instance: sampling it would change nothing."""
         return not sim.open_requests(model) and not self._samples.get(model) and not sim.instances(model)
 
-    def sample(self, sim: "Simulator", model: str) -> float:
+    def sample(self, sim: "ClusterAPI", model: str) -> float:
         """Record the model's load now; returns the mean over the window's sampling instants."""
         self.tick(sim)
         q = self._samples.get(model)
@@ -101,7 +68,7 @@ class Autoscaler:
         self._sums[model] = total
         return total / len(self._ticks)
 
-    def decide(self, sim: "Simulator", model: str, mean_load: float) -> "tuple[int, list[Instance]]":
+    def decide(self, sim: "ClusterAPI", model: str, mean_load: float) -> "tuple[int, list[Instance]]":
         """(instances to start, instances to stop) for `model`, as the reference computes them:
         start ceil(load / up / capacity) - n, or stop n - ceil(load / down / capacity) of the least
         loaded instances older than `min_age_s` (n counts instances still starting)."""

@@ -73,7 +73,7 @@ class Simulator(Engine):
     def __init__(self, workload: "Workload", cluster: ClusterSpec, policy: "Policy", *,
                  options: dict[str, Any], seed: int = 0, duration_s: float | None = None, debug: bool = False,
                  models: Mapping[str, ModelSpec] | None = None) -> None:
-        self.workload, self.cluster, self.policy = workload, cluster, policy
+        self.cluster, self.policy = cluster, policy
         self.options = options
         self.seed, self.debug = seed, debug
         self.rng = np.random.default_rng(seed)
@@ -99,6 +99,7 @@ class Simulator(Engine):
         self._empty_count = len(self.gpus)
         #: bumps whenever a GPU becomes empty: lets placement helpers cache "no free group" answers
         self.empty_epoch = 0
+        self._free_group_misses: dict[int, int] = {}   # tp -> empty_epoch of its last miss
         self._instances: dict[int, Instance] = {}
         self._by_model: dict[str, list[Instance]] = {}
         self._prewarms: dict[int, Prewarm] = {}
@@ -126,6 +127,7 @@ class Simulator(Engine):
         self.duration_s = float(duration_s) if duration_s is not None else (float(frame["arrival_s"].max()) if len(frame) else 0.0)
         self.horizon_s = self.duration_s + float(options["max_drain_s"])
         self._frame = frame.reset_index(drop=True)
+        self.workload = workload
         self._requests: list[Request] = list(map(
             Request, range(len(frame)), frame["request_id"].astype("int64").tolist(), frame["model"].astype(str).tolist(),
             frame["arrival_s"].astype("float64").tolist(), frame["input_tokens"].astype("int64").tolist(),
@@ -173,6 +175,22 @@ class Simulator(Engine):
     def empty_gpus(self, node: int | None = None) -> int | set[int]:
         """GPUs with nothing on them: the set of one node's (do not mutate), or the cluster's count."""
         return self._empty_count if node is None else self._empty[node]
+
+    def first_free_group(self, tp: int) -> tuple[int, ...] | None:
+        """The lowest TP-aligned group of `tp` empty GPUs on one node, or None (O(1) while no GPU has
+        emptied since the last miss for this `tp`)."""
+        if self._free_group_misses.get(tp) == self.empty_epoch or self._empty_count < tp:
+            return None
+        for node, ids in enumerate(self._node_gpus):
+            empty = self._empty[node]
+            if len(empty) < tp:
+                continue
+            for start in range(0, len(ids) - tp + 1, tp):
+                group = tuple(ids[start:start + tp])
+                if all(g in empty for g in group):
+                    return group
+        self._free_group_misses[tp] = self.empty_epoch
+        return None
 
     def prewarms(self, model: str | None = None) -> list[Prewarm]:
         return [p for p in self._prewarms.values() if model is None or p.model == model]
@@ -443,22 +461,6 @@ class Simulator(Engine):
                 else:
                     self._kick(inst)
         return new
-
-    def set_compute_share(self, inst: Instance, share: float) -> None:
-        """Iteration times of `inst` are divided by `share` (0 < share <= 1): an MPS compute share."""
-        if not 0 < share <= 1:
-            raise SimError(f"compute share must be in (0, 1], got {share}")
-        inst.compute_share = float(share)
-        self._interrupt(inst)
-
-    def set_max_num_seqs(self, inst: Instance, n: int) -> None:
-        """Change the engine's batch limit; waiting requests may join at the next step."""
-        inst.max_num_seqs = int(n)
-        if inst.busy:
-            if inst.waiting:
-                self._interrupt(inst)
-        else:
-            self._kick(inst)
 
     def dispatch(self, req: Request, inst: Instance) -> None:
         """Send a parked request to `inst` (ready or still starting; not draining or stopped)."""

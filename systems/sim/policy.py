@@ -1,11 +1,11 @@
-"""The base class of a simulated serving system: hooks the simulator calls, over the cluster API.
+"""The base class of a simulated serving system, and the typed cluster API it drives.
 
 A system is a `Policy` subclass in one module of `systems/sim/policies/` that registers
 itself: `registry.register("name", MyPolicy)` (the class is the factory; its `OPTIONS` declare
-the options it takes). The core knows
-nothing of any policy. All hooks receive `sim` (a `systems.sim.core.Simulator`) and run at
-`sim.now_s`; none may block. Requests (`core.Request`) and instances (`core.Instance`) are
-read-only to a policy except through the operations below.
+the options it takes, `BOUNDS` their types and ranges). The core knows nothing of any policy.
+Every hook receives `sim`, a `ClusterAPI` (what the simulator core offers a policy, nothing
+more), and runs at `sim.now_s`; none may block. Requests, instances and prewarms
+(systems/sim/entities.py) are read-only to a policy except through the API's operations.
 
 Hooks (override what you need; defaults route least-in-flight-with-room and retry parked):
 - `setup(sim)`: once at t = 0, before any arrival (place fixed instances, initial prewarms).
@@ -21,56 +21,121 @@ Hooks (override what you need; defaults route least-in-flight-with-room and retr
 - `on_kv_full(sim, inst)`: the engine needs KV blocks it lacks (admission blocked or about to
   preempt); the policy may evict prewarmed weights and `sim.set_kv_bytes(inst, ...)`.
 
-Cluster operations (methods of `sim`; see core.Simulator for signatures and details):
-- time and shape: `now_s`, `cluster` (ClusterSpec), `gpus` (list of core.Gpu: `id`, `node`,
-  `index`, `capacity_bytes`), `node_gpus(node)`, `model(name) -> ModelSpec`, `perf(model, tp)`,
-  `workload`, `options`, `rng` (seeded numpy Generator).
-- instances: `start_instance(model, gpus, *, kv_bytes_per_gpu=None, max_num_seqs=None,
-  compute_share=1.0, engine_init_s=None, already_warm=False, loader=None,
-  max_num_batched_tokens=None)`: weights come from the
-  fastest tier holding them, moved by the policy's `LOADER` (or `loader`):
-  prewarmed on those GPUs (done: engine init only; in progress: the remaining bytes), the
-  node's host memory (PCIe), else SSD (SSD bandwidth shared per node, then PCIe);
-  `stop_instance(inst, drain=True, keep_weights=False)`; `instances(model=None)`;
-  `inst.in_flight`, `inst.state` (loading -> init -> ready -> stopped), `inst.ready`,
-  `inst.draining`, `inst.accepting`, `inst.num_running`, `inst.num_waiting`, `inst.total_blocks`,
-  `inst.start_kind`; `set_kv_bytes(inst, kv_bytes_per_gpu)`
-  (grow into free memory or shrink down to what is in use; returns the value applied),
-  `set_compute_share(inst, share)` (iteration time / share, MuxServe's MPS share),
-  `set_max_num_seqs(inst, n)`; `kv_needed_bytes(inst)` (KV bytes per GPU in use now, plus the
-  waiting prompts and the decode stretch in progress). Passing `engine_init_s` overrides the
-  run's `engine_init_s` option for that start; prefer the option, which users sweep.
-- weights without an instance: `prewarm(model, gpus) -> Prewarm` (`pw.progress` 0..1,
-  `pw.done`), `evict(pw)`, `prewarms(model=None)`, `prewarms_on(gpu)`.
-- memory: `free_bytes(gpu)`, `used_bytes(gpu, category=None)`; categories weights / kv /
-  prewarmed (free is derived). Exceeding a GPU's capacity raises SimError (a policy bug).
-- host memory (checkpoint cache) per node: `host_models(node)`, `host_free_bytes(node)`,
-  `host_put(node, model)` (instant bookkeeping; raises when full), `host_evict(node, model)`.
-- requests: `dispatch(req, inst)`, `parked(model)` (requests no instance has yet, oldest
-  first), `parked_models()` (oldest parked first), `open_requests(model)` (arrived, not
-  finished: the autoscaler's load, O(1)), `workload_models` (the run's models in order),
-  `log(kind, model, gpus, detail)` to add a control-plane event (forecast, scale...).
-- placement helpers: `empty_gpus(node)` / `empty_gpus()` (set per node / count of GPUs holding
-  nothing), `empty_epoch` (bumps when a GPU empties); `systems.sim.autoscale` has
-  `first_free_group`, `free_groups` and the reference `Autoscaler`.
-
-Per-request fields a policy may read: `req.id`, `req.model`, `req.arrival_s`, `req.input_tokens`,
-`req.output_tokens`, `req.inst`. Start kinds are set by the core: `warm` (dispatched on arrival
-to a ready instance), `queued` (parked first, then a ready instance), else the instance's start
-kind `cold` / `prewarmed` (dispatched while it was starting).
-
-Options: `simulate(..., options=)` passes one dict; the core takes CORE_OPTIONS (see
-core.py) and the policy declares its own in `OPTIONS` (name -> default). Unknown names are a
-user error, so a typo never silently runs the default.
+Start kinds are set by the core: `warm` (dispatched on arrival to a ready instance), `queued`
+(parked first, then a ready instance), else the instance's start kind `cold` / `prewarmed`
+(dispatched while it was starting). Options: `simulate(..., options=)` passes one dict; the core
+takes CORE_OPTIONS (core.py) and the policy its own `OPTIONS`; an unknown name is a user error.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from collections import deque
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:
     from systems.sim.bounds import Bound
-    from systems.sim.core import Instance, Prewarm, Request, Simulator
+    from systems.sim.entities import Gpu, Instance, Prewarm, Request
+    from systems.sim.perf import PerfModel
+    from systems.sim.specs import ClusterSpec, ModelSpec
+    from workloads.workload import Workload
+
+#: Concurrent requests an instance takes before it counts as full: the WarmServe reference's
+#: BATCH_SIZE (LLMServe/WarmServe scheduler), which the paper's autoscaler and router use for every
+#: system it compares; the systems' `capacity` option, MuxServe's max_num_seqs and the warmserve
+#: planner's batch default to it.
+BATCH_CAPACITY = 32
+
+
+class ClusterAPI(Protocol):
+    """What a policy may read and do: the simulator core implements it (core.Simulator)."""
+
+    # ---- time, shape, workload
+    @property
+    def now_s(self) -> float:
+        """Virtual time of the event being handled, in seconds."""
+    @property
+    def cluster(self) -> "ClusterSpec":
+        """The simulated cluster's nodes and GPU kinds."""
+    @property
+    def gpus(self) -> "Sequence[Gpu]":
+        """Every GPU (global id order): `id`, `node`, `index`, `capacity_bytes`."""
+    @property
+    def workload(self) -> "Workload":
+        """The workload this run simulates (truncated to `duration_s`), with its meta and history."""
+    @property
+    def workload_models(self) -> list[str]:
+        """Models of the simulated workload, in order of first arrival."""
+    @property
+    def duration_s(self) -> float:
+        """Arrivals simulated: those before this time (virtual seconds)."""
+    @property
+    def gpu_util(self) -> float:
+        """Share of a GPU's memory an instance may use by default (core option)."""
+    @property
+    def max_model_len(self) -> int:
+        """Prompt + output token limit of every engine (core option; 0 = none)."""
+    def model(self, name: str) -> "ModelSpec":
+        """Spec of a workload model name."""
+    def perf(self, model: str, tp: int | None = None, gpu: int = 0) -> "PerfModel":
+        """Iteration-time model of `model` on `tp` GPUs (default: its TP) of `gpu`'s kind."""
+    def node_gpus(self, node: int) -> list[int]:
+        """Global GPU ids of `node`, in order (do not mutate)."""
+
+    # ---- memory and placement
+    def free_bytes(self, gpu: int) -> int:
+        """Bytes free on `gpu`."""
+    def used_bytes(self, gpu: int, category: str | None = None) -> int:
+        """Bytes used on `gpu`, of one category (weights / kv / prewarmed) or all."""
+    def first_free_group(self, tp: int) -> tuple[int, ...] | None:
+        """The lowest TP-aligned group of `tp` empty GPUs on one node, or None."""
+    def host_models(self, node: int) -> list[str]:
+        """Checkpoints cached in `node`'s host memory."""
+    def host_free_bytes(self, node: int) -> int:
+        """Host memory of `node` not holding a cached checkpoint."""
+    def host_put(self, node: int, model: str) -> None:
+        """Cache `model`'s checkpoint in `node`'s host memory (SimError when it does not fit)."""
+    def host_evict(self, node: int, model: str) -> None:
+        """Drop `model`'s checkpoint from `node`'s host memory."""
+
+    # ---- instances
+    def instances(self, model: str | None = None) -> "list[Instance]":
+        """Live (not stopped) instances, of one model or all, in creation order (do not mutate)."""
+    def start_instance(self, model: str, gpus: Iterable[int], *, kv_bytes_per_gpu: int | None = None,
+                       max_num_seqs: int | None = None, compute_share: float = 1.0,
+                       engine_init_s: float | None = None, already_warm: bool = False,
+                       loader: str | None = None, max_num_batched_tokens: int | None = None) -> "Instance":
+        """Start an engine of `model` with TP over `gpus` (weights from the fastest tier holding them)."""
+    def stop_instance(self, inst: "Instance", *, drain: bool = True, keep_weights: bool = False) -> None:
+        """Stop `inst` (after its requests with `drain`); `keep_weights` leaves them as a prewarm."""
+    def set_kv_bytes(self, inst: "Instance", kv_bytes_per_gpu: int) -> int:
+        """Resize `inst`'s KV cache per GPU (no lower than in use); returns the size applied."""
+    def kv_needed_bytes(self, inst: "Instance") -> int:
+        """KV bytes per GPU `inst` holds now plus its waiting prompts and decode stretch need."""
+
+    # ---- weights without an instance
+    def prewarm(self, model: str, gpus: Iterable[int], *, already_loaded: bool = False,
+                loader: str | None = None) -> "Prewarm":
+        """Load `model`'s weights onto `gpus` without an engine."""
+    def evict(self, pw: "Prewarm") -> None:
+        """Drop a prewarm's weights (cancelling its loads)."""
+    def prewarms(self, model: str | None = None) -> "list[Prewarm]":
+        """Live prewarms, of one model or all."""
+    def prewarms_on(self, gpu: int) -> "list[Prewarm]":
+        """Prewarms holding a shard on `gpu`."""
+
+    # ---- requests and events
+    def dispatch(self, req: "Request", inst: "Instance") -> None:
+        """Send a parked request to `inst` (ready or still starting; not draining or stopped)."""
+    def parked(self, model: str) -> "deque[Request]":
+        """Requests of `model` no instance has yet, oldest first (do not mutate)."""
+    def parked_models(self) -> list[str]:
+        """Models with parked requests, the oldest parked request's first."""
+    def open_requests(self, model: str) -> int:
+        """Requests of `model` that arrived and have not finished (O(1))."""
+    def fail_parked(self, model: str, reason: str) -> int:
+        """Fail every parked request of `model` with `reason`; returns how many."""
+    def log(self, kind: str, model: str = "", gpus: Iterable[int] = (), detail: str = "") -> None:
+        """Add a control-plane event (forecast, scale...) at `now_s`."""
 
 
 class Policy:
@@ -82,8 +147,8 @@ class Policy:
     BOUNDS: ClassVar[dict[str, "Bound"]] = {}
     #: period of `on_tick` in seconds; None: no ticks.
     tick_s: float | None = None
-    #: concurrent requests an instance takes before it counts as full (paper: 32).
-    capacity: int = 32
+    #: concurrent requests an instance takes before it counts as full
+    capacity: int = BATCH_CAPACITY
     #: the checkpoint loader its instance starts use, as the real system does (a name of
     #: systems/sim/startup.LOADERS); "dma" moves bytes at link speed, an ideal loader.
     LOADER: ClassVar[str] = "dma"
@@ -98,34 +163,34 @@ class Policy:
         self.options = check_options(merged, self.BOUNDS, where=f"{type(self).__name__}: ")
 
     # ---- hooks -----------------------------------------------------------------------
-    def setup(self, sim: "Simulator") -> None:
+    def setup(self, sim: "ClusterAPI") -> None:
         """Called once at t = 0."""
 
-    def on_request(self, sim: "Simulator", req: "Request") -> None:
+    def on_request(self, sim: "ClusterAPI", req: "Request") -> None:
         inst = self.pick_instance(sim, req.model)
         if inst is not None:
             sim.dispatch(req, inst)
 
-    def on_tick(self, sim: "Simulator") -> None:
+    def on_tick(self, sim: "ClusterAPI") -> None:
         """Called every `tick_s` seconds."""
 
-    def on_finished(self, sim: "Simulator", req: "Request", inst: "Instance") -> None:
+    def on_finished(self, sim: "ClusterAPI", req: "Request", inst: "Instance") -> None:
         self.retry_parked(sim, req.model)
 
-    def on_ready(self, sim: "Simulator", inst: "Instance") -> None:
+    def on_ready(self, sim: "ClusterAPI", inst: "Instance") -> None:
         self.retry_parked(sim, inst.model)
 
-    def on_prewarm_done(self, sim: "Simulator", pw: "Prewarm") -> None:
+    def on_prewarm_done(self, sim: "ClusterAPI", pw: "Prewarm") -> None:
         """A prewarm finished loading."""
 
-    def on_stopped(self, sim: "Simulator", inst: "Instance") -> None:
+    def on_stopped(self, sim: "ClusterAPI", inst: "Instance") -> None:
         self.retry_parked(sim, inst.model)
 
-    def on_kv_full(self, sim: "Simulator", inst: "Instance") -> None:
+    def on_kv_full(self, sim: "ClusterAPI", inst: "Instance") -> None:
         """The engine of `inst` is short of KV blocks; default: let it queue or preempt."""
 
     # ---- helpers for subclasses -------------------------------------------------------
-    def pick_instance(self, sim: "Simulator", model: str, *, include_starting: bool = True) -> "Instance | None":
+    def pick_instance(self, sim: "ClusterAPI", model: str, *, include_starting: bool = True) -> "Instance | None":
         """Least in-flight instance of `model` with fewer than `capacity` requests (ready ones first)."""
         best = None
         best_key = None
@@ -142,14 +207,14 @@ class Policy:
                 best, best_key = inst, key
         return best
 
-    def start(self, sim: "Simulator", model: str) -> "Instance | None":
+    def start(self, sim: "ClusterAPI", model: str) -> "Instance | None":
         """Start an instance of `model` where this policy places it; None when it cannot (default)."""
         return None
 
-    def dispatched(self, sim: "Simulator", inst: "Instance") -> None:
+    def dispatched(self, sim: "ClusterAPI", inst: "Instance") -> None:
         """Called after `route`/`serve_model` sent a request to `inst` (e.g. to resize its KV)."""
 
-    def route(self, sim: "Simulator", req: "Request") -> None:
+    def route(self, sim: "ClusterAPI", req: "Request") -> None:
         """Reference router: least in-flight instance with room, else start one; else it stays
         parked. Older parked requests of the model go first."""
         if len(sim.parked(req.model)) > 1:
@@ -159,7 +224,7 @@ class Policy:
             sim.dispatch(req, inst)
             self.dispatched(sim, inst)
 
-    def serve_model(self, sim: "Simulator", model: str) -> None:
+    def serve_model(self, sim: "ClusterAPI", model: str) -> None:
         """Give `model`'s parked requests room on its instances, starting ones where `start` can."""
         parked = sim.parked(model)
         while parked:
@@ -169,12 +234,12 @@ class Policy:
             sim.dispatch(parked[0], inst)
             self.dispatched(sim, inst)
 
-    def serve_parked(self, sim: "Simulator") -> None:
+    def serve_parked(self, sim: "ClusterAPI") -> None:
         """Serve every model's parked requests, the model with the oldest one first."""
         for model in sim.parked_models():
             self.serve_model(sim, model)
 
-    def retry_parked(self, sim: "Simulator", model: str) -> None:
+    def retry_parked(self, sim: "ClusterAPI", model: str) -> None:
         """Dispatch parked requests of `model`, oldest first, while an instance has room."""
         parked = sim.parked(model)
         while parked:

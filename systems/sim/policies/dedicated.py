@@ -8,15 +8,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from harness.errors import WarmbenchError
-from systems.sim.autoscale import first_free_group
 from systems.sim.policy import Policy
 from systems.sim.registry import register
 
 if TYPE_CHECKING:
-    from systems.sim.core import Simulator
+    from systems.sim.policy import ClusterAPI
 
 
-def expected_concurrency(sim: "Simulator", model: str) -> float:
+def expected_concurrency(sim: "ClusterAPI", model: str) -> float:
     """Mean requests in service of `model` if each ran alone: sum of (prefill + decodes) / span."""
     frame = sim.workload.requests
     rows = frame[frame["model"] == model]
@@ -37,12 +36,12 @@ class Dedicated(Policy):
     #: vLLM's default; never used here: the instances exist before t = 0
     LOADER = "safetensors"
 
-    def setup(self, sim: "Simulator") -> None:
+    def setup(self, sim: "ClusterAPI") -> None:
         models = sorted(sim.workload.models, key=lambda m: (-sim.model(m).tp, m))
         demand = {m: expected_concurrency(sim, m) for m in models}
         count = {m: 0 for m in models}
         for m in models:  # one each, widest TP first
-            group = first_free_group(sim, sim.model(m).tp)
+            group = sim.first_free_group(sim.model(m).tp)
             if group is None:
                 raise WarmbenchError(f"dedicated: {sim.cluster.name} has too few GPUs for one instance of every model "
                                      f"({len(models)} models); use a bigger cluster or fewer models")
@@ -50,7 +49,7 @@ class Dedicated(Policy):
             count[m] = 1
         while True:  # then the GPUs left, to the model with most expected load per instance
             for m in sorted(models, key=lambda m: (-demand[m] / count[m], m)):
-                group = first_free_group(sim, sim.model(m).tp)
+                group = sim.first_free_group(sim.model(m).tp)
                 if group is not None:
                     sim.start_instance(m, group, already_warm=True)
                     count[m] += 1

@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from systems.sim.autoscale import first_free_group
 from systems.sim.policy import Policy
 from systems.sim.registry import register
 from workloads.concurrency import window_concurrency
 
 if TYPE_CHECKING:
-    from systems.sim.core import Request, Simulator
+    from systems.sim.entities import Request
+    from systems.sim.policy import ClusterAPI
 
 
-def peak_concurrency(sim: "Simulator", model: str) -> float:
+def peak_concurrency(sim: "ClusterAPI", model: str) -> float:
     """Peak number of `model`'s requests in service if each ran alone on a warm instance."""
     frame = sim.workload.requests
     rows = frame[frame["model"] == model]
@@ -45,7 +45,7 @@ class Ideal(Policy):
     #: vLLM's default; never used here: the instances exist before t = 0
     LOADER = "safetensors"
 
-    def setup(self, sim: "Simulator") -> None:
+    def setup(self, sim: "ClusterAPI") -> None:
         models = sorted(sim.workload_models, key=lambda m: (-sim.model(m).tp, m))
         want = {m: max(1, math.ceil(peak_concurrency(sim, m) / self.capacity)) for m in models}
         have = {m: 0 for m in models}
@@ -53,7 +53,7 @@ class Ideal(Policy):
         while any(have[m] < want[m] for m in models):
             # the model furthest below its need (relative) goes next
             m = min((m for m in models if have[m] < want[m]), key=lambda m: (have[m] / want[m], m))
-            group = first_free_group(sim, sim.model(m).tp)
+            group = sim.first_free_group(sim.model(m).tp)
             if group is None:
                 limited = True
                 want[m] = have[m]
@@ -63,7 +63,7 @@ class Ideal(Policy):
         peak = {m: max(peak_concurrency(sim, m), 1e-9) for m in models}
         while not limited:   # GPUs left over: more instances, less batching, for the most loaded per instance
             for m in sorted(models, key=lambda m: (-peak[m] / max(have[m], 1), m)):
-                group = first_free_group(sim, sim.model(m).tp)
+                group = sim.first_free_group(sim.model(m).tp)
                 if group is not None:
                     sim.start_instance(m, group, already_warm=True)
                     have[m] += 1
@@ -73,7 +73,7 @@ class Ideal(Policy):
         detail = " ".join(f"{m}={have[m]}" for m in sorted(models))
         sim.log("placement", "", (), detail + (" capacity-limited" if limited else ""))
 
-    def on_request(self, sim: "Simulator", req: "Request") -> None:
+    def on_request(self, sim: "ClusterAPI", req: "Request") -> None:
         insts = sim.instances(req.model)
         if insts:
             sim.dispatch(req, min(insts, key=lambda i: (i.in_flight, i.id)))

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from harness.errors import WarmbenchError
 from systems.sim.bounds import count, fraction
-from systems.sim.policy import Policy
+from systems.sim.policy import BATCH_CAPACITY, Policy
 from systems.sim.registry import register
 
 if TYPE_CHECKING:
-    from systems.sim.core import Request, Simulator
+    from systems.sim.entities import Request
+    from systems.sim.policy import ClusterAPI
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def kv_split(models: Sequence[MuxModel], tp: int, free_bytes_per_gpu: int) -> di
     return {name: tokens * b for name, b in per_token.items()}
 
 
-def model_demand(sim: "Simulator", model: str) -> float:
+def model_demand(sim: "ClusterAPI", model: str) -> float:
     """Compute demand of a model over the workload: requests x tokens x weight bytes (FLOPs ~ 2 x params x tokens)."""
     frame = sim.workload.requests
     rows = frame[frame["model"] == model]
@@ -131,7 +132,7 @@ class MuxServe(Policy):
 
     OPTIONS: dict[str, Any] = {
         "group_size": 0,        # GPUs per shared group; 0: see default_group_size
-        "model_max_num_seqs": 32,  # per model engine (bounded, as MuxServe's configs set it)
+        "model_max_num_seqs": BATCH_CAPACITY,  # per model engine (bounded, as MuxServe's configs set it)
         "min_kv_fraction": 0.1, # a group must keep this share of usable memory for KV
     }
     BOUNDS = {"group_size": count(0, 4096), "model_max_num_seqs": count(1, 1_000_000),
@@ -143,7 +144,7 @@ class MuxServe(Policy):
         self.capacity = self.max_num_seqs
         self.unplaced: dict[str, str] = {}
 
-    def setup(self, sim: "Simulator") -> None:
+    def setup(self, sim: "ClusterAPI") -> None:
         models = [MuxModel(m, sim.model(m).weight_bytes, sim.model(m).kv_bytes_per_token, sim.model(m).tp,
                            model_demand(sim, m)) for m in sim.workload_models]
         per_node = [n.gpus_per_node for n in sim.cluster.nodes]
@@ -176,7 +177,7 @@ class MuxServe(Policy):
             sim.log("placement", ",".join(g.models), g.gpus,
                     " ".join(f"{n}:share={shares[n]:.2f},kv_gib={kv[n] / 2**30:.1f}" for n in g.models))
 
-    def on_request(self, sim: "Simulator", req: "Request") -> None:
+    def on_request(self, sim: "ClusterAPI", req: "Request") -> None:
         if req.model in self.unplaced:
             sim.fail_parked(req.model, self.unplaced[req.model])
             return

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from systems.sim.autoscale import Autoscaler, first_free_group
+from systems.sim.autoscale import Autoscaler
 from systems.sim.bounds import MIN_TICK_S, Bound, count, number, seconds
-from systems.sim.policy import Policy
+from systems.sim.policy import BATCH_CAPACITY, Policy
 from systems.sim.registry import register
 
 if TYPE_CHECKING:
-    from systems.sim.core import Instance, Request, Simulator
+    from systems.sim.entities import Instance, Request
+    from systems.sim.policy import ClusterAPI
 
 
 class VllmOnDemand(Policy):
     #: vLLM's default load format: safetensors, read from the node's SSD (nothing is cached)
     LOADER = "safetensors"
-    OPTIONS = {"capacity": 32, "tick_s": 0.5, "window_s": 5.0, "scale_up": 0.8, "scale_down": 0.5, "min_age_s": 5.0}
+    OPTIONS = {"capacity": BATCH_CAPACITY, "tick_s": 0.5, "window_s": 5.0, "scale_up": 0.8, "scale_down": 0.5, "min_age_s": 5.0}
     BOUNDS = {"capacity": count(1, 1_000_000), "tick_s": seconds(low=MIN_TICK_S, high=3600.0),
               "window_s": seconds(positive=True, high=3600.0), "scale_up": Bound(float, 0.0, 100.0, low_open=True),
               "scale_down": number(0.0, 100.0), "min_age_s": seconds(high=86_400.0)}
@@ -35,25 +36,25 @@ class VllmOnDemand(Policy):
         self.scaler = Autoscaler(float(o["window_s"]), float(o["scale_up"]), float(o["scale_down"]),
                                  float(o["min_age_s"]), self.capacity)
 
-    def start(self, sim: "Simulator", model: str) -> "Instance | None":
-        group = first_free_group(sim, sim.model(model).tp)
+    def start(self, sim: "ClusterAPI", model: str) -> "Instance | None":
+        group = sim.first_free_group(sim.model(model).tp)
         return None if group is None else sim.start_instance(model, group)
 
-    def on_request(self, sim: "Simulator", req: "Request") -> None:
+    def on_request(self, sim: "ClusterAPI", req: "Request") -> None:
         self.route(sim, req)
 
-    def on_finished(self, sim: "Simulator", req: "Request", inst: "Instance") -> None:
+    def on_finished(self, sim: "ClusterAPI", req: "Request", inst: "Instance") -> None:
         if sim.parked(req.model):
             self.serve_model(sim, req.model)
 
-    def on_ready(self, sim: "Simulator", inst: "Instance") -> None:
+    def on_ready(self, sim: "ClusterAPI", inst: "Instance") -> None:
         if sim.parked(inst.model):
             self.serve_model(sim, inst.model)
 
-    def on_stopped(self, sim: "Simulator", inst: "Instance") -> None:
+    def on_stopped(self, sim: "ClusterAPI", inst: "Instance") -> None:
         self.serve_parked(sim)
 
-    def on_tick(self, sim: "Simulator") -> None:
+    def on_tick(self, sim: "ClusterAPI") -> None:
         scaler = self.scaler
         scaler.tick(sim)
         for model in sim.workload_models:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from systems.sim.policies.warmserve.placement import BATCH_SIZE
+from systems.sim.policy import BATCH_CAPACITY
 
 
 @dataclass
@@ -39,7 +39,7 @@ class ConcurrencyTracker:
         return out
 
 
-def kv_reserved_bytes(capacity_bytes: int, active_requests: int, held_bytes: int, batch: int = BATCH_SIZE) -> int:
+def kv_reserved_bytes(capacity_bytes: int, active_requests: int, held_bytes: int, batch: int = BATCH_CAPACITY) -> int:
     """KV an instance keeps for itself: max(C*Q/B, T + C/B), at most C; the rest may be lent.
 
     C: KV capacity, Q: requests it serves, B: batch capacity, T: KV bytes its requests hold now.
@@ -48,7 +48,7 @@ def kv_reserved_bytes(capacity_bytes: int, active_requests: int, held_bytes: int
     return int(min(capacity_bytes, math.ceil(want)))
 
 
-def autoscale_delta(load: float, instances: int, batch: int = BATCH_SIZE, up: float = 0.8, down: float = 0.5) -> int:
+def autoscale_delta(load: float, instances: int, batch: int = BATCH_CAPACITY, up: float = 0.8, down: float = 0.5) -> int:
     """Instances to add (> 0) or stop (< 0) for a mean in-flight `load` (reference `_check_engines`)."""
     capacity = instances * batch
     if load > capacity * up:

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import combinations
 
-#: Concurrent requests one instance serves (the reference's BATCH_SIZE).
-BATCH_SIZE = 32
+from systems.sim.policy import BATCH_CAPACITY
+
 #: The reference estimates a cold start as per-GPU bytes over PCIe at 32 GB/s.
 PCIE_BYTES_PER_S = 32 * 2**30
 CHUNK_BYTES = 2 * 2**20
@@ -48,14 +48,14 @@ class Demand:
     instances: int
 
 
-def replica_counts(mean: float, peak: float, instances: int, batch: int = BATCH_SIZE) -> tuple[int, int]:
+def replica_counts(mean: float, peak: float, instances: int, batch: int = BATCH_CAPACITY) -> tuple[int, int]:
     """(foundation, burst) prewarm replicas beyond the running instances."""
     n_foundation = max(math.ceil(mean / batch - 1e-9) - instances, 0)
     n_burst = max(math.ceil(peak / batch - 1e-9) - instances - n_foundation, 0)
     return n_foundation, n_burst
 
 
-def replica_scores(d: Demand, batch: int = BATCH_SIZE, pcie_bytes_per_s: float = PCIE_BYTES_PER_S) -> list[float]:
+def replica_scores(d: Demand, batch: int = BATCH_CAPACITY, pcie_bytes_per_s: float = PCIE_BYTES_PER_S) -> list[float]:
     """Scores of the model's wanted replicas in order: foundation then burst ones."""
     n_f, n_b = replica_counts(d.mean, d.peak, d.instances, batch)
     total = n_f + n_b
@@ -66,7 +66,7 @@ def replica_scores(d: Demand, batch: int = BATCH_SIZE, pcie_bytes_per_s: float =
     return scores
 
 
-def rescore(existing: Iterable[Replica], demands: Sequence[Demand], batch: int = BATCH_SIZE) -> tuple[list[Replica], list[Replica]]:
+def rescore(existing: Iterable[Replica], demands: Sequence[Demand], batch: int = BATCH_CAPACITY) -> tuple[list[Replica], list[Replica]]:
     """Give existing replicas their model's first scores (0 beyond the wanted count) and list the missing ones.
 
     Returns (existing rescored, new unplaced replicas sorted by descending score).

@@ -18,10 +18,11 @@ from systems.sim.policies.warmserve.load import ConcurrencyTracker, autoscale_de
 from systems.sim.policies.warmserve.placement import (
     Demand, Replica, align_up, place, place_round_robin, rescore,
 )
-from systems.sim.policy import Policy
+from systems.sim.policy import BATCH_CAPACITY, Policy
 
 if TYPE_CHECKING:
-    from systems.sim.core import Instance, Prewarm, Request, Simulator
+    from systems.sim.entities import Instance, Prewarm, Request
+    from systems.sim.policy import ClusterAPI
 
 #: Score that makes a running instance's GPUs the last choice for prewarms lent inside its KV.
 INSTANCE_SCORE = 1e9
@@ -38,7 +39,7 @@ class WarmServe(Policy):
 
     OPTIONS: dict[str, Any] = {
         "window_s": 300.0,          # forecast and re-planning window
-        "capacity": 32,             # concurrent requests per instance (reference BATCH_SIZE)
+        "capacity": BATCH_CAPACITY, # concurrent requests per instance (reference BATCH_SIZE)
         "tick_s": 0.5,              # controller period (autoscaler, KV reservation, prewarm checks)
         # engine start with device + engine prewarming (an assumption); it holds no profile run: the
         # reference's workers hand the prewarm pool's free memory to determine_num_available_blocks,
@@ -92,7 +93,7 @@ class WarmServe(Policy):
         self.forecasting = False                # any model has a forecast (else: purely reactive)
 
     # ---- setup and forecasting ------------------------------------------------------------
-    def setup(self, sim: "Simulator") -> None:
+    def setup(self, sim: "ClusterAPI") -> None:
         models = sim.workload_models
         self.free_per_node = [len(sim.node_gpus(n)) for n in range(len(sim.cluster.nodes))]
         self.free_gpus = sum(self.free_per_node)
@@ -113,7 +114,7 @@ class WarmServe(Policy):
             self._predict(sim)
             self._plan(sim)
 
-    def _predict(self, sim: "Simulator") -> None:
+    def _predict(self, sim: "ClusterAPI") -> None:
         for m in sim.workload_models:
             f = predict(self.history.get(m, {}), self.observed[m], self.window, window_s=self.window_s,
                         n_recent=self.n_recent)
@@ -122,7 +123,7 @@ class WarmServe(Policy):
             detail = "reactive (no history)" if f is None else f"window={self.window} mean={f.mean:.2f} peak={f.peak:.2f}"
             sim.log("forecast", m, (), detail)
 
-    def _roll_window(self, sim: "Simulator") -> None:
+    def _roll_window(self, sim: "ClusterAPI") -> None:
         while sim.now_s >= (self.window + 1) * self.window_s - 1e-9:
             end = (self.window + 1) * self.window_s
             for m, t in self.trackers.items():
@@ -133,7 +134,7 @@ class WarmServe(Policy):
                 self._predict(sim)
 
     # ---- prewarm planning -----------------------------------------------------------------
-    def _plan(self, sim: "Simulator") -> None:
+    def _plan(self, sim: "ClusterAPI") -> None:
         """Re-score existing prewarms and place the missing replicas (reference `Scheduler.prewarm`)."""
         self.dirty = False
         self.last_plan_s = sim.now_s
@@ -159,7 +160,7 @@ class WarmServe(Policy):
         if len(placed) < len(new):
             self._displace(sim, [r for r in new if not any(p is r or (p.model == r.model and p.score == r.score) for p in placed)])
 
-    def _displace(self, sim: "Simulator", unplaced: list[Replica]) -> None:
+    def _displace(self, sim: "ClusterAPI", unplaced: list[Replica]) -> None:
         """Memory is short: a replica may evict lower-scored prewarms on universal GPUs, lowest
         first, until it fits (the reference leaves eviction for room as a TODO)."""
         for r in sorted(unplaced, key=lambda r: -r.score):
@@ -179,7 +180,7 @@ class WarmServe(Policy):
                     self.scores[pw.id] = done[0].score
                     break
 
-    def _place(self, sim: "Simulator", new: list[Replica], existing: list[Replica]) -> list[Replica]:
+    def _place(self, sim: "ClusterAPI", new: list[Replica], existing: list[Replica]) -> list[Replica]:
         free = [self._prewarm_free(sim, g.id) for g in sim.gpus]
         occupied = [Replica(i.model, i.tp, 0, INSTANCE_SCORE, i.gpus) for i in sim.instances()]
         per_node = [n.gpus_per_node for n in sim.cluster.nodes]
@@ -187,7 +188,7 @@ class WarmServe(Policy):
             return place(new, free, per_node, existing + occupied)
         return place_round_robin(new, free, per_node, existing + occupied)
 
-    def _prewarm_free(self, sim: "Simulator", gpu: int) -> int:
+    def _prewarm_free(self, sim: "ClusterAPI", gpu: int) -> int:
         """Memory a prewarm may take on `gpu`: up to the utilisation cap; on an instance's GPU only
         the KV it lent (none without KV prewarming)."""
         cap = int(sim.gpu_util * sim.gpus[gpu].capacity_bytes)
@@ -196,11 +197,11 @@ class WarmServe(Policy):
         return max(0, min(cap - sim.used_bytes(gpu), sim.free_bytes(gpu)))
 
     @staticmethod
-    def _on_instance_gpus(sim: "Simulator", pw: "Prewarm") -> bool:
+    def _on_instance_gpus(sim: "ClusterAPI", pw: "Prewarm") -> bool:
         return any(sim.used_bytes(g, "weights") > 0 for g in pw.gpus)
 
     # ---- instance start (reference `_get_available_workers`) -------------------------------
-    def start(self, sim: "Simulator", model: str) -> "Instance | None":
+    def start(self, sim: "ClusterAPI", model: str) -> "Instance | None":
         tp = sim.model(model).tp
         if self.free_gpus < tp:
             return None
@@ -229,7 +230,7 @@ class WarmServe(Policy):
         self.dirty = True
         return inst
 
-    def _free_workers(self, sim: "Simulator", tp: int, busy: set[int]) -> tuple[int, ...] | None:
+    def _free_workers(self, sim: "ClusterAPI", tp: int, busy: set[int]) -> tuple[int, ...] | None:
         """`tp` free GPUs of one node with the fewest prewarmed models on them."""
         for node, n_free in enumerate(self.free_per_node):
             if n_free < tp:
@@ -241,24 +242,24 @@ class WarmServe(Policy):
         return None
 
     # ---- routing and autoscaling ----------------------------------------------------------
-    def on_request(self, sim: "Simulator", req: "Request") -> None:
+    def on_request(self, sim: "ClusterAPI", req: "Request") -> None:
         self.trackers[req.model].change(sim.now_s, +1)
         self.route(sim, req)
 
-    def dispatched(self, sim: "Simulator", inst: "Instance") -> None:
+    def dispatched(self, sim: "ClusterAPI", inst: "Instance") -> None:
         if self.kv_on:
             self._ensure_kv(sim, inst)
 
-    def on_finished(self, sim: "Simulator", req: "Request", inst: "Instance") -> None:
+    def on_finished(self, sim: "ClusterAPI", req: "Request", inst: "Instance") -> None:
         self.trackers[req.model].change(sim.now_s, -1)
         if sim.parked(req.model):
             self.serve_parked(sim)
 
-    def on_ready(self, sim: "Simulator", inst: "Instance") -> None:
+    def on_ready(self, sim: "ClusterAPI", inst: "Instance") -> None:
         if sim.parked(inst.model):
             self.serve_parked(sim)
 
-    def on_stopped(self, sim: "Simulator", inst: "Instance") -> None:
+    def on_stopped(self, sim: "ClusterAPI", inst: "Instance") -> None:
         self.full_kv.pop(inst.id, None)
         self.busy.difference_update(inst.gpus)
         self.free_per_node[inst.node] += len(inst.gpus)
@@ -266,11 +267,11 @@ class WarmServe(Policy):
         self.dirty = True
         self.serve_parked(sim)
 
-    def on_prewarm_done(self, sim: "Simulator", pw: "Prewarm") -> None:
+    def on_prewarm_done(self, sim: "ClusterAPI", pw: "Prewarm") -> None:
         if sim.parked(pw.model):
             self.serve_parked(sim)
 
-    def on_tick(self, sim: "Simulator") -> None:
+    def on_tick(self, sim: "ClusterAPI") -> None:
         self._roll_window(sim)
         for model in sim.workload_models:
             self._autoscale(sim, model, self.scaler.sample(sim, model))
@@ -279,7 +280,7 @@ class WarmServe(Policy):
         if self.prewarm_on and self.dirty and sim.now_s - self.last_plan_s >= self.replan_s:
             self._plan(sim)
 
-    def _autoscale(self, sim: "Simulator", model: str, mean: float) -> None:
+    def _autoscale(self, sim: "ClusterAPI", model: str, mean: float) -> None:
         """Reference `_check_engines`: create ceil(load / 0.8 / B) - n instances above 0.8 x capacity,
         stop n - ceil(load / 0.5 / B) of the least loaded ones older than 5 s below 0.5 x."""
         insts = [i for i in sim.instances(model) if i.accepting]
@@ -302,7 +303,7 @@ class WarmServe(Policy):
                 self.dirty = True
 
     # ---- KV reservation and lending -------------------------------------------------------
-    def _reserve_kv(self, sim: "Simulator") -> None:
+    def _reserve_kv(self, sim: "ClusterAPI") -> None:
         """Shrink each ready instance's KV to what it is predicted to need, lending the rest to
         prewarms; `on_kv_full` takes it back (evicting lent prewarms) when requests need it."""
         for inst in sim.instances():
@@ -316,13 +317,13 @@ class WarmServe(Policy):
                 sim.log("kv_lend", inst.model, inst.gpus, f"id={inst.id} kv_bytes={after} lent_bytes={before - after}")
                 self.dirty = True
 
-    def on_kv_full(self, sim: "Simulator", inst: "Instance") -> None:
+    def on_kv_full(self, sim: "ClusterAPI", inst: "Instance") -> None:
         """The engine needs blocks it lent: evict lent prewarms and give it all its KV back."""
         full = self.full_kv.get(inst.id, inst.kv_bytes_per_gpu)
         if self.kv_on and inst.kv_bytes_per_gpu < full:
             self._grow_kv(sim, inst, full)
 
-    def _ensure_kv(self, sim: "Simulator", inst: "Instance") -> None:
+    def _ensure_kv(self, sim: "ClusterAPI", inst: "Instance") -> None:
         """After a dispatch: keep the reservation max(C*Q/B, T + C/B) ahead of the new load."""
         full = self.full_kv.get(inst.id)
         if full is None or inst.kv_bytes_per_gpu >= full:
@@ -331,7 +332,7 @@ class WarmServe(Policy):
         if target > inst.kv_bytes_per_gpu:
             self._grow_kv(sim, inst, min(full, target + full // 8))
 
-    def _grow_kv(self, sim: "Simulator", inst: "Instance", want: int) -> None:
+    def _grow_kv(self, sim: "ClusterAPI", inst: "Instance", want: int) -> None:
         delta = want - inst.kv_bytes_per_gpu
         lent = sorted({p.id: p for g in inst.gpus for p in sim.prewarms_on(g)}.values(),
                       key=lambda p: (self.scores.get(p.id, 0.0), p.id))
