@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from dataclasses import replace
 from operator import attrgetter
 from heapq import heappush
 from collections import deque
@@ -127,7 +128,8 @@ class Simulator(Engine):
         self.duration_s = float(duration_s) if duration_s is not None else (float(frame["arrival_s"].max()) if len(frame) else 0.0)
         self.horizon_s = self.duration_s + float(options["max_drain_s"])
         self._frame = frame.reset_index(drop=True)
-        self.workload = workload
+        #: what policies see: the workload truncated to the arrivals this run simulates
+        self.workload = workload if duration_s is None else replace(workload, requests=self._frame)
         self._requests: list[Request] = list(map(
             Request, range(len(frame)), frame["request_id"].astype("int64").tolist(), frame["model"].astype(str).tolist(),
             frame["arrival_s"].astype("float64").tolist(), frame["input_tokens"].astype("int64").tolist(),

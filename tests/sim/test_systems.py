@@ -171,3 +171,15 @@ def test_many_models_on_the_512_gpu_preset():
     assert req["model"].nunique() == len(wl.models) > 40
     tp4 = res.events[(res.events["kind"] == "instance_start") & res.events["detail"].str.contains("tp=4")]
     assert len(tp4) and tp4["gpus"].str.split(",").map(len).eq(4).all()
+
+
+@pytest.mark.parametrize("system", ["dedicated", "ideal"])
+def test_capacity_is_sized_from_the_simulated_arrivals_only(system):
+    """`duration_s` truncates the workload the policy sees too: a model whose requests all come
+    after it gets no instance (policies used to size capacity from the untruncated workload)."""
+    wl = Workload(canonical_frame(np.array([0.0, 1.0, 50.0]), np.array(["llama-2-7b", "llama-2-7b", "llama-2-13b"]),
+                                  np.full(3, 100), np.full(3, 10)), {})
+    res = simulate(wl, small_cluster(gpus=4), system, duration_s=10.0)
+    placement = res.events.loc[res.events["kind"] == "placement", "detail"].iloc[0]
+    assert "llama-2-13b" not in placement and "llama-2-7b=" in placement
+    assert len(res.requests) == 2 and (res.requests["status"] == "ok").all()
