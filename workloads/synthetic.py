@@ -48,7 +48,8 @@ class DailyShape:
         return np.where(weekend, weekend_rate, weekday)
 
 
-#: Read off the per-minute plots of the 2024 trace (../shared/traces/azure_llm_2024_shape/).
+#: Read off the per-minute rate of the 2024 week (docs/paper.md s.4; the week itself, per 10 s, is in
+#: workloads/data/azure_llm_2024_10s/).
 SHAPES: dict[str, DailyShape] = {
     "code": DailyShape(peak_hour=15.0, width_h=2.5, weekday_amplitude=8.0,
                        weekend_level=0.4, weekend_amplitude=4.5),

@@ -16,7 +16,7 @@ import pandas as pd
 from harness.errors import InputError, WarmbenchError
 from workloads.workload import REQUEST_COLUMNS, Workload
 
-#: The paper's length limits (PAPER.md section 3).
+#: The paper's length limits (docs/paper.md s.3).
 MAX_INPUT_TOKENS = 1024
 MIN_OUTPUT_TOKENS = 3
 MAX_OUTPUT_TOKENS = 1023

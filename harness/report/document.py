@@ -183,7 +183,7 @@ def _html(title: str, cap: dict | None, view: dict, runs, frame, baseline, made,
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{_CSS}</style>"
              f"</head><body><h1>{esc(title)}</h1>",
              f"<p>{len(runs)} run(s), systems: {esc(', '.join(systems(runs)))}; baseline: {esc(str(baseline))}. "
-             f"Metrics as defined in DESIGN.md (TTFT from the scheduled send time).</p>"]
+             f"Metrics as defined in warmbench's docs/design.md (TTFT from the scheduled send time).</p>"]
     if warnings:
         parts.append("<div class='warn'><h2>Warnings</h2><ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings)
                      + "</ul></div>")

@@ -1,4 +1,4 @@
-"""The paper's claims (shared/PAPER.md), each as experiments of the ordinary runner and a verdict.
+"""The paper's claims (docs/paper.md s.1), each as experiments of the ordinary runner and a verdict.
 
 Every experiment is a raw experiment dict, validated by `harness.experiment.parse` like a TOML
 file (its `quick` table gives the `--quick` variant), so runs land in the results store, resume
@@ -40,7 +40,7 @@ REPRODUCED, SAME, NOT_REPRODUCED, NOT_CHECKABLE, NOT_EXPRESSIBLE, NO_DATA = (
 #: The paper's four models (two Llama-2 7B copies, 13B TP2, 70B TP4).
 PAPER_MODELS = ["llama-2-7b", "llama-2-7b#1", "llama-2-13b", "llama-2-70b"]
 TRACES = ("azure-2024-conv", "azure-2024-code")
-#: The paper's testbed has NVLink 4.0: Hopper-class (shared/PAPER.md s.3); A100 in the sensitivity study.
+#: The paper's testbed has NVLink 4.0: Hopper-class (docs/paper.md s.3); A100 in the sensitivity study.
 BASE_CLUSTER = "paper-16gpu-h100"
 #: Where errors in these configs point: this file.
 SOURCE = Path(__file__)
@@ -48,7 +48,7 @@ SOURCE = Path(__file__)
 #: Gaps the paper leaves, and what fills each (printed in the report's Assumptions list).
 ASSUMPTIONS: list[tuple[str, str]] = [
     ("GPU type", "H100-80GB (`paper-16gpu-h100`): the testbed has NVLink 4.0, which means a Hopper-class GPU; "
-                 "the GPU is not named (shared/PAPER.md s.3). A100 is one point of the sensitivity study."),
+                 "the GPU is not named (docs/paper.md s.3). A100 is one point of the sensitivity study."),
     ("What SLLM-GPU keeps warm", "`serverlessllm` keeps idle instances for keep_alive_s = 30 s (its default) and "
                                 "caches checkpoints in each node's host memory (1 TiB usable; filled at t = 0, "
                                 "as a running system's would be); both varied below (keep_alive_s, host cache off)."),
@@ -206,7 +206,7 @@ def _base(name: str, description: str, systems: list[Any], trace: str, params: d
           seeds: list[int], quick: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "description": description, "backend": "sim", "cluster": BASE_CLUSTER,
             "models": list(PAPER_MODELS), "systems": systems, "seeds": seeds,
-            # the paper's engines run eager ("fp16, eager", shared/PAPER.md s.3)
+            # the paper's engines run eager ("fp16, eager", docs/paper.md s.3)
             "options": {"cuda_graphs": False},
             "workload": {"spec": trace, "params": params}, "quick": quick}
 

@@ -70,7 +70,7 @@ GPU = Assumption("gpu", "GPU type", "H100", ("paper-16gpu",), _cluster,
                  "paper: NVLink 4.0 (Hopper); A100 is the other 80 GB-class GPU of the period")
 WARM_INIT = Assumption("warm_engine_init_s", "WarmServe prewarmed start (warm_engine_init_s)", "0.5 s", (0.2, 2.0),
                        _system_option("warmserve", "warm_engine_init_s"),
-                       "policy assumption; 0.2 s CUDA-VMM map of 10 GB (PAPER.md) to a full engine init")
+                       "policy assumption; 0.2 s CUDA-VMM map of 10 GB (docs/paper.md s.2) to a full engine init")
 ENGINE_INIT = Assumption("engine_init_s", "engine init of a cold start (engine_init_s)", "auto (3.6 s + profile)",
                          (2.0, 10.0), _options("engine_init_s"), "vllm-pr-11005: 14 s with graphs, ~4 s eager")
 PROCESS = Assumption("process_start_s", "engine process start (process_start_s)", "0 s (pre-spawned)", (2.0, 5.0),
