@@ -1,4 +1,4 @@
-"""Metrics over `RunResult.requests`: the one place where DESIGN.md's definitions live.
+"""Metrics over `RunResult.requests`: the one implementation of docs/design.md s.6.
 
 Pure functions over a request table; sim and live runs share them. A metric that cannot be
 measured (no requests, no streamed tokens, nothing finished) is NaN, never 0.
