@@ -1,8 +1,12 @@
 """Ground the roofline in measurements: compare and fit it to Vidur's A100/H100 operator profiles.
 
-`../shared/profiles/vidur/compute/<gpu>/meta-llama/<model>/mlp.csv` holds, per token count and
-TP degree, the median time of every non-attention operator of one transformer layer. Their sum
-is what `PerfModel.linear_layer_s` predicts. `profile_error()` reports the error by token count;
+Vidur's public profiles (microsoft/vidur, MIT; `data/profiling/compute/<gpu>/meta-llama/<model>/mlp.csv`)
+hold, per token count and TP degree, the median time in ms of every non-attention operator of one
+transformer layer; their sum is what `PerfModel.linear_layer_s` predicts. They are not shipped
+(their copy's SOURCE.md asks not to): `PROFILES_DIR` looks beside the checkout, in
+`../shared/profiles/vidur/compute/`; `profile_error` and `fit_linear` take another `root`. Without
+them `profile_error` is None (`bench sim` prints no error table) and the tests generate profiles in
+the same layout. `profile_error()` reports the error by token count;
 `fit_linear(gpu)` refits the four linear-layer coefficients (flops_eff, hbm_eff, layer_fixed_s,
 layer_token_s) by least relative squared error (grid over the efficiencies, exact least squares
 for the two fixed costs).
