@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "report": "write report.html / report.md for a run or experiment directory",
     "compare": "compare two runs or experiments; exit 1 when a --fail-if bound is crossed or candidate runs are "
                "missing, failed or incomplete",
+    "history": "metrics per code revision with change points; writes history.html / history.json",
     "presets": "list experiment, workload and cluster presets and simulated systems",
     "bench": "speed benchmarks: reader, sim, loadgen",
     "reproduce": "run every claim of the WarmServe paper; writes REPRODUCTION.md / reproduction.html",

@@ -227,11 +227,24 @@ def paired_ratio_ci(candidate: list[float], base: list[float]) -> tuple[float, f
              if c is not None and b is not None and math.isfinite(c) and math.isfinite(b) and c > 0 and b > 0]
     if len(pairs) < 2 or len(pairs) != len(candidate):
         return None
-    logs = np.log([c / b for c, b in pairs])
-    n = len(logs)
-    half = (_T95[n - 2] if n - 1 <= len(_T95) else 1.96) * float(logs.std(ddof=1)) / math.sqrt(n)
-    centre = float(logs.mean())
-    return math.exp(centre - half), math.exp(centre + half)
+    low, high = mean_ci([math.log(c / b) for c, b in pairs])  # type: ignore[misc]
+    return math.exp(low), math.exp(high)
+
+
+def mean_ci(values: list[float]) -> tuple[float, float] | None:
+    """95% Student t confidence interval of the mean of `values` (e.g. one metric over seeds).
+
+    The one t interval of the report layer: `paired_ratio_ci` is this on log ratios. None with
+    fewer than two values or where one is unavailable (NaN / inf): never an interval of what was
+    not measured.
+    """
+    if len(values) < 2 or not all(v is not None and math.isfinite(v) for v in values):
+        return None
+    data = np.asarray(values, dtype=float)
+    n = len(data)
+    half = (_T95[n - 2] if n - 1 <= len(_T95) else 1.96) * float(data.std(ddof=1)) / math.sqrt(n)
+    centre = float(data.mean())
+    return centre - half, centre + half
 
 
 def lower_is_better(metric: str) -> bool:
