@@ -39,10 +39,24 @@ def sim(tmp_path: Path, *extra: str, system: str = "vllm-ondemand") -> list[str]
 def test_every_option_of_every_system_declares_bounds_its_default_meets() -> None:
     assert set(CORE_BOUNDS) == set(CORE_OPTIONS)
     check_options(CORE_OPTIONS, CORE_BOUNDS)
+    assert len(registry.names()) >= 9  # the README's systems: the loop below is not vacuous
     for name in registry.names():
         factory = registry._FACTORIES[name]
-        assert set(factory.BOUNDS) == set(factory.OPTIONS), name
         check_options(factory.OPTIONS, factory.BOUNDS)  # raises if a default breaks its own bound
+
+
+def test_the_registry_refuses_options_without_bounds_and_a_name_taken_twice() -> None:
+    """Why every registered system's OPTIONS and BOUNDS agree: `register` refuses otherwise."""
+    class Unbounded:
+        OPTIONS = {"speed": 1.0}
+        BOUNDS: dict = {}
+
+    with pytest.raises(ValueError, match="OPTIONS and BOUNDS differ in \\['speed'\\]"):
+        registry.register("h16-probe-unbounded", Unbounded)  # type: ignore[arg-type]
+    assert "h16-probe-unbounded" not in registry.names()
+    taken = registry.names()[0]
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(taken, Unbounded)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("option", sorted(CORE_OPTIONS))
