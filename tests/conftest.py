@@ -1,6 +1,7 @@
 """Shared fixtures. `../shared` (the real traces) sits beside the checkout in CI and dev; every
 behaviour the real files exercise is also covered by a file in the same format written here, so a
-fresh clone runs those tests too (the real-file checks are extra tests that skip without it)."""
+fresh clone runs those tests too. The real-file checks are extra tests that skip without it; one of
+them, that workloads/lengths.py's tables are the 2023 traces' quantiles, can only run against them."""
 
 from __future__ import annotations
 
