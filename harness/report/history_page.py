@@ -13,8 +13,9 @@ from pathlib import Path
 
 from harness.errors import InputError
 from harness.report import figures
+from harness.report.changepoints import METHOD, Series
 from harness.report.document import _CSS as REPORT_CSS
-from harness.report.history import METHOD, History, Series
+from harness.report.history import History
 from harness.report.table import fmt
 
 plt = figures.plt
