@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workload", help="preset name, trace file, canonical CSV/Parquet or recipe TOML")
     p.add_argument("--system", choices=["openai", "vllm", "warmserve", "serverlessllm"], default="openai")
     p.add_argument("--endpoint", action="append", default=[], metavar="MODEL=URL",
-                   help="base URL per model (openai); a bare URL serves every model")
+                   help="base URL per model (openai, warmserve, serverlessllm); a bare URL serves every model")
     p.add_argument("--model", action="append", default=[], metavar="MODEL=PATH",
                    help="local model directory per model (vllm)")
     p.add_argument("--served-name", action="append", default=[], metavar="MODEL=NAME",
@@ -72,13 +72,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--idle-s", type=float, default=30.0, help="vllm ondemand/sleep: idle time before stop/sleep")
     p.add_argument("--vllm-python", help="interpreter with vLLM installed (default $WARMBENCH_VLLM_PYTHON)")
     p.add_argument("--token-ids", choices=["auto", "yes", "no"], default="auto",
-                   help="openai: token-id prompts for exact input lengths; auto probes each endpoint once")
+                   help="openai: token-id prompts for exact input lengths; auto probes each endpoint once; "
+                        "serverlessllm: input_tokens (auto = yes)")
     p.add_argument("--api", choices=["completions", "chat"], default="completions",
                    help="openai, vllm: /v1/completions (default) or /v1/chat/completions (text prompts)")
     p.add_argument("--ignore-eos", choices=["auto", "yes", "no"], default="auto",
                    help="openai: vLLM's ignore_eos + min_tokens for exact output lengths; auto drops "
-                        "them where the probe is refused")
-    p.add_argument("--vocab-size", type=int, default=32000, help="openai --token-ids: ids drawn below this")
+                        "them where the probe is refused; serverlessllm: auto = yes")
+    p.add_argument("--vocab-size", type=int, default=32000,
+                   help="openai, serverlessllm --token-ids: ids drawn below this")
+    p.add_argument("--max-model-len", type=positive_int,
+                   help="warmserve (default 2048, its engines' limit), serverlessllm (default: no cap): "
+                        "cap prompt + output tokens to this; capped lengths are recorded")
+    p.add_argument("--request-id-offset", metavar="N|auto", default="auto",
+                   help="warmserve: added to request ids (the manager counts an id once in its life); "
+                        "auto (default): a new offset per run")
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="multiply arrival times by X (0.5 replays twice as fast)")
     p.add_argument("--timeout-s", type=float, default=600.0, help="per-request time limit")
@@ -138,8 +146,22 @@ def options_from_args(args: argparse.Namespace) -> dict:
                     ignore_eos=choice[args.ignore_eos], vocab_size=args.vocab_size, api=args.api)
         if bare:
             opts["url"] = bare[0]
-    elif bare:
-        opts["url"] = bare[0]
+    else:  # warmserve, serverlessllm: MODEL=URL routes per model, a bare URL serves the rest
+        opts["endpoints"] = _pairs(endpoints, "--endpoint")
+        if bare:
+            opts["url"] = bare[0]
+        if args.max_model_len is not None:
+            opts["max_model_len"] = args.max_model_len
+        if args.system == "warmserve":
+            offset = args.request_id_offset
+            if offset != "auto":
+                if not offset.isdigit():
+                    raise WarmbenchError(f"--request-id-offset {offset!r}: expected a non-negative integer or 'auto'")
+                offset = int(offset)
+            opts["request_id_offset"] = offset
+        else:
+            opts.update(token_ids=args.token_ids != "no", ignore_eos=args.ignore_eos != "no",
+                        vocab_size=args.vocab_size)
     return opts
 
 

@@ -18,7 +18,7 @@ import gevent
 import numpy as np
 
 from harness.loadgen.http import ClosedBeforeResponse, Exchange, Pool, ProtocolError, StreamCut
-from harness.loadgen.protocols import Endpoint, StreamReader, build_request, trusted_tokens
+from harness.loadgen.protocols import Endpoint, StreamReader, build_request, trusted_tokens, wire_lengths
 from harness.redact import redact_text
 
 NAN = math.nan
@@ -70,8 +70,11 @@ def _describe(exc: BaseException) -> tuple[str, str]:
 def send(pool: ClientPool, ep: Endpoint, record: dict[str, Any], now: Callable[[], float],
          seed: int, timeout_s: float, prepared: tuple[str, bytes] | None = None) -> None:
     """Fill `record` (which has request_id, input/output tokens, sent_s) by sending it once;
-    `prepared` is (path, body) already built for `ep`."""
+    `prepared` is (path, body) already built for `ep`. `sent_input_tokens` / `sent_output_tokens`
+    record the lengths asked of the server after its caps (protocols.wire_lengths)."""
     try:
+        record["sent_input_tokens"], record["sent_output_tokens"] = wire_lengths(
+            ep, record["input_tokens"], record["output_tokens"])
         path, body = prepared or build_request(ep, record["request_id"], record["input_tokens"],
                                                record["output_tokens"], seed)
     except Exception as exc:  # noqa: BLE001 - e.g. a token count no body can hold: a record, not a crash
@@ -95,7 +98,8 @@ def send(pool: ClientPool, ep: Endpoint, record: dict[str, Any], now: Callable[[
         with gevent.Timeout(timeout_s):
             # The id on the wire (as `vllm bench serve` sends it) lets a server's own log be
             # matched to this record.
-            headers = {"Content-Type": "application/json", "X-Request-Id": str(record["request_id"])}
+            headers = {"Content-Type": "application/json",
+                       "X-Request-Id": str(int(ep.id_offset) + int(record["request_id"]))}
             headers.update(ep.headers)  # (name, value) pairs: no throwaway dict per request
             head = exchange.request("POST", path, body, headers)
             if head.status != 200:
@@ -137,11 +141,14 @@ def _fill_tokens(record: dict[str, Any], reader: StreamReader, token_times: list
         record["received_tokens"] = int(claimed) if claimed is not None else 0
         record["tokens_mismatch"] = False
     else:
+        if reader.retracted:  # reads that held only WarmServe's trailer were no tokens
+            token_times = token_times[:len(token_times) - reader.retracted]
         record["first_token_s"] = token_times[0] if token_times else NAN
         record["itl_s"] = np.diff(token_times).round(6).tolist() if len(token_times) > 1 else []
         record["streamed_tokens"] = len(token_times)
+        asked = record.get("sent_output_tokens") or record["output_tokens"]
         record["received_tokens"], record["tokens_mismatch"] = trusted_tokens(
-            len(token_times), claimed, int(record["output_tokens"]))
+            len(token_times), claimed, int(asked))
     record["server_input_tokens"] = reader.prompt_tokens
 
 

@@ -5,7 +5,15 @@ server), `openai-chat` (chat completions with SSE streaming, for servers that on
 a token is an event whose delta carries non-empty content, never the role-only first event),
 `warmserve` (the reference PrewarmManager: `POST /` with `{"id","model","prompt",
 "max_tokens","stream"}`, answered by raw text chunks then `#<completion tokens>`), and
-`serverlessllm` (OpenAI chat completions without streaming: no first-token time exists).
+`serverlessllm` (an OpenAI-like chat body that is never streamed: no first-token time exists;
+failures often come as HTTP 200 with `{"error": ...}`).
+
+Citations `prewarm_manager.py:N` are to LLMServe/WarmServe
+`vllm-0.6.3.post1/vllm/entrypoints/controller/prewarm_manager.py` (commit a601215),
+`request_generator.py:N` to its `trace-generator/request_generator.py`; `vllm_backend.py:N`,
+`app_lib.py:N`, `roundrobin_router.py:N` and `transformers_backend.py:N` to
+ServerlessLLM/ServerlessLLM `sllm/...` at commit 9f50241 (main after v0.8.0; `sllm/serve/...`
+before v0.8.0). WarmServe's citations name the function and quote the line (greppable).
 """
 
 from __future__ import annotations
@@ -38,7 +46,9 @@ class Endpoint:
     `token_ids`: send prompts as token ids (exact input length; vLLM accepts them) drawn from
     `[FIRST_PROMPT_TOKEN_ID, vocab_size)`. `ignore_eos`: ask for exactly `max_tokens` through
     vLLM's `ignore_eos` and `min_tokens` extensions. `headers`: (name, value) pairs sent with every
-    request (credentials: never written anywhere; `url` never holds any).
+    request (credentials: never written anywhere; `url` never holds any). `max_model_len` /
+    `max_output_tokens`: lengths are capped to them before sending (see `wire_lengths`; the
+    record keeps what was asked and what was sent).
     """
 
     url: str
@@ -48,6 +58,11 @@ class Endpoint:
     vocab_size: int = 32000
     ignore_eos: bool = True
     headers: tuple[tuple[str, str], ...] = ()
+    #: Added to the request id put in the body (warmserve): ids must be new for the server's lifetime.
+    id_offset: int = 0
+    #: The server's context limit (prompt + output tokens) and its output cap; None: no cap.
+    max_model_len: int | None = None
+    max_output_tokens: int | None = None
 
     def __post_init__(self) -> None:  # pairs may arrive as lists (a locust message)
         object.__setattr__(self, "headers", tuple((str(k), str(v)) for k, v in self.headers))
@@ -88,6 +103,11 @@ MAX_BODY_BYTES = 16 << 20
 #: Largest token count taken from a server (usage, trailer): beyond it the count is malformed.
 MAX_COUNT = 2**53
 
+#: WarmServe's trailer `#<completion tokens>` at the very end of the stream, and the most bytes
+#: looked at for it (a count up to MAX_COUNT takes 17; longer ones are malformed counts).
+_TRAILER = re.compile(rb"#([0-9]+)\Z")
+_TRAILER_MAX_BYTES = 64
+
 #: Most tokens one stream event may plausibly carry (speculative decoding, stream intervals):
 #: a server whose `usage` claims more per event than this is contradicted by its own stream.
 MAX_TOKENS_PER_EVENT = 8
@@ -107,6 +127,40 @@ def trusted_tokens(streamed: int, claimed: int | None, asked: int) -> tuple[int,
     return (claimed, False) if plausible else (streamed, True)
 
 
+#: Tokens a server adds around a text prompt, subtracted from the words sent so that the prompt
+#: the model reads is about the length asked:
+#: - openai-chat: a chat template, about 8 (model-dependent; usage says how many were read);
+#: - warmserve: the PrewarmManager wraps the prompt in a chat message for vLLM's chat template
+#:   (request_handler: `prompt = [{"role": "user", "content": prompt}]`); the authors' client
+#:   subtracts 8 (request_generator.py: `global_prompt[:(max(input_tokens-8,1)*2-1)]`);
+#: - serverlessllm: its vLLM backend flattens messages to `"user: <content>"` (vllm_backend.py:220-226:
+#:   `f"{message['role']}: {message['content']}"`), i.e. "user" and ":" plus the BOS token that
+#:   vLLM's tokenizer adds: 3 (Llama; 2 for tokenizers without BOS). Only used when the prompt is
+#:   text: with `input_tokens` the ids are the prompt.
+PROMPT_OVERHEAD_TOKENS: dict[str, int] = {"openai": 0, "openai-chat": 8, "warmserve": 8, "serverlessllm": 3}
+
+
+def wire_lengths(ep: Endpoint, input_tokens: int, output_tokens: int) -> tuple[int, int]:
+    """(prompt tokens, output tokens) the request asks the server for: the workload's lengths,
+    capped so that the prompt (with the server's overhead) plus the output fit `max_model_len`
+    and the output stays within `max_output_tokens`. Without caps, the asked lengths (at least 1).
+
+    Why cap rather than send: WarmServe's engines start with `--max-model-len=2048`
+    (prewarm_manager.py, create_engine: `args = f"--model ... --max-model-len=2048 ..."`); vLLM
+    refuses a longer request, the manager answers 500 and, having counted the request against
+    its engine in `schedule` (`self.engine_stats[...].num_reqs += 1`), never uncounts it: the
+    engine looks busy for the rest of the run."""
+    out = max(1, int(output_tokens))
+    inp = max(1, int(input_tokens))
+    if ep.max_output_tokens is not None:
+        out = min(out, ep.max_output_tokens)
+    if ep.max_model_len is not None:
+        least_prompt = PROMPT_OVERHEAD_TOKENS.get(ep.protocol, 0) + 1
+        out = max(1, min(out, ep.max_model_len - least_prompt))
+        inp = max(1, min(inp, ep.max_model_len - out))
+    return inp, out
+
+
 def text_prompt(n_tokens: int) -> str:
     """`a a a ...`: one token per word for common tokenizers; exact only for some."""
     return " ".join(["a"] * max(1, n_tokens))
@@ -114,8 +168,10 @@ def text_prompt(n_tokens: int) -> str:
 
 def build_request(ep: Endpoint, request_id: int, input_tokens: int, output_tokens: int,
                   seed: int) -> tuple[str, bytes]:
-    """Path and JSON body for one request; output length pinned where the server allows."""
-    max_tokens = max(1, int(output_tokens))
+    """Path and JSON body for one request; output length pinned where the server allows;
+    lengths capped by `wire_lengths`."""
+    input_tokens, max_tokens = wire_lengths(ep, input_tokens, output_tokens)
+    words = max(1, input_tokens - PROMPT_OVERHEAD_TOKENS.get(ep.protocol, 0))
     if ep.protocol == "openai":
         prompt: object = (prompt_token_ids(request_id, input_tokens, ep.vocab_size, seed)
                           if ep.token_ids else text_prompt(input_tokens))
@@ -129,21 +185,34 @@ def build_request(ep: Endpoint, request_id: int, input_tokens: int, output_token
     if ep.protocol == "openai-chat":
         # Chat takes text only; the template adds about 8 tokens (usage says how many were read).
         body = {"model": ep.served_name, "max_tokens": max_tokens, "stream": True,
-                "messages": [{"role": "user", "content": text_prompt(max(1, input_tokens - 8))}],
+                "messages": [{"role": "user", "content": text_prompt(words)}],
                 "stream_options": {"include_usage": True}, "temperature": 0.0}
         if ep.ignore_eos:
             body.update(ignore_eos=True, min_tokens=max_tokens)
         return "/v1/chat/completions", json.dumps(body).encode()
     if ep.protocol == "warmserve":
-        # The PrewarmManager wraps the prompt in a chat template (about 8 tokens), as its own
-        # request generator assumes; it always sets ignore_eos itself.
-        body = {"id": int(request_id), "model": ep.served_name,
-                "prompt": text_prompt(max(1, input_tokens - 8)), "max_tokens": max_tokens,
-                "stream": True}
+        # prewarm_manager.py, RequestModel: `id: int`, `model: str`, `prompt: str`,
+        # `max_tokens: Optional[int] = 100`, `stream: Optional[bool] = False` (pydantic: other
+        # types are a 422). The manager sets `extra_body={"ignore_eos": True}` itself
+        # (request_handler), so the output length is pinned. `id` is offset: the manager counts
+        # an id's load only the first time it sees it, for its whole life (schedule:
+        # `if request_id not in self.recorded_reqs`).
+        body = {"id": int(ep.id_offset) + int(request_id), "model": ep.served_name,
+                "prompt": text_prompt(words), "max_tokens": max_tokens, "stream": True}
         return "/", json.dumps(body).encode()
     if ep.protocol == "serverlessllm":
+        # vllm_backend.py:218-244 pops model, messages, prompt, input_tokens (when not None) and
+        # request_id, and passes every other key to vLLM's SamplingParams (an unknown key, e.g.
+        # `stream` or `stream_options`, is a 200 `{"error": "Invalid sampling parameters ..."}`;
+        # before commit 0074717 unknown keys were dropped). `input_tokens` (vllm_backend.py:232-235,
+        # in every release since v0.5.0) becomes the prompt's token ids: exact input length.
+        # `messages` stays for backends that ignore `input_tokens` (transformers_backend.py:247).
         body = {"model": ep.served_name, "max_tokens": max_tokens,
-                "messages": [{"role": "user", "content": text_prompt(max(1, input_tokens - 8))}]}
+                "messages": [{"role": "user", "content": text_prompt(words)}]}
+        if ep.token_ids:
+            body["input_tokens"] = prompt_token_ids(request_id, input_tokens, ep.vocab_size, seed)
+        if ep.ignore_eos:
+            body.update(ignore_eos=True, min_tokens=max_tokens)
         return "/v1/chat/completions", json.dumps(body).encode()
     raise ValueError(f"unknown protocol {ep.protocol!r}; expected one of {PROTOCOLS}")
 
@@ -166,6 +235,10 @@ class StreamReader:
         self.error: str | None = None
         self.bad_events = 0
         self.raw = bytearray()
+        #: warmserve: token events counted that turned out to be the `#N` trailer (see finish).
+        self.retracted = 0
+        self._reads = 0  # warmserve: non-empty reads, each counted as one token event
+        self._tail: list[int] = []  # warmserve: sizes of the latest reads, enough to hold a trailer
         if protocol == "openai":
             self.feed = self._feed_sse  # type: ignore[method-assign]  # one call less per read
         elif protocol == "openai-chat":
@@ -178,10 +251,20 @@ class StreamReader:
         if self.protocol == "openai-chat":
             return self._feed_chat(data)
         if self.protocol == "warmserve":
+            # Every read is a token event when it arrives (a read of `#12` may be generated text,
+            # and a trailer may come split over reads: `#1`, `28`); `finish` retracts the reads
+            # that held nothing but the trailer.
+            if not data:
+                return 0
             self.raw += data
             if len(self.raw) > MAX_LINE_BYTES:
                 del self.raw[:-4096]  # only the trailer at the end matters
-            return 0 if data.startswith(b"#") and data[1:].strip().isdigit() else 1
+            self._reads += 1
+            tail = self._tail
+            tail.append(len(data))
+            while len(tail) > 1 and sum(tail) - tail[0] > _TRAILER_MAX_BYTES:
+                del tail[0]
+            return 1
         self.raw += data  # serverlessllm: one JSON body, parsed at the end
         if len(self.raw) > MAX_BODY_BYTES:
             self.error = f"response body over {MAX_BODY_BYTES >> 20} MiB"
@@ -306,24 +389,75 @@ class StreamReader:
     def finish(self) -> None:
         """Called when the body ended cleanly: read trailing counts."""
         if self.protocol == "warmserve":
-            text = self.raw.decode("utf-8", "replace")
-            pos = text.rfind("#")
-            if pos >= 0 and text[pos + 1:].strip().isdigit():
-                count = int(text[pos + 1:].strip())
-                if count <= MAX_COUNT:
-                    self.usage_tokens = count
-                else:
-                    self.bad_events += 1  # a count no table column can hold: no claim at all
-                self.done = True
-            else:
-                self.error = "no '#<tokens>' trailer: stream ended early"
+            self._finish_warmserve()
         elif self.protocol == "serverlessllm":
-            try:
-                obj = json.loads(bytes(self.raw))
-                usage = obj.get("usage") or {}
-                self._read_usage(usage)
-                self.done = True
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-                self.error = f"bad JSON body: {bytes(self.raw[:120])!r}"
+            self._finish_serverlessllm()
         elif not self.done and self.error is None:
             self.error = "stream ended without [DONE]"
+
+    def _finish_warmserve(self) -> None:
+        """The PrewarmManager streams each delta's text, then `#<completion tokens>` once the
+        stream is over (request_handler, resp_generator: `yield f"#{stream_response.usage.completion_tokens}"`).
+        If vLLM fails mid-stream, or sends no usage, the generator logs it and ends cleanly
+        without the trailer: that is a failed request, never an ok one."""
+        match = _TRAILER.search(bytes(self.raw[-_TRAILER_MAX_BYTES:]))
+        if match is None:
+            self.error = "no '#<tokens>' trailer: the stream ended early (server-side failure)"
+            return
+        covered, retract = 0, 0
+        for size in reversed(self._tail):  # reads made of trailer bytes only carried no token
+            if covered + size > len(match.group(0)):
+                break
+            covered += size
+            retract += 1
+        count = int(match.group(1))
+        text_reads = self._reads - retract
+        if count < text_reads:
+            # Each read of text holds at least one delta, each delta at least one token: a count
+            # below the reads of text is not the trailer but text ending in `#<digits>`.
+            self.error = (f"no '#<tokens>' trailer: the stream ended early (its text ends with "
+                          f"'#{count}', fewer than the {text_reads} reads of text)")
+            return
+        if count > MAX_COUNT:
+            self.bad_events += 1  # a count no table column can hold: no claim at all
+        else:
+            self.usage_tokens = count
+        self.retracted = retract
+        self.done = True
+
+    def _finish_serverlessllm(self) -> None:
+        """ServerlessLLM answers most failures with HTTP 200 and a JSON body that is not a
+        completion: `{"error": ...}` (vllm_backend.py:211,216,244: engine not running, no data,
+        invalid sampling parameters; roundrobin_router.py:147,164,172,189: instance stopped or
+        not found, LoRA adapter not found, invalid action), or `{"preempted": "True", ...}` from
+        a backend shut down mid-request (transformers_backend.py:288-292). A request is ok only
+        with a completion: non-empty `choices` and a `usage.completion_tokens` count
+        (vllm_backend.py:49-82)."""
+        if self.error is not None:
+            return  # body over the limit
+        try:
+            obj = json.loads(bytes(self.raw))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            self.error = f"bad JSON body: {bytes(self.raw[:120])!r}"
+            return
+        if not isinstance(obj, dict):
+            self.error = f"not a completion: {str(obj)[:200]}"
+            return
+        if "error" in obj:
+            self.error = f"server error: {str(obj['error'])[:280]}"
+            return
+        if "preempted" in obj:
+            self.error = f"preempted: the instance was stopped mid-request ({str(obj)[:200]})"
+            return
+        choices, usage = obj.get("choices"), obj.get("usage")
+        if not isinstance(choices, list) or not choices:
+            self.error = f"not a completion (no choices): {json.dumps(obj)[:200]}"
+            return
+        if not isinstance(usage, dict) or usage.get("completion_tokens") is None:
+            self.error = "no usage.completion_tokens in the body: tokens generated unknown"
+            return
+        self._read_usage(usage)
+        if self.usage_tokens is None:
+            self.error = f"bad usage in the body: {json.dumps(usage)[:200]}"
+            return
+        self.done = True

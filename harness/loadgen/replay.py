@@ -93,7 +93,7 @@ def new_record(row: Any) -> dict[str, Any]:
         "received_tokens": 0, "status": "unfinished", "error": "", "start_kind": "",
         "queue_s": NAN, "load_s": NAN, "prefill_s": NAN, "itl_s": [], "endpoint": "",
         "server_input_tokens": None, "streamed_tokens": None, "claimed_tokens": None,
-        "tokens_mismatch": False, "bad_events": 0,
+        "tokens_mismatch": False, "bad_events": 0, "sent_input_tokens": None, "sent_output_tokens": None,
     }
 
 

@@ -29,15 +29,21 @@ System options:
   $WARMBENCH_VLLM_PYTHON, else this one), `gpus` ({model: CUDA_VISIBLE_DEVICES}),
   `max_model_len` (2048), `dtype` (default float32 without GPU, auto with), `extra_args`
   (list), `env` (dict), `startup_timeout_s` (600), `host`.
-- warmserve: `url` (the PrewarmManager, default http://127.0.0.1:9999).
-- serverlessllm: `url` (default http://127.0.0.1:8343), `metrics` (default false).
+- warmserve: `endpoints` ({model: URL}) and/or `url` (the PrewarmManager; neither: default
+  http://127.0.0.1:9999), `max_model_len` (2048) and `max_output_tokens` (1023): lengths are
+  capped to them and the record keeps both the asked and the sent lengths; `request_id_offset`
+  (int, or "auto" (default): a new offset per run so that a second run against the same manager
+  never reuses an id).
+- serverlessllm: `endpoints` and/or `url` (default http://127.0.0.1:8343), `metrics` (default
+  false), `token_ids` (true: `input_tokens`, exact prompt lengths; ids below `vocab_size`,
+  32000), `ignore_eos` (true: pin the output length), `max_model_len` (none: no cap).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -194,24 +200,69 @@ class VllmOptions(_Strict):
         return value
 
 
+def _check_endpoints(value: dict[str, str]) -> dict[str, str]:
+    for url in value.values():
+        _check_url(url)
+    return value
+
+
 class WarmServeOptions(_Strict):
-    url: str = "http://127.0.0.1:9999"
+    endpoints: dict[str, str] = {}
+    url: str | None = None
     metrics: bool = False
+    #: The engines' context limit: prewarm_manager.py, create_engine: `--max-model-len=2048`.
+    max_model_len: int = Field(2048, ge=16, le=2**24)
+    #: The authors' client caps the output: request_generator.py `min(output_tokens, 1023)`.
+    max_output_tokens: int = Field(1023, ge=1, le=2**24)
+    #: Added to request ids; "auto": a new offset per run (systems.live.run.auto_id_offset). Ids
+    #: stay below 2**53 (exact in JSON) with room for 2**32 requests.
+    request_id_offset: int | Literal["auto"] = "auto"
+
+    #: Where the PrewarmManager listens: prewarm_manager.py, __main__: `uvicorn.run(app, ..., port=9999)`.
+    default_url: ClassVar[str] = "http://127.0.0.1:9999"
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _url(cls, value: str | None) -> str | None:
         return _check_url(value)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_endpoints(value)
+
+    @field_validator("request_id_offset")
+    @classmethod
+    def _offset(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= 2**53 - 2**32:
+            raise ValueError("must be between 0 and 2**53 - 2**32 (ids must stay exact in JSON)")
+        return value
 
 
 class ServerlessLLMOptions(_Strict):
-    url: str = "http://127.0.0.1:8343"
+    endpoints: dict[str, str] = {}
+    url: str | None = None
     metrics: bool = False
+    #: Prompts as token ids (`input_tokens`, read by sllm's vLLM backend since v0.5.0): exact input lengths.
+    token_ids: bool = True
+    vocab_size: int = Field(32000, ge=32, le=2**31)
+    #: vLLM's ignore_eos + min_tokens, passed through to SamplingParams: exact output lengths.
+    ignore_eos: bool = True
+    #: Cap prompt + output to the deployed engines' context (None: no cap; sllm's backend config sets it).
+    max_model_len: int | None = Field(None, ge=16, le=2**24)
+
+    #: sllm's default port: sllm/cli/clic.py `--port`, default=8343.
+    default_url: ClassVar[str] = "http://127.0.0.1:8343"
 
     @field_validator("url")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _url(cls, value: str | None) -> str | None:
         return _check_url(value)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_endpoints(value)
 
 
 SYSTEM_OPTIONS: dict[str, type[_Strict]] = {

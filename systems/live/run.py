@@ -48,8 +48,12 @@ START_LEAD_S = 0.3
 #: contradicted by the stream (see harness.loadgen.protocols.trusted_tokens: `received_tokens`,
 #: and so TPOT, then use the streamed count; the record stays `ok`); `bad_events`: malformed
 #: stream events (not JSON, unexpected shape), counted rather than skipped silently.
+#: `sent_input_tokens` / `sent_output_tokens`: the lengths asked of the server after its caps
+#: (e.g. WarmServe's 2048-token context; None if the request was never built): below
+#: `input_tokens` / `output_tokens` when a length was capped (see length_warnings).
 EXTRA_REQUEST_COLUMNS: tuple[str, ...] = ("itl_s", "endpoint", "server_input_tokens", "streamed_tokens",
-                                          "claimed_tokens", "tokens_mismatch", "bad_events")
+                                          "claimed_tokens", "tokens_mismatch", "bad_events",
+                                          "sent_input_tokens", "sent_output_tokens")
 
 
 def _endpoint_map(models: list[str], urls: dict[str, str], one_url: str | None, protocol: str,
@@ -74,6 +78,33 @@ def _endpoint_map(models: list[str], urls: dict[str, str], one_url: str | None, 
     return out
 
 
+def auto_id_offset(now_s: float | None = None) -> int:
+    """A request-id offset no earlier run against the same server has used: microseconds since
+    the epoch at the run's start (one offset for every model and worker: the manager's id set
+    is global). A run's ids are [offset, offset + its request count): the next run starts later
+    by more microseconds than this one has requests unless it sent over a million requests a
+    second. About 1.8e15 today: ids stay below 2**53, exact in every JSON reader."""
+    return int((time.time() if now_s is None else now_s) * 1e6)
+
+
+class _StaticSystem(LiveSystem):
+    """A system reached at fixed endpoints (warmserve, serverlessllm); the manifest records the
+    request-id offset and length caps as well."""
+
+    def __init__(self, name: str, endpoints: dict[str, Endpoint], events: EventLog, run_dir: Path,
+                 metrics: bool) -> None:
+        super().__init__(endpoints, events, run_dir, metrics=metrics)
+        self.name = name
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        first = next(iter(self.endpoints.values()), None)
+        if first is not None:
+            out.update(id_offset=first.id_offset, max_model_len=first.max_model_len,
+                       max_output_tokens=first.max_output_tokens)
+        return out
+
+
 def build_system(system: str, sys_opts: Any, client: ClientOptions, models: list[str],
                  events: EventLog, run_dir: Path, gpu_present: bool) -> LiveSystem:
     """The adapter for `system`, configured for the workload's models."""
@@ -89,9 +120,20 @@ def build_system(system: str, sys_opts: Any, client: ClientOptions, models: list
                             probe_token_ids=sys_opts.token_ids == "auto" and not chat,
                             probe_ignore_eos=sys_opts.ignore_eos == "auto")
     if system in ("warmserve", "serverlessllm"):
-        eps = _endpoint_map(models, {}, sys_opts.url, system, served, headers)
-        sys_cls = type(f"{system}System", (LiveSystem,), {"name": system})
-        return sys_cls(eps, events, run_dir, metrics=sys_opts.metrics)
+        # `endpoints` (--endpoint MODEL=URL) route per model; `url` serves the others; neither
+        # given: the system's default address.
+        one_url = sys_opts.url if sys_opts.url or sys_opts.endpoints else sys_opts.default_url
+        if system == "warmserve":
+            offset = sys_opts.request_id_offset
+            if offset == "auto":
+                offset = auto_id_offset()
+            kw: dict[str, Any] = {"id_offset": offset, "max_model_len": sys_opts.max_model_len,
+                                  "max_output_tokens": sys_opts.max_output_tokens}
+        else:
+            kw = {"token_ids": sys_opts.token_ids, "vocab_size": sys_opts.vocab_size,
+                  "ignore_eos": sys_opts.ignore_eos, "max_model_len": sys_opts.max_model_len}
+        eps = _endpoint_map(models, sys_opts.endpoints, one_url, system, served, headers, **kw)
+        return _StaticSystem(system, eps, events, run_dir, metrics=sys_opts.metrics)
     from systems.live.vllm import VllmSystem
 
     missing = [m for m in models if m not in sys_opts.models]
@@ -132,7 +174,8 @@ def requests_table(records: list[dict[str, Any]]) -> pd.DataFrame:
         frame[col] = frame[col].astype(float)
     for col in ("request_id", "input_tokens", "output_tokens", "received_tokens"):
         frame[col] = frame[col].astype("int64")
-    for col in ("server_input_tokens", "streamed_tokens", "claimed_tokens"):
+    for col in ("server_input_tokens", "streamed_tokens", "claimed_tokens", "sent_input_tokens",
+                "sent_output_tokens"):
         frame[col] = frame[col].astype("Int64")
     frame["bad_events"] = frame["bad_events"].fillna(0).astype("int64")
     frame["tokens_mismatch"] = frame["tokens_mismatch"].fillna(False).astype(bool)
@@ -149,6 +192,26 @@ def stream_warnings(requests: pd.DataFrame) -> list[str]:
     bad = int(requests["bad_events"].sum())
     if bad:
         out.append(f"{bad} malformed stream events in {int((requests['bad_events'] > 0).sum())} requests (bad_events)")
+    return out
+
+
+def length_warnings(requests: pd.DataFrame, system: str) -> list[str]:
+    """Lengths that were not what the workload asked: capped before sending, or (ServerlessLLM,
+    no stream to check) generated in a different number than asked."""
+    out = []
+    sent_in, sent_out = requests["sent_input_tokens"], requests["sent_output_tokens"]
+    capped_in = int((sent_in.notna() & (sent_in < requests["input_tokens"])).sum())
+    capped_out = int((sent_out.notna() & (sent_out < requests["output_tokens"])).sum())
+    if capped_in or capped_out:
+        out.append(f"lengths capped to the server's limits (sent_input_tokens / sent_output_tokens): "
+                   f"{capped_in} prompts and {capped_out} outputs shorter than the workload asked")
+    if system == "serverlessllm":
+        ok = requests[(requests["status"] == "ok") & sent_out.notna()]
+        off = int((ok["received_tokens"] != ok["sent_output_tokens"]).sum())
+        if off:
+            out.append(f"{off} requests: the server generated another number of tokens than asked "
+                       "(usage.completion_tokens != sent_output_tokens: this server version does not "
+                       "pin the output length)")
     return out
 
 
@@ -286,7 +349,7 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
     if not gpu.available:
         manifest.setdefault("warnings", []).append(f"GPU memory: {gpu.reason}")
     requests = requests_table(recorder.records)
-    manifest.setdefault("warnings", []).extend(stream_warnings(requests))
+    manifest.setdefault("warnings", []).extend(stream_warnings(requests) + length_warnings(requests, system))
     result = RunResult(
         requests=requests,
         events=pd.DataFrame(events.table_rows(clock.t0), columns=list(EVENT_COLUMNS)),
