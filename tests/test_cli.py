@@ -23,7 +23,8 @@ def test_unknown_command_exits_2() -> None:
 
 
 #: The commands the README documents; more may be added, none of these may disappear.
-DOCUMENTED = {"run", "trace", "sim", "replay", "calibrate", "report", "compare", "presets", "bench", "reproduce"}
+DOCUMENTED = {"run", "trace", "sim", "replay", "calibrate", "report", "compare", "presets", "bench", "reproduce",
+              "history"}
 
 
 def _command_modules() -> set[str]:
@@ -60,5 +61,6 @@ def _minimal_args(name: str) -> list[str]:
         "bench": ["sim"],
         "report": ["d"],
         "compare": ["a", "b"],
+        "history": ["results"],
         "calibrate": ["run_dir", "--gpu", "H100-80GB"],
     }.get(name, [])
