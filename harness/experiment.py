@@ -4,17 +4,17 @@ Any list-valued field is a sweep axis (the `systems` list, `seeds`, `cluster`, `
 value in `workload.params`, in `options` and in a system's own `options`); the grid is their
 product. To pass a list as one value, wrap it: `[[a, b]]` (except LIST_VALUED names such as
 `models` and `extra_args`, whose plain list is one value). Runs are independent, so the grid runs
-in a process pool. Resume: a run is skipped only when its directory holds a complete run with the
-same resolved config, the same workload (hash of the requests replayed) and the same code (commit
-and uncommitted changes, see `identity.code_identity`); any other earlier attempt is moved to the
-experiment's `.history/` (see `harness.store`), never deleted. Ctrl-C stops the whole grid.
+in a process pool or as Ray tasks (`harness.executors`). Resume: a run is skipped only when its
+directory holds a complete run with the same resolved config, the same workload (hash of the
+requests replayed) and the same code (commit and uncommitted changes, see
+`identity.code_identity`); any other earlier attempt is moved to the experiment's `.history/`
+(see `harness.store`), never deleted. Ctrl-C stops the whole grid.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
 import fcntl
 import hashlib
 import itertools
@@ -22,15 +22,13 @@ import json
 import os
 import re
 import signal
-import threading
 import time
 import tomllib
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PrivateAttr, ValidationError, field_validator
@@ -41,6 +39,9 @@ from harness.identity import code_identity, config_sha256, workload_sha256
 from harness.report.load import EXPERIMENT_FILE
 from harness.store import (COMPLETE, FAILED, INCOMPLETE, archive_run, new_manifest, read_summary, write_json,
                            write_manifest, write_run)
+
+if TYPE_CHECKING:
+    from harness.executors import Executor
 
 #: Experiment presets shipped in the package.
 PRESET_DIR = Path(__file__).parent / "experiments"
@@ -540,59 +541,14 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds")
 
 
-# ---------------------------------------------------------------- pool workers
+# ---------------------------------------------------------------- the grid
 
-#: prctl(2) option: the signal a process gets when its parent dies (Linux).
-PR_SET_PDEATHSIG = 1
-
-
-#: Set in a pool worker while it does a run: Ctrl-C outside a run is ignored there (the parent stops the pool).
-_IN_RUN = threading.Event()
-
-
-def _worker_init(parent_pid: int) -> None:
-    """Runs in each pool worker: die with the parent (even on SIGKILL of it), and take one Ctrl-C
-    during a run (it marks that run incomplete), ignoring any after it so the manifest gets written."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the watchdog below still covers it
-        pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-    def watchdog() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watchdog, name="die-with-parent", daemon=True).start()
-
-    def interrupt_once(signum: int, frame: Any) -> None:
-        if _IN_RUN.is_set():
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, interrupt_once)
-
-
-def _execute_in_worker(spec: RunSpec, run_dir: str, code: dict[str, Any], workload: Any,
-                       workload_hash: str) -> RunOutcome:
-    _IN_RUN.set()
-    try:
-        return execute(spec, Path(run_dir), code, workload, workload_hash)
-    finally:
-        _IN_RUN.clear()
-
-
-#: After Ctrl-C, how long the grid waits for pool workers to record their runs as incomplete.
-STOP_GRACE_S = 10.0
-
-
-def run(config: ExperimentConfig, results_dir: Path, *, jobs: int = 1, source: Path | None = None,
+def run(config: ExperimentConfig, results_dir: Path, *, jobs: int | Executor = 1, source: Path | None = None,
         on_start: Callable[[RunSpec], None] = lambda s: None,
         on_done: Callable[[RunOutcome], None] = lambda o: None) -> tuple[Path, list[RunOutcome]]:
     """Run the grid into `results_dir/<name>/`, skipping runs done with the same config, workload and
-    code; returns the experiment dir and outcomes. Ctrl-C raises GridInterrupted (the run going on
+    code; returns the experiment dir and outcomes. `jobs`: local worker processes, or an executor
+    (harness.executors.RayPool) to run them on. Ctrl-C raises GridInterrupted (the run going on
     is left incomplete, the rest not started)."""
     specs = grid(config)
     src = config._source or str(source or "")
@@ -635,8 +591,9 @@ def _exclusive(exp_dir: Path):
 
 
 def _run_grid(specs: list[RunSpec], exp_dir: Path, code: dict[str, Any], workloads_by_id: dict[str, Any],
-              backend: str, jobs: int, on_start: Callable[[RunSpec], None],
+              backend: str, jobs: int | Executor, on_start: Callable[[RunSpec], None],
               on_done: Callable[[RunOutcome], None]) -> tuple[Path, list[RunOutcome]]:
+    """`jobs`: how many local worker processes (1: in this process), or the executor to run on."""
     outcomes: list[RunOutcome] = []
     todo = []
     hashes: dict[int, str] = {}  # per workload object: runs share them
@@ -651,7 +608,8 @@ def _run_grid(specs: list[RunSpec], exp_dir: Path, code: dict[str, Any], workloa
             on_done(outcomes[-1])
         else:
             todo.append(spec)
-    if jobs <= 1 or len(todo) <= 1 or backend == "live":  # live runs would disturb each other
+    local = isinstance(jobs, int)
+    if backend == "live" or local and (jobs <= 1 or len(todo) <= 1):  # live runs would disturb each other
         for i, spec in enumerate(todo):
             on_start(spec)
             try:
@@ -664,7 +622,10 @@ def _run_grid(specs: list[RunSpec], exp_dir: Path, code: dict[str, Any], workloa
             if outcome.interrupted:
                 raise GridInterrupted(exp_dir, _ordered(outcomes, specs), todo[i + 1:])
     else:
-        _run_pool(todo, exp_dir, code, workloads_by_id, digests, jobs, outcomes, on_start, on_done, specs)
+        from harness.executors import LocalPool
+
+        pool = LocalPool(jobs) if isinstance(jobs, int) else jobs
+        _run_pool(todo, exp_dir, code, workloads_by_id, digests, pool, outcomes, on_start, on_done, specs)
     return exp_dir, _ordered(outcomes, specs)
 
 
@@ -680,65 +641,45 @@ def _ordered(outcomes: list[RunOutcome], specs: list[RunSpec]) -> list[RunOutcom
 
 
 def _run_pool(todo: list[RunSpec], exp_dir: Path, code: dict[str, Any], workloads_by_id: dict[str, Any],
-              digests: dict[str, str], jobs: int,
+              digests: dict[str, str], pool: Executor,
               outcomes: list[RunOutcome], on_start: Callable[[RunSpec], None], on_done: Callable[[RunOutcome], None],
               specs: list[RunSpec]) -> None:
-    """Runs in worker processes, submitted as workers free up (so "running" is true)."""
-    # never more workers than runs or than 4 per CPU: `--jobs 100000` forked 100000 processes at once
-    jobs = max(1, min(jobs, len(todo), 4 * (os.cpu_count() or 1)))
-    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init, initargs=(os.getpid(),))
+    """Runs on `pool` (local worker processes or Ray tasks, see harness.executors), submitted as
+    slots free up (so "running" is true)."""
+    slots = pool.open(len(todo))
     queue, running = list(todo), {}
     try:
         while queue or running:
-            while queue and len(running) < jobs:
+            while queue and len(running) < slots:
                 spec = queue.pop(0)
-                running[pool.submit(_execute_in_worker, spec, str(exp_dir / spec.run_id), code,
-                                    workloads_by_id[spec.run_id], digests[spec.run_id])] = spec
+                running[pool.submit(spec, exp_dir / spec.run_id, code, workloads_by_id[spec.run_id],
+                                    digests[spec.run_id])] = spec
                 on_start(spec)
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                spec = running.pop(future)
-                outcome = future.result()
+            for handle in pool.wait(list(running)):
+                spec = running.pop(handle)
+                outcome = pool.outcome(handle, spec, exp_dir / spec.run_id)
                 outcomes.append(outcome)
                 on_done(outcome)
                 if outcome.interrupted:  # a worker got the Ctrl-C first
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
-        _stop_pool(pool, running, outcomes, on_done)
+        _stop(pool, running, exp_dir, outcomes, on_done)
         started = {o.spec.run_id for o in outcomes}
         raise GridInterrupted(exp_dir, _ordered(outcomes, specs), [s for s in todo if s.run_id not in started]) from None
     except BaseException:
-        _stop_pool(pool, running, outcomes, lambda o: None)
+        _stop(pool, running, exp_dir, outcomes, lambda o: None)
         raise
-    pool.shutdown()
+    pool.close()
 
 
-def _stop_pool(pool: ProcessPoolExecutor, running: dict[Any, RunSpec], outcomes: list[RunOutcome],
-               on_done: Callable[[RunOutcome], None]) -> None:
-    """Interrupt the runs in flight (each records itself incomplete), drop queued ones, end the workers."""
+def _stop(pool: Executor, running: dict[Any, RunSpec], exp_dir: Path, outcomes: list[RunOutcome],
+          on_done: Callable[[RunOutcome], None]) -> None:
+    """Interrupt the runs in flight (each records itself incomplete) and drop queued ones."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # further Ctrl-C: we are stopping already
     try:
-        pool.shutdown(wait=False, cancel_futures=True)
-        processes = list((getattr(pool, "_processes", None) or {}).values())
-        for proc in processes:
-            try:
-                os.kill(proc.pid, signal.SIGINT)
-            except (OSError, TypeError):
-                pass
-        done, _ = wait(running, timeout=STOP_GRACE_S)
-        for future, spec in running.items():
-            if future.cancelled():  # never reached a worker: not started
-                continue
-            try:
-                outcome = future.result(timeout=0) if future in done else None
-            except BaseException:  # noqa: BLE001 - a worker that died: its manifest says incomplete
-                outcome = None
-            outcome = outcome or RunOutcome(spec, INCOMPLETE, error="interrupted", interrupted=True)
+        for outcome in pool.stop(running, exp_dir):
             outcomes.append(outcome)
             on_done(outcome)
         running.clear()
-        for proc in processes:
-            if proc.is_alive():
-                proc.kill()
     finally:
         signal.signal(signal.SIGINT, previous)

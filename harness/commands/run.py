@@ -18,13 +18,22 @@ from harness.argtypes import path_arg, positive_int
 from harness.validate import check_runs
 
 
+#: Runs in parallel by default (and a local Ray's CPUs): 2, the cores of the machine this was built on.
+DEFAULT_JOBS = min(2, os.cpu_count() or 1)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("run", help="run an experiment (TOML file or preset; default: the default experiment)")
     p.add_argument("experiment", nargs="?", default=experiment.DEFAULT_PRESET,
                    help="experiment TOML file or preset name (see `presets`)")
     p.add_argument("--results", type=path_arg, default=experiment.DEFAULT_RESULTS, help="results root (default: results/)")
     p.add_argument("--quick", action="store_true", help="the experiment's quick variant (a smoke test, < 20 s)")
-    p.add_argument("--jobs", type=positive_int, default=min(2, os.cpu_count() or 1), help="runs in parallel (default: 2)")
+    p.add_argument("--jobs", type=positive_int, default=None,
+                   help="runs in parallel (default: 2; with --executor ray --address, the cluster's CPUs)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where runs execute: local worker processes (default) or Ray tasks "
+                        "(needs `pip install 'warmbench[ray]'`)")
+    p.add_argument("--address", help="with --executor ray: the Ray cluster to join (default: start a local Ray)")
     p.add_argument("--baseline", help="system the table's ratios are against (default: the experiment's)")
     p.add_argument("--no-report", action="store_true", help="skip report.html / report.md")
     p.set_defaults(handler=handle)
@@ -36,8 +45,30 @@ def _describe(spec: experiment.RunSpec) -> str:
 
 
 def handle(args: argparse.Namespace) -> int:
-    console = Console()
+    """Run the grid (or capacity search) on the chosen executor, then print the table and report."""
+    if args.address and args.executor != "ray":
+        raise WarmbenchError("--address names a Ray cluster: add --executor ray")
+    if args.executor == "ray":
+        from harness.executors import import_ray
+
+        import_ray()  # not installed: one line saying how, before any work
     config, source = experiment.load(args.experiment, quick=args.quick)
+    if args.executor == "local":
+        args.jobs = args.jobs or DEFAULT_JOBS
+        return _handle(args, config, source)
+    if config.backend == "live":
+        raise WarmbenchError("--executor ray runs simulated grids; a live experiment replays from this machine, "
+                             "one run at a time: drop --executor ray")
+    from harness.executors import ray_session
+
+    # a local Ray gets --jobs CPUs (default 2, as the pool); a cluster is used whole unless --jobs caps it
+    with ray_session(args.address, args.jobs or (None if args.address else DEFAULT_JOBS)) as pool:
+        args.jobs = pool  # experiment.run and capacity.search take a worker count or an executor
+        return _handle(args, config, source)
+
+
+def _handle(args: argparse.Namespace, config: experiment.ExperimentConfig, source: Path) -> int:
+    console = Console()
     if config.capacity is not None:  # a capacity search, not one grid
         from harness.commands import run_capacity
 
