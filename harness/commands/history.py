@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.argtypes import path_arg, positive_float
+from harness.argtypes import path_arg, positive_float, positive_int
 from harness.errors import InputError
 from harness.report.history import DEFAULT_METRICS, DEFAULT_MIN_EFFECT, History, collect
 from harness.report.table import print_tables
@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", action="append", metavar="M", help="metric to show (repeatable)")
     p.add_argument("--system", action="append", metavar="S", help="only this system (repeatable)")
     p.add_argument("--model", default="all", help="model whose metrics are shown (default: all = every model together)")
+    p.add_argument("--last", type=positive_int, metavar="N", help="only the N most recent revisions")
     p.add_argument("--min-effect-pct", type=positive_float, default=DEFAULT_MIN_EFFECT * 100, metavar="PCT",
                    help=f"smallest relative step reported as a change point (default {DEFAULT_MIN_EFFECT * 100:g})")
     p.add_argument("--html", nargs="?", const="", type=str, metavar="PATH",
@@ -55,7 +56,7 @@ def handle(args: argparse.Namespace) -> int:
     # matplotlib is imported only once the inputs are read
     from harness.report.history_page import write_html
 
-    history = collect(args.results, args.metric, args.system, args.model, args.min_effect_pct / 100)
+    history = collect(args.results, args.metric, args.system, args.model, args.min_effect_pct / 100, args.last)
     first = args.results[0] if args.results[0].is_dir() else args.results[0].parent
     html_path = Path(args.html) if args.html else first / "history.html"
     data = history.as_dict()

@@ -114,8 +114,9 @@ def run_dirs(paths: list[Path]) -> list[Path]:
 
 
 def collect(paths: list[Path], metrics: list[str] | None = None, systems: list[str] | None = None,
-            model: str = ALL_MODELS, min_effect: float = DEFAULT_MIN_EFFECT) -> History:
-    """The history of `metrics` under `paths` (see the module docstring). WarmbenchError when nothing is usable."""
+            model: str = ALL_MODELS, min_effect: float = DEFAULT_MIN_EFFECT, last: int | None = None) -> History:
+    """The history of `metrics` under `paths` (see the module docstring), over the `last` revisions
+    when given (change points are then looked for among those only). WarmbenchError when nothing is usable."""
     dirs = run_dirs(paths)
     where = ", ".join(map(str, paths))
     if not dirs:
@@ -148,6 +149,9 @@ def collect(paths: list[Path], metrics: list[str] | None = None, systems: list[s
         notes.append(f"skipped {no_date} run(s) without a valid started_at")
     infos = _dedupe(infos)
     revisions, row_of = _revisions(infos, notes)
+    if last is not None and len(revisions) > last:
+        notes.append(f"showing the last {last} of {len(revisions)} revisions")
+        revisions = revisions[-last:]
     keys = _series_keys(infos)
     known = sorted({m for i in infos for summary in i.summary.values() for m in summary})
     chosen = list(metrics or DEFAULT_METRICS)
@@ -163,7 +167,7 @@ def collect(paths: list[Path], metrics: list[str] | None = None, systems: list[s
         raise WarmbenchError(f"--model {model!r}: no run has it; models: {', '.join(models)}")
     order = [r.key for r in revisions]
     series = []
-    for (experiment, system, point), runs in keys.items():
+    for (experiment, system, point), runs in keys.items():  # _cells keeps the revisions in `order` only
         if systems and system not in systems:
             continue
         for metric in chosen:

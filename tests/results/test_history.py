@@ -142,6 +142,9 @@ def test_several_results_folders_are_one_history_without_double_counting(built) 
     data = json.loads(out)
     assert [r["key"] for r in data["revisions"]] == built["revs"]
     assert [r["runs"] for r in data["revisions"]] == [4, 4, 4, 4]  # night1's copies of A and B count once
+    recent = json.loads(cli("history", str(built["results"]), "--json", "--last", "2")[1])
+    assert [r["key"] for r in recent["revisions"]] == built["revs"][2:] and recent["change_points"] == []
+    assert all(v["revision"] in built["revs"][2:] for s in recent["series"] for v in s["values"])
     alone = json.loads(cli("history", str(built["root"] / "night1"), "--json")[1])
     assert [r["key"] for r in alone["revisions"]] == built["revs"][:2] and alone["change_points"] == []
 
