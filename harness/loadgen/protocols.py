@@ -412,11 +412,12 @@ class StreamReader:
             retract += 1
         count = int(match.group(1))
         text_reads = self._reads - retract
-        if count < text_reads:
-            # Each read of text holds at least one delta, each delta at least one token: a count
-            # below the reads of text is not the trailer but text ending in `#<digits>`.
+        if 2 * count < text_reads:
+            # A read of text holds at least one delta of at least one token (a delta split over
+            # two reads is rare): a count below half the reads of text is no trailer but text
+            # ending in `#<digits>`, cut short. Between half and all, trusted_tokens judges it.
             self.error = (f"no '#<tokens>' trailer: the stream ended early (its text ends with "
-                          f"'#{count}', fewer than the {text_reads} reads of text)")
+                          f"'#{count}', under half its {text_reads} reads of text)")
             return
         if count > MAX_COUNT:
             self.bad_events += 1  # a count no table column can hold: no claim at all

@@ -134,9 +134,12 @@ def test_warmserve_a_trailer_split_across_reads_is_no_token() -> None:
 def test_warmserve_a_clean_end_without_the_trailer_is_a_failure() -> None:
     reader, _ = warmserve_reads(b"Hello", b" world")
     assert reader.error is not None and "trailer" in reader.error and reader.usage_tokens is None
-    # text that happens to end in '#<digits>' below the reads of text is not a trailer
-    reader, _ = warmserve_reads(b"a", b" b", b" c", b" see #2")
+    # text that happens to end in '#<digits>', far below the reads of text, is not a trailer
+    reader, _ = warmserve_reads(*[b" a"] * 9, b" see #2")
     assert reader.error is not None and reader.usage_tokens is None
+    # a count a little below the reads (a delta split over two reads) is still the trailer
+    reader, tokens = warmserve_reads(b" a", b" b", b"\xc3", b"\xa9", b"#3")
+    assert (tokens, reader.usage_tokens, reader.error) == (4, 3, None)
 
 
 def test_warmserve_body_caps_lengths_and_offsets_the_id() -> None:
