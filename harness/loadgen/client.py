@@ -18,7 +18,8 @@ import gevent
 import numpy as np
 
 from harness.loadgen.http import ClosedBeforeResponse, Exchange, Pool, ProtocolError, StreamCut
-from harness.loadgen.protocols import Endpoint, StreamReader, build_request, trusted_tokens, wire_lengths
+from harness.loadgen.bodies import Endpoint, build_request, wire_lengths
+from harness.loadgen.protocols import StreamReader, trusted_tokens
 from harness.redact import redact_text
 
 NAN = math.nan

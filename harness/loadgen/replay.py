@@ -23,7 +23,7 @@ from gevent.pool import Group
 
 from harness.loadgen.client import ClientPool, send
 from harness.loadgen.http import sleep_at_priority
-from harness.loadgen.protocols import Endpoint, build_request
+from harness.loadgen.bodies import Endpoint, build_request
 from harness.loadgen.recorder import JsonlRecorder
 
 NAN = math.nan

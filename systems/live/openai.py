@@ -19,7 +19,7 @@ import gevent
 from geventhttpclient import HTTPClient
 
 from harness.loadgen import Endpoint
-from harness.loadgen.protocols import probe_request
+from harness.loadgen.bodies import probe_request
 from harness.redact import redact_text
 from systems.live.base import LiveSystem
 
