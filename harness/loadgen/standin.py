@@ -1,14 +1,22 @@
 """A small streaming server for the load generator's benchmark and contract tests.
 
-It speaks four real wire formats: OpenAI completions and chat completions with SSE streaming
-(as vLLM serves them; chat opens with a role-only event), the WarmServe PrewarmManager
-endpoint (`POST /`, raw text chunks then `#<completion tokens>`), and ServerlessLLM's
-non-streaming OpenAI chat API. Each request waits `ttft_s`, then emits one
-token every `gap_s`. Faults can be injected per model name: HTTP 500, a stream cut mid-way,
-or a hang; `--no-token-ids` and `--strict` make it refuse token-id prompts or vLLM's extra
-fields, as other servers do; `--vocab-size N` refuses token ids >= N (HTTP 400, as vLLM does);
-`--require-header NAME=VALUE` answers 401 to any request without that header (an API key; as
-with vLLM's `--api-key`, `/health` stays open). Run it as `python -m harness.loadgen.standin --port P
+It speaks four real wire formats, with the bytes the real servers send (uvicorn's head, Starlette's
+`; charset=utf-8` on text types, one HTTP chunk per write; tests/live/fixtures hold the reference
+bytes and tests/live/test_standin_bytes.py compares): OpenAI completions and chat completions with
+SSE streaming (as vLLM serves them; chat opens with a role-only event), the WarmServe
+PrewarmManager endpoint (`POST /`: FastAPI's 422 for a body of the wrong types, 404 for a model not
+registered with `--model`, raw text chunks then `#<completion tokens>`, a text/plain 500 and a closed
+connection for prompt + max_tokens over `--max-model-len` (2048), with its load accounting: an id
+counts toward the model's load only the first time it is seen), and, with `--serverlessllm`,
+ServerlessLLM's chat API on /v1/chat/completions (never streamed; failures as HTTP 200
+`{"error": ...}`, an unknown model as a text/plain 500). Each request waits `ttft_s`, then emits one
+token every `gap_s`. Faults can be injected per model name: HTTP 500 (for WarmServe and
+ServerlessLLM their text/plain 500), a stream cut mid-way (WarmServe: a clean end without the
+trailer, its real failure mode), a hang, or (`--error-body-model`, ServerlessLLM) a 200 error body;
+`--no-token-ids` and `--strict` make it refuse token-id prompts or vLLM's extra fields, as other
+servers do; `--vocab-size N` refuses token ids >= N (HTTP 400, as vLLM does); `--require-header
+NAME=VALUE` answers 401 to any request without that header (an API key; as with vLLM's
+`--api-key`, `/health` stays open). Run it as `python -m harness.loadgen.standin --port P
 [--ttft-ms T] [--gap-ms G] [--log FILE]`.
 
 The nominal TTFT is only what the server aims for: on a busy host its timers fire late. With
@@ -26,13 +34,15 @@ import json
 import socket
 import time
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import IO
 
 import gevent
-from gevent.event import AsyncResult as Event
 from gevent.server import StreamServer
 
-from harness.loadgen.http import sleep_at_priority
+from harness.loadgen.standin_stream import stream
+from harness.loadgen.standin_wire import (INTERNAL_ERROR, WARMSERVE_MAX_MODEL_LEN, sllm_answer, sllm_completion,
+                                          warmserve_parse, warmserve_prompt_tokens, warmserve_refused)
 
 
 @dataclass
@@ -50,6 +60,16 @@ class Behaviour:
     log: IO[str] | None = None  # first-token log (see the module docstring), line-buffered
     vocab_size: int | None = None  # token ids at or above it are refused (HTTP 400)
     required_headers: dict[str, str] = field(default_factory=dict)  # lower-case name -> value
+    models: set[str] = field(default_factory=set)  # served model names; empty: any name
+    serverlessllm: bool = False  # /v1/chat/completions answers as ServerlessLLM does
+    error_body_models: set[str] = field(default_factory=set)  # ServerlessLLM: 200 {"error": ...}
+    max_model_len: int = WARMSERVE_MAX_MODEL_LEN  # WarmServe and ServerlessLLM context limit
+    # WarmServe's load accounting (prewarm_manager.py schedule / compl_request): a model's load
+    # grows only for an id not seen before (`recorded_reqs`), its engine's for every request;
+    # both shrink when a request completes, and a request vLLM refused is never uncounted.
+    recorded_ids: set[int] = field(default_factory=set)
+    model_load: dict[str, int] = field(default_factory=dict)
+    engine_load: dict[str, int] = field(default_factory=dict)
 
     def log_first_token(self, request_id: str, received_s: float, first_token_s: float) -> None:
         """One line per streamed request: when it arrived and when its first token was written."""
@@ -101,28 +121,60 @@ class _Conn:
         body, self.buf = self.buf[:length], self.buf[length:]
         return method, path, body, request_id
 
-    def respond(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-                  500: "Internal Server Error"}[status]
-        self.sock.sendall(
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    def write(self, data: bytes) -> None:
+        """One plain non-blocking send (no gevent wrapper: this runs tens of thousands of times a
+        second); only a full socket buffer falls back to gevent's cooperative sendall."""
+        try:
+            sent = self.sock._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self.sock.sendall(data[sent:])
 
-    def start_stream(self, content_type: str = "text/event-stream") -> None:
-        self.sock.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n"
-                          "Transfer-Encoding: chunked\r\n\r\n".encode())
+    def _head(self, status: int, headers: str) -> bytes:
+        """uvicorn's response head: its own `date` and `server` first, names lower-case."""
+        return (f"HTTP/1.1 {status} {_REASONS[status]}\r\ndate: {_http_date()}\r\nserver: uvicorn\r\n"
+                f"{headers}\r\n").encode()
+
+    def respond(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        """A whole body: the head, then the body, as uvicorn writes them (two writes)."""
+        self.write(self._head(status, f"content-length: {len(body)}\r\ncontent-type: {content_type}\r\n"))
+        self.write(body)
+
+    def crash(self) -> None:
+        """What a FastAPI app under uvicorn sends when the handler raises: Starlette's text/plain
+        500; the caller then closes the connection, as uvicorn does."""
+        self.respond(500, INTERNAL_ERROR, "text/plain; charset=utf-8")
+
+    def start_stream(self, content_type: str = "text/event-stream; charset=utf-8") -> None:
+        self.write(self._head(200, f"content-type: {content_type}\r\ntransfer-encoding: chunked\r\n"))
 
     def chunk(self, data: bytes) -> None:
-        self.sock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
+        self.write(b"%x\r\n%s\r\n" % (len(data), data))
 
-    def end_stream(self) -> None:
-        self.sock.sendall(b"0\r\n\r\n")
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 422: "Unprocessable Entity",
+            500: "Internal Server Error"}
+
+_DATE = [0, ""]  # (second, its HTTP date), as uvicorn caches it
+
+
+def _http_date() -> str:
+    now = int(time.time())
+    if _DATE[0] != now:
+        _DATE[0], _DATE[1] = now, formatdate(now, usegmt=True)
+    return str(_DATE[1])
 
 
 def _metrics_text(b: Behaviour) -> bytes:
     lines = ["# HELP standin_requests_total Requests served per model.",
              "# TYPE standin_requests_total counter"]
     lines += [f'standin_requests_total{{model_name="{m}"}} {n}' for m, n in sorted(b.served.items())]
+    for name, loads in (("model_load", b.model_load), ("engine_load", b.engine_load)):
+        if loads:
+            help_text = f"WarmServe's {name.replace('_', ' ')}: requests counted and not yet uncounted."
+            lines += [f"# HELP standin_warmserve_{name} {help_text}", f"# TYPE standin_warmserve_{name} gauge"]
+            lines += [f'standin_warmserve_{name}{{model_name="{m}"}} {n}' for m, n in sorted(loads.items())]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -144,12 +196,23 @@ def handle(sock, _address, behaviour: Behaviour) -> None:
                 continue
             if method == "GET":
                 if path == "/metrics":
-                    conn.respond(200, _metrics_text(behaviour), "text/plain; version=0.0.4")
+                    conn.respond(200, _metrics_text(behaviour), "text/plain; version=0.0.4; charset=utf-8")
                 else:
                     conn.respond(200, b"{}")
                 continue
-            if not _serve(conn, path, json.loads(body or b"{}"), received, request_id):
-                return  # connection cut on purpose
+            if path == "/":
+                served = _warmserve(conn, body, received, request_id)
+            elif path == "/v1/chat/completions" and behaviour.serverlessllm:
+                served = _serverlessllm(conn, body, received)
+            else:
+                try:
+                    payload = json.loads(body or b"{}")
+                except ValueError:
+                    conn.respond(400, b'{"error": {"message": "body is not JSON"}}')
+                    continue
+                served = _serve(conn, path, payload, received, request_id)
+            if not served:
+                return  # connection closed on purpose
     except (ConnectionError, OSError):
         return
     finally:
@@ -165,8 +228,11 @@ OPENAI_FIELDS = frozenset({
 
 
 def _serve(conn: _Conn, path: str, payload: dict, received: float, request_id: str) -> bool:
-    """Answer one POST; returns False when the connection was cut on purpose."""
+    """Answer one POST in vLLM's OpenAI formats; returns False when the connection was cut on purpose."""
     b = conn.b
+    if path not in ("/v1/completions", "/v1/chat/completions"):
+        conn.respond(404, b'{"detail":"Not Found"}')  # FastAPI's answer for a route it lacks
+        return True
     model = str(payload.get("model", ""))
     b.served[model] = b.served.get(model, 0) + 1
     if model in b.hang_models:
@@ -174,7 +240,11 @@ def _serve(conn: _Conn, path: str, payload: dict, received: float, request_id: s
     if model in b.error_models:
         conn.respond(500, json.dumps({"error": {"message": f"injected error for {model}"}}).encode())
         return True
-    unknown = sorted(set(payload) - OPENAI_FIELDS) if b.strict and path != "/" else []
+    if b.models and model not in b.models:  # vLLM's serving_engine: an ErrorResponse, 404
+        conn.respond(404, json.dumps({"object": "error", "message": f"The model `{model}` does not exist.",
+                                      "type": "NotFoundError", "param": None, "code": 404}).encode())
+        return True
+    unknown = sorted(set(payload) - OPENAI_FIELDS) if b.strict else []
     if unknown:
         conn.respond(400, json.dumps({"error": {"message": f"Unrecognized request argument supplied: {unknown[0]}",
                                                 "type": "invalid_request_error"}}).encode())
@@ -191,8 +261,6 @@ def _serve(conn: _Conn, path: str, payload: dict, received: float, request_id: s
     n_out = max(1, int(payload.get("max_tokens") or 16))
     n_in = _count_prompt_tokens(prompt)
     cut_after = n_out // 2 if model in b.cut_models else None
-    if path == "/":
-        return _warmserve(conn, payload, n_out, received, cut_after, request_id)
     if path == "/v1/chat/completions" and not payload.get("stream"):
         gevent.sleep(max(0.0, received + b.ttft_s + b.gap_s * (n_out - 1) - time.perf_counter()))
         conn.respond(200, json.dumps({
@@ -205,139 +273,20 @@ def _serve(conn: _Conn, path: str, payload: dict, received: float, request_id: s
         return True
     if path == "/v1/chat/completions":
         return _chat_stream(conn, model, n_in, n_out, received, cut_after, request_id)
-    if path != "/v1/completions":
-        conn.respond(404, b'{"error": {"message": "not found"}}')
-        return True
     return _openai_stream(conn, model, n_in, n_out, received, cut_after, request_id)
-
-
-class _Stream:
-    """One streaming response in progress: the ticker writes its tokens as they fall due."""
-
-    __slots__ = ("conn", "token", "last", "trailer", "n_out", "next_i", "due", "cut_after", "done",
-                 "request_id", "received")
-
-    def __init__(self, conn: _Conn, token: bytes, last: bytes, trailer: bytes, n_out: int,
-                 received: float, cut_after: int | None, request_id: str) -> None:
-        self.conn, self.n_out, self.cut_after = conn, n_out, cut_after
-        self.request_id, self.received = request_id, received
-        # Pre-framed HTTP chunks: writing a token is one send, no formatting.
-        self.token = b"%x\r\n%s\r\n" % (len(token), token)
-        self.last = b"%x\r\n%s\r\n" % (len(last), last)
-        self.trailer = b"%x\r\n%s\r\n0\r\n\r\n" % (len(trailer), trailer)
-        self.next_i, self.due = 0, received + conn.b.ttft_s
-        self.done = Event()
-
-    def _send(self, data: bytes) -> None:
-        """One plain non-blocking send (no gevent wrapper: this runs tens of thousands of times a
-        second); only a full socket buffer falls back to gevent's cooperative sendall."""
-        try:
-            sent = self.conn.sock._sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent < len(data):
-            self.conn.sock.sendall(data[sent:])
-
-    def write_due(self, now: float) -> bool:
-        """Write every token due by `now`; True when the stream has ended (or was cut)."""
-        gap = self.conn.b.gap_s
-        while self.due <= now:
-            i = self.next_i
-            if self.cut_after is not None and i == self.cut_after:
-                self.done.set(False)
-                return True
-            last = i == self.n_out - 1
-            written_s = time.perf_counter()
-            self._send(self.last + self.trailer if last else self.token)
-            if i == 0:  # logged after the write, so logging never delays the token
-                self.conn.b.log_first_token(self.request_id, self.received, written_s)
-            if last:
-                self.done.set(True)
-                return True
-            self.next_i, self.due = i + 1, self.due + gap
-        return False
-
-
-#: Longest stretch the ticker writes tokens before it lets other work of the loop run.
-SLICE_S = 0.0005
-
-
-class _Ticker:
-    """Writes due tokens of all open streams, like one engine iteration every `gap_s`.
-
-    The first token of each stream is written by its own greenlet at exactly `ttft_s` after the
-    request arrived (the TTFT the benchmark relies on); later tokens ride the shared tick, so the
-    server needs one timer per tick rather than one per token. Priorities keep the timing the
-    benchmark reads exact: a due first token runs before new requests are read, and both before
-    the tick's batch of later tokens (which takes about a millisecond at 25k tokens/s).
-    """
-
-    def __init__(self, gap_s: float) -> None:
-        self.gap_s = gap_s
-        self.streams: list[_Stream] = []
-        self._greenlet = None
-
-    def add(self, stream: _Stream) -> None:
-        delay = stream.due - time.perf_counter()
-        if delay > 0:
-            sleep_at_priority(delay, 1)
-        try:
-            finished = stream.write_due(time.perf_counter())
-        except OSError:
-            stream.done.set(False)
-            return
-        if finished:
-            return
-        self.streams.append(stream)
-        if self._greenlet is None:
-            self._greenlet = gevent.spawn(self._run)
-
-    def _run(self) -> None:
-        while self.streams:
-            sleep_at_priority(max(0.0005, self.gap_s), -1)
-            now = time.perf_counter()
-            keep = []
-            slice_end = now + SLICE_S
-            current, self.streams = self.streams, []  # add() appends to the new list meanwhile
-            for stream in current:
-                if time.perf_counter() > slice_end:
-                    # let requests and first tokens that came meanwhile in before the rest
-                    sleep_at_priority(0.0, -1)
-                    slice_end = time.perf_counter() + SLICE_S
-                try:
-                    if not stream.write_due(now):
-                        keep.append(stream)
-                except OSError:
-                    stream.done.set(False)
-            self.streams = keep + self.streams
-        self._greenlet = None
-
-
-_TICKERS: dict[float, _Ticker] = {}
-
-
-def _stream(conn: _Conn, token: bytes, last: bytes, trailer: bytes, n_out: int, received: float,
-            cut_after: int | None, request_id: str, preamble: bytes = b"") -> bool:
-    """Stream `preamble` at once, then `n_out` tokens, then the trailer; False if the stream was
-    cut (close the socket)."""
-    ticker = _TICKERS.setdefault(conn.b.gap_s, _Ticker(conn.b.gap_s))
-    conn.start_stream()
-    if preamble:
-        conn.chunk(preamble)
-    stream = _Stream(conn, token, last, trailer, n_out, received, cut_after, request_id)
-    ticker.add(stream)
-    return bool(stream.done.get())
 
 
 def _openai_stream(conn: _Conn, model: str, n_in: int, n_out: int, received: float,
                    cut_after: int | None, request_id: str) -> bool:
+    """Completions as vLLM streams them: one event per token, the usage event and `[DONE]` each
+    their own chunk."""
     head = 'data: {"id":"cmpl-standin","object":"text_completion","created":0,"model":%s,"choices":[' % (
         json.dumps(model))
     token = (head + '{"index":0,"text":" tok","logprobs":null,"finish_reason":null}]}\n\n').encode()
     last = (head + '{"index":0,"text":" tok","logprobs":null,"finish_reason":"length"}]}\n\n').encode()
     usage = '{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (n_in, n_out, n_in + n_out)
-    trailer = (head + '],"usage":' + usage + '}\n\ndata: [DONE]\n\n').encode()
-    return _stream(conn, token, last, trailer, n_out, received, cut_after, request_id)
+    tail = ((head + '],"usage":' + usage + '}\n\n').encode(), b"data: [DONE]\n\n")
+    return stream(conn, token, last, tail, n_out, received, cut_after, request_id)
 
 
 def _chat_stream(conn: _Conn, model: str, n_in: int, n_out: int, received: float,
@@ -351,20 +300,74 @@ def _chat_stream(conn: _Conn, model: str, n_in: int, n_out: int, received: float
     token = (head + '{"index":0,"delta":{"content":" tok"},"logprobs":null,"finish_reason":null}]}\n\n').encode()
     last = (head + '{"index":0,"delta":{"content":" tok"},"logprobs":null,"finish_reason":"length"}]}\n\n').encode()
     usage = '{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (n_in, n_out, n_in + n_out)
-    trailer = (head + '],"usage":' + usage + '}\n\ndata: [DONE]\n\n').encode()
-    return _stream(conn, token, last, trailer, n_out, received, cut_after, request_id, preamble=role)
+    tail = ((head + '],"usage":' + usage + '}\n\n').encode(), b"data: [DONE]\n\n")
+    return stream(conn, token, last, tail, n_out, received, cut_after, request_id, preamble=role)
 
 
-def _warmserve(conn: _Conn, payload: dict, n_out: int, received: float, cut_after: int | None,
-               request_id: str) -> bool:
-    """The PrewarmManager's format: raw delta text chunks, then `#<completion_tokens>`."""
-    stream = str(payload.get("stream", False)).lower() == "true"
-    if not stream:
-        gevent.sleep(max(0.0, received + conn.b.ttft_s + conn.b.gap_s * (n_out - 1) - time.perf_counter()))
-        conn.respond(200, json.dumps(" tok" * n_out).encode())
+def _wait_tokens(b: Behaviour, received: float, n_out: int) -> None:
+    """Until a non-streamed answer of `n_out` tokens would be complete."""
+    gevent.sleep(max(0.0, received + b.ttft_s + b.gap_s * (n_out - 1) - time.perf_counter()))
+
+
+def _warmserve(conn: _Conn, body: bytes, received: float, request_id: str) -> bool:
+    """The PrewarmManager (prewarm_manager.py request_handler): FastAPI's 422 for a bad body, 404
+    for a model it does not serve, a text/plain 500 (and a closed connection) for what vLLM
+    refuses, else raw delta text chunks, then `#<completion tokens>`."""
+    b = conn.b
+    request, error_body = warmserve_parse(body)
+    if request is None:
+        conn.respond(422, error_body)
         return True
-    return _stream(conn, b" tok", b" tok", b"#%d" % n_out, n_out, received, cut_after,
-                   request_id or str(payload.get("id", "")))
+    model = request.model
+    b.served[model] = b.served.get(model, 0) + 1
+    if b.models and model not in b.models:
+        conn.respond(404, b'"Model not found in ModelList"')
+        return True
+    if request.id not in b.recorded_ids:  # schedule(): load counted once per id, for good
+        b.recorded_ids.add(request.id)
+        b.model_load[model] = b.model_load.get(model, 0) + 1
+    b.engine_load[model] = b.engine_load.get(model, 0) + 1
+    if model in b.hang_models:
+        gevent.sleep(3600)
+    n_in = warmserve_prompt_tokens(request.prompt)
+    if model in b.error_models or warmserve_refused(n_in, request.max_tokens, b.max_model_len):
+        conn.crash()  # the engine call raised; compl_request is never reached: loads stay counted
+        return False
+    n_out = request.max_tokens if request.max_tokens is not None else b.max_model_len - n_in
+    if not request.stream:
+        _wait_tokens(b, received, n_out)
+        conn.respond(200, json.dumps(" tok" * n_out).encode())
+    else:
+        cut_after = n_out // 2 if model in b.cut_models else None
+        stream(conn, b" tok", b" tok", (b"#%d" % n_out,), n_out, received, cut_after,
+                request_id or str(request.id), clean_cut=True)
+    b.engine_load[model] -= 1  # compl_request(): both shrink, whether or not the id was new
+    b.model_load[model] = b.model_load.get(model, 0) - 1
+    return True
+
+
+def _serverlessllm(conn: _Conn, body: bytes, received: float) -> bool:
+    """ServerlessLLM's POST /v1/chat/completions (app_lib.py inference_handler, vllm_backend.py
+    generate): never streamed; a raised exception is a text/plain 500 and a closed connection."""
+    b = conn.b
+    created_s = time.time()  # vLLM's arrival_time: wall-clock float seconds
+    answer = sllm_answer(body, b.models, b.error_body_models, b.max_model_len)
+    model = answer.model
+    if model:
+        b.served[model] = b.served.get(model, 0) + 1
+        if model in b.hang_models:
+            gevent.sleep(3600)
+        if model in b.error_models:
+            answer.status = 500
+    if answer.status == 500:
+        conn.crash()
+        return False
+    if answer.body:
+        conn.respond(answer.status, answer.body)
+        return True
+    _wait_tokens(b, received, answer.output_tokens)
+    conn.respond(200, sllm_completion(answer, created_s, " tok" * answer.output_tokens))
+    return True
 
 
 def serve(port: int, behaviour: Behaviour, host: str = "127.0.0.1") -> StreamServer:
@@ -391,11 +394,22 @@ def main(argv: list[str] | None = None) -> None:
                         help="answer 401 to requests without this header (repeatable)")
     parser.add_argument("--log", help="append each streamed request's arrival and first-token write "
                                       "times (perf_counter s) to this JSONL file")
+    parser.add_argument("--model", action="append", default=[],
+                        help="a served model name (repeatable); others get the real server's error "
+                             "(WarmServe 404, ServerlessLLM 500, vLLM 404). Default: any name")
+    parser.add_argument("--serverlessllm", action="store_true",
+                        help="answer /v1/chat/completions as ServerlessLLM does (never streamed)")
+    parser.add_argument("--error-body-model", action="append", default=[],
+                        help="ServerlessLLM: answer this model with HTTP 200 {\"error\": \"Engine is not running\"}")
+    parser.add_argument("--max-model-len", type=int, default=WARMSERVE_MAX_MODEL_LEN,
+                        help="WarmServe / ServerlessLLM context limit in tokens (default: WarmServe's 2048)")
     args = parser.parse_args(argv)
     behaviour = Behaviour(ttft_s=args.ttft_ms / 1000, gap_s=args.gap_ms / 1000,
                           error_models=set(args.error_model), cut_models=set(args.cut_model),
                           hang_models=set(args.hang_model), accept_token_ids=not args.no_token_ids,
-                          strict=args.strict, vocab_size=args.vocab_size,
+                          strict=args.strict, vocab_size=args.vocab_size, models=set(args.model),
+                          serverlessllm=args.serverlessllm, error_body_models=set(args.error_body_model),
+                          max_model_len=args.max_model_len,
                           required_headers={k.strip().lower(): v for k, _, v in
                                             (h.partition("=") for h in args.require_header)},
                           log=open(args.log, "a", buffering=1) if args.log else None)

@@ -36,7 +36,9 @@ def test_standin_logs_warmserve_requests_by_their_body_id(standin, tmp_path: Pat
     log = tmp_path / "first.jsonl"
     url = standin("--ttft-ms", "5", "--gap-ms", "1", "--log", str(log))
     frame = canonical_frame(np.linspace(0, 0.1, 3), "m", np.full(3, 30), np.full(3, 3))
-    run_live(Workload(frame, {"source": "test"}), "warmserve", {"url": url}, tmp_path / "run")
+    # offset 0: the run's own ids on the wire (by default each run offsets them: issue 17)
+    run_live(Workload(frame, {"source": "test"}), "warmserve", {"url": url, "request_id_offset": 0},
+             tmp_path / "run")
     server, _ = read_server_log(log, 0)
     assert sorted(server["request_id"]) == [0, 1, 2]
 
