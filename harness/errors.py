@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+#: Exit status of a statistical gate whose seeds cannot decide (`compare --fail-if`, harness/report/gate.py):
+#: neither a pass (0) nor a decided regression (1) nor bad input (2).
+EXIT_INCONCLUSIVE = 3
+
 
 class WarmbenchError(Exception):
     """Bad input or configuration that the user can fix; the message says how."""

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.stats import t_quantile
+
 #: Paper-compatible TTFT for a request that never completed.
 PAPER_UNFINISHED_TTFT_S = 999.0
 #: Threshold of the paper's ablation metric.
@@ -210,14 +212,8 @@ HIGHER_IS_BETTER: frozenset[str] = frozenset({
 })
 
 
-#: Two-sided 95% Student t quantiles by degrees of freedom (1-30); above 30 the normal's 1.96.
-_T95: tuple[float, ...] = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-                           2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-                           2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def paired_ratio_ci(candidate: list[float], base: list[float]) -> tuple[float, float] | None:
-    """95% confidence interval of candidate / base from per-seed pairs (same workload draw).
+def paired_ratio_ci(candidate: list[float], base: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """Confidence interval (95% unless told) of candidate / base from per-seed pairs (same workload draw).
 
     A t interval on the mean log ratio, so it is symmetric in "x times" and pairs cancel the
     draw-to-draw variation both systems share. None with fewer than two pairs or where a
@@ -227,12 +223,12 @@ def paired_ratio_ci(candidate: list[float], base: list[float]) -> tuple[float, f
              if c is not None and b is not None and math.isfinite(c) and math.isfinite(b) and c > 0 and b > 0]
     if len(pairs) < 2 or len(pairs) != len(candidate):
         return None
-    low, high = mean_ci([math.log(c / b) for c, b in pairs])  # type: ignore[misc]
+    low, high = mean_ci([math.log(c / b) for c, b in pairs], confidence)  # type: ignore[misc]
     return math.exp(low), math.exp(high)
 
 
-def mean_ci(values: list[float]) -> tuple[float, float] | None:
-    """95% Student t confidence interval of the mean of `values` (e.g. one metric over seeds).
+def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """Student t confidence interval (95% unless told) of the mean of `values` (e.g. one metric over seeds).
 
     The one t interval of the report layer: `paired_ratio_ci` is this on log ratios. None with
     fewer than two values or where one is unavailable (NaN / inf): never an interval of what was
@@ -242,7 +238,7 @@ def mean_ci(values: list[float]) -> tuple[float, float] | None:
         return None
     data = np.asarray(values, dtype=float)
     n = len(data)
-    half = (_T95[n - 2] if n - 1 <= len(_T95) else 1.96) * float(data.std(ddof=1)) / math.sqrt(n)
+    half = t_quantile(confidence, n - 1) * float(data.std(ddof=1)) / math.sqrt(n)
     centre = float(data.mean())
     return centre - half, centre + half
 

@@ -3,6 +3,11 @@
 The gate must fail (exit 1) whenever the candidate cannot be trusted, whatever its numbers, and
 every broken file must be bad input (exit 2, one line naming the file), never a traceback and
 never exit 1, which a nightly script reads as "regression".
+
+The factory's experiments hold one seed per sweep point, and one seed cannot decide the default
+interval gate (exit 3, tests/results/test_gate_stats.py): these tests run `--mode per-seed`, where
+a whole candidate passes; the trust checks are the same in both modes (test_gate_stats.py checks
+them under the default).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from tests.hostile.conftest import cli_result as cli
 from tests.results.factory import synthetic_result, write_experiment
 
 BOUND = "p99_ttft_s:+10%"
+PER_SEED = ("--mode", "per-seed")  # one seed per point: see the module docstring
 RUN = "b_total_rps-5_seed-0"  # one run of the factory's default grid
 
 
@@ -38,8 +44,8 @@ def bad_input(proc: subprocess.CompletedProcess, *needles: str) -> None:
 
 def gate(base: Path, cand: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
     """`compare --fail-if` in text and in JSON; both must agree on the exit code."""
-    text = cli("compare", str(base), str(cand), "--fail-if", BOUND, *extra)
-    data = cli("compare", str(base), str(cand), "--fail-if", BOUND, "--json", *extra)
+    text = cli("compare", str(base), str(cand), "--fail-if", BOUND, *PER_SEED, *extra)
+    data = cli("compare", str(base), str(cand), "--fail-if", BOUND, "--json", *PER_SEED, *extra)
     assert text.returncode == data.returncode, (text.stdout, data.stdout)
     assert "Traceback" not in text.stderr + data.stderr
     return text, json.loads(data.stdout)
@@ -193,7 +199,7 @@ def test_bound_metric_null_on_candidate_fails(pair) -> None:
     text, data = gate(base, cand)
     assert text.returncode == 1 and kinds(data) == ["unmeasurable"] and "p99_ttft_s" in text.stdout
     # a metric no bound names does not fail the gate
-    assert cli("compare", str(base), str(cand), "--fail-if", "p50_ttft_s:+10%").returncode == 0
+    assert cli("compare", str(base), str(cand), "--fail-if", "p50_ttft_s:+10%", *PER_SEED).returncode == 0
 
 
 def test_model_missing_on_candidate_is_unmeasurable(pair) -> None:
@@ -412,7 +418,7 @@ def test_missing_empty_or_file_paths_are_bad_input(tmp_path, pair) -> None:
 def test_ambiguous_runs_on_one_side_are_bad_input(tmp_path, pair) -> None:
     base, cand = pair
     shutil.copytree(cand / RUN, cand / "copy_of_a_run")
-    assert cli("compare", str(base), str(cand), "--fail-if", BOUND).returncode == 0  # not in the grid: ignored
+    assert cli("compare", str(base), str(cand), "--fail-if", BOUND, *PER_SEED).returncode == 0  # not in the grid: ignored
     (cand / "experiment.json").unlink()  # a plain folder of runs: two of them claim one point
     bad_input(cli("compare", str(base), str(tmp_path / "cand"), "--fail-if", BOUND), "same system and sweep point")
 

@@ -54,9 +54,10 @@ def test_identical_experiments_compare_to_ratio_one(tmp_path) -> None:
 
 
 def test_cli_exit_codes_and_json(tmp_path) -> None:
-    base = write_experiment(tmp_path / "base")
-    same = write_experiment(tmp_path / "same")
-    slower = write_experiment(tmp_path / "slower", slow={"b": 1.5})
+    # three seeds: the default gate decides on the interval over seeds, which one seed cannot give
+    base = write_experiment(tmp_path / "base", seeds=(0, 1, 2))
+    same = write_experiment(tmp_path / "same", seeds=(0, 1, 2))
+    slower = write_experiment(tmp_path / "slower", slow={"b": 1.5}, seeds=(0, 1, 2))
 
     ok = cli(str(base), str(same), "--fail-if", "p99_ttft_s:+10%", "--json")
     assert ok.returncode == 0, ok.stderr
@@ -78,7 +79,7 @@ def test_cli_exit_codes_and_json(tmp_path) -> None:
 
 
 def test_cli_bad_input_exits_2(tmp_path) -> None:
-    base = write_experiment(tmp_path / "base")
+    base = write_experiment(tmp_path / "base", seeds=(0, 1))  # two seeds: the default gate can decide
     for args, message in [((str(base), str(tmp_path / "missing")), "does not exist"),
                           ((str(base), str(base), "--fail-if", "p99:10"), "expected METRIC"),
                           ((str(base), str(base), "--fail-if", "nonsense_s:+1%"), "unknown metric")]:
