@@ -3,8 +3,8 @@
 A `Simulator` owns all state; a `Policy` (systems/sim/policy.py) drives it through the public
 methods below. Events are (time, seq) ordered, so a run is a pure function of its inputs.
 
-The engine of each instance (continuous batching in decode stretches) is `engine.Engine`, a
-mixin of Simulator; the entities it works on are in `entities.py` (re-exported here).
+The batch scheduler of each instance (continuous batching in decode stretches) is its own
+`engine.BatchEngine`, reached through `inst.engine`; the entities are in `entities.py`.
 
 Loading: a load moves each GPU's shard over links: the GPU's PCIe link (host memory) and,
 from SSD, the node's SSD link too; concurrent flows share each link equally, and a flow's rate is
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from harness.result import EVENT_COLUMNS, MEMORY_COLUMNS, REQUEST_COLUMNS, RunResult
-from systems.sim.engine import Engine
+from systems.sim.engine import BatchEngine
 from systems.sim.entities import (  # noqa: F401  (re-exported: policies import them from here)
     CATEGORIES, INIT, KV, LOADING, PREWARMED, READY, STOPPED, WEIGHTS, Flow, Gpu, Instance, Link, Prewarm,
     Request, SimError,
@@ -68,7 +68,7 @@ CORE_OPTIONS: dict[str, Any] = {
 }
 
 
-class Simulator(Engine):
+class Simulator:
     """Virtual-time cluster driven by one policy; `run()` returns the RunResult tables."""
 
     def __init__(self, workload: "Workload", cluster: ClusterSpec, policy: "Policy", *,
@@ -234,12 +234,7 @@ class Simulator(Engine):
     def kv_needed_bytes(self, inst: Instance) -> int:
         """KV bytes per GPU that the instance's requests hold now plus what its waiting requests'
         prompts need (conservative block bound)."""
-        bs = inst.block_size
-        waiting = sum(-(-(r.input_tokens + r.gen) // bs) + 1 for r in inst.waiting)
-        growth = 0
-        if inst.busy and inst.iter_kind == "decode":   # the stretch in progress adds b tokens a step
-            growth = -(-inst.st_b * inst.st_k // bs)
-        return self._blocks_to_bytes(inst, inst.blocks_used + waiting + growth)
+        return self._blocks_to_bytes(inst, inst.engine.needed_blocks())
 
     def _clock(self) -> float:
         return self.now_s
@@ -309,14 +304,14 @@ class Simulator(Engine):
         if spec.heads % tp:
             raise SimError(f"{model}: {spec.heads} heads do not split over TP {tp}")
         node = self.gpus[group[0]].node
-        inst = Instance(self._new_id(), model, spec, node, group, self.perf(model, tp, group[0]))
+        inst = Instance(self._new_id(), model, spec, node, group, self._loader(loader, self.policy.LOADER))
         inst.started_s = self.now_s
-        inst.block_size = self.block_size
-        inst.max_num_seqs = int(max_num_seqs or self.max_num_seqs)
-        # the engine's token budget: its prefill batches and its profile run (None: the core option)
-        inst.max_num_batched_tokens = int(max_num_batched_tokens or self.max_batched_tokens)
-        inst.compute_share = float(compute_share)
-        inst.loader = self._loader(loader, self.policy.LOADER)
+        engine = inst.engine = BatchEngine(
+            inst, self.perf(model, tp, group[0]), self, block_size=self.block_size,
+            max_num_seqs=int(max_num_seqs or self.max_num_seqs),
+            # the engine's token budget: its prefill batches and its profile run (None: the core option)
+            max_num_batched_tokens=int(max_num_batched_tokens or self.max_batched_tokens),
+            chunk_budget=self.chunk_budget, compute_share=float(compute_share))
         if inst.loader.no_engine_init:          # sleep-mode wake: the engine process stays up
             inst.init_parts = {"init_s": 0.0}
         elif engine_init_s is not None:         # the policy's own start cost (e.g. warm_engine_init_s)
@@ -324,7 +319,7 @@ class Simulator(Engine):
         elif self.engine_init_s is not None:    # the engine_init_s option replaces the derived init
             inst.init_parts = {"process_s": self.process_start_s, "init_s": self.engine_init_s}
         else:
-            parts = self.engine_init_parts(model, tp, group[0], inst.max_num_seqs, inst.max_num_batched_tokens)
+            parts = self.engine_init_parts(model, tp, group[0], engine.max_num_seqs, engine.max_num_batched_tokens)
             inst.init_parts = {"process_s": self.process_start_s, "init_s": parts.total_s, "fixed_s": parts.fixed_s,
                                "profile_s": parts.profile_s, "graph_capture_s": parts.graph_capture_s}
         inst.engine_init_s = inst.init_parts["init_s"] + inst.init_parts.get("process_s", 0.0)
@@ -455,13 +450,8 @@ class Simulator(Engine):
             for g in inst.gpus:
                 self._alloc(g, KV, inst.model, delta)
             self._set_blocks(inst, new)
-            # a shrink never cuts into the stretch in progress (kv_needed_bytes counts it); a grow
-            # matters only to waiting requests, which may now be admitted at the next step
-            if delta > 0 and inst.waiting:
-                if inst.busy:
-                    self._interrupt(inst)
-                else:
-                    self._kick(inst)
+            if delta > 0:
+                inst.engine.kv_grew()
         return new
 
     def dispatch(self, req: Request, inst: Instance) -> None:
@@ -488,12 +478,7 @@ class Simulator(Engine):
         else:
             req.start_kind = inst.start_kind
         inst.in_flight += 1
-        inst.waiting.append(req)
-        if inst.state == READY:
-            if not inst.busy:
-                self._kick(inst)
-            elif inst.iter_kind == "decode" and len(inst.waiting) == 1 and self._admissible(inst):
-                self._interrupt(inst)
+        inst.engine.add(req)
 
     # ------------------------------------------------------------------ run
     def run(self) -> RunResult:
@@ -501,7 +486,7 @@ class Simulator(Engine):
         policy.setup(self)
         tick = policy.tick_s
         if tick:
-            self._push(0.0, self._on_tick, None)
+            self.push(0.0, self._on_tick, None)
         reqs = self._requests
         n = len(reqs)
         arrivals = [r.arrival_s for r in reqs]
@@ -544,9 +529,29 @@ class Simulator(Engine):
         return self._result()
 
     # ------------------------------------------------------------------ events internals
-    def _push(self, t: float, fn: Callable, arg: Any) -> None:
+    def push(self, t: float, fn: Callable[[Any], None], arg: Any) -> None:
+        """Schedule `fn(arg)` at virtual time `t` (after the events already due then)."""
         seq = self._seq = self._seq + 1
         heappush(self._heap, (t, seq, fn, arg))
+
+    # engine host (engine.EngineHost)
+    def kv_full(self, inst: Instance) -> None:
+        """The engine of `inst` lacks KV blocks: the policy may grow its cache."""
+        self.policy.on_kv_full(self, inst)
+
+    def request_done(self, inst: Instance, req: Request) -> None:
+        """`req` left `inst`'s engine (finished or failed): count it, tell the policy, stop a drained instance."""
+        inst.in_flight -= 1
+        self._finished += 1
+        self._open[req.model] -= 1
+        self.policy.on_finished(self, req, inst)
+        if inst.draining and inst.in_flight == 0 and not inst.engine.busy:
+            self._finalize_stop(inst)
+
+    def engine_idle(self, inst: Instance) -> None:
+        """`inst`'s engine has nothing to run: a draining instance stops now."""
+        if inst.draining and inst.in_flight == 0:
+            self._finalize_stop(inst)
 
     def _new_id(self) -> int:
         self._next_id += 1
@@ -555,7 +560,7 @@ class Simulator(Engine):
     def _on_tick(self, _: Any) -> None:
         self.policy.on_tick(self)
         if not (self._finished == len(self._requests) and self._next_arrival == len(self._requests)):
-            self._push(self.now_s + self.policy.tick_s, self._on_tick, None)
+            self.push(self.now_s + self.policy.tick_s, self._on_tick, None)
 
     # memory
     def _alloc(self, gpu: int, category: str, model: str, nbytes: int) -> None:
@@ -589,11 +594,12 @@ class Simulator(Engine):
         self._memory[(t, g.id)] = rows
 
     def _blocks_to_bytes(self, inst: Instance, blocks: int) -> int:
-        return -(-blocks * inst.block_size * inst.spec.kv_bytes_per_token // inst.tp)
+        return -(-blocks * inst.engine.block_size * inst.spec.kv_bytes_per_token // inst.tp)
 
     def _set_blocks(self, inst: Instance, kv_bytes_per_gpu: int) -> None:
         inst.kv_bytes_per_gpu = kv_bytes_per_gpu
-        inst.total_blocks = kv_bytes_per_gpu * inst.tp // (inst.block_size * inst.spec.kv_bytes_per_token)
+        engine = inst.engine
+        engine.total_blocks = kv_bytes_per_gpu * inst.tp // (engine.block_size * inst.spec.kv_bytes_per_token)
 
     # flows
     def _loader(self, name: str | None, default: str) -> Loader:
@@ -629,7 +635,7 @@ class Simulator(Engine):
             ssd = links[0].bytes_per_s / len(links[0].flows) if len(links) > 1 else None
             f.rate = f.loader.rate_bytes_per_s(ssd, pcie, f.tp)
             f.version += 1
-            self._push(now + f.bytes_left / f.rate, self._on_flow_done, (f, f.version))
+            self.push(now + f.bytes_left / f.rate, self._on_flow_done, (f, f.version))
 
     def _cancel_flow(self, f: Flow) -> None:
         for link in f.links:
@@ -652,7 +658,7 @@ class Simulator(Engine):
             owner.pending_flows -= 1
             if owner.pending_flows == 0 and owner.state == LOADING:
                 if owner.loader.fixed_s > 0:   # the loader's per-load cost (files, buffers) ends the load
-                    self._push(self.now_s + owner.loader.fixed_s, self._on_load_done, (owner, owner.version))
+                    self.push(self.now_s + owner.loader.fixed_s, self._on_load_done, (owner, owner.version))
                 else:
                     self._on_load_done((owner, owner.version))
         elif not owner.flows and not owner.evicted:
@@ -690,7 +696,7 @@ class Simulator(Engine):
     def _begin_init(self, inst: Instance) -> None:
         inst.state = INIT
         inst.version += 1
-        self._push(self.now_s + inst.engine_init_s, self._on_init_done, (inst, inst.version))
+        self.push(self.now_s + inst.engine_init_s, self._on_init_done, (inst, inst.version))
 
     def _on_init_done(self, arg: tuple) -> None:
         inst, version = arg
@@ -705,10 +711,10 @@ class Simulator(Engine):
         inst.ready_s = self.now_s
         self.log("instance_ready", inst.model, inst.gpus,
                  f"id={inst.id} kind={inst.start_kind} startup_s={self.now_s - inst.started_s:.6f}")
-        for r in inst.waiting:
+        for r in inst.engine.waiting:
             r.load_s = self.now_s - r.dispatch_s
-        if inst.waiting:
-            self._kick(inst)
+        if inst.engine.waiting:
+            inst.engine.kick()
         self.policy.on_ready(self, inst)
 
     def _finalize_stop(self, inst: Instance) -> None:
@@ -720,9 +726,7 @@ class Simulator(Engine):
         inst.flows.clear()
         inst.pending_flows = 0
         # requests still on it go back to the parked queue
-        orphans = list(inst.prefilling) + list(inst.running) + list(inst.waiting)
-        inst.prefilling.clear(), inst.running.clear(), inst.waiting.clear()
-        inst.ctx_tokens = inst.held_tokens = 0
+        orphans = inst.engine.clear()
         for r in sorted(orphans, key=lambda r: r.arrival_s, reverse=True):
             r.inst = None
             r.epoch += 1
@@ -759,15 +763,7 @@ class Simulator(Engine):
             if total != g.used_bytes or g.used_bytes > g.capacity_bytes or any(v < 0 for v in g.usage.values()):
                 raise SimError(f"t={self.now_s}: GPU {g.id} memory inconsistent: {g.usage} used={g.used_bytes} cap={g.capacity_bytes}")
         for inst in self._instances.values():
-            if inst.blocks_used > inst.total_blocks + inst.num_running and inst.num_running:
-                raise SimError(f"t={self.now_s}: instance {inst.id} holds {inst.blocks_used} blocks of {inst.total_blocks}")
-            held = sum(r.input_tokens + r.gen + (inst.step - r.join_step) for r in inst.running)
-            if inst.iter_kind != "decode" or not inst.busy:
-                if held != inst.ctx_tokens:
-                    raise SimError(f"t={self.now_s}: instance {inst.id} context {inst.ctx_tokens} != {held}")
-            n = len(inst.waiting) + len(inst.running) + len(inst.prefilling)
-            if n != inst.in_flight:
-                raise SimError(f"t={self.now_s}: instance {inst.id} in_flight {inst.in_flight} != {n}")
+            inst.engine.check(self.now_s, inst.in_flight)
 
     def fail_parked(self, model: str, reason: str) -> int:
         """Fail every parked request of `model` with `reason` (status error): for a policy that

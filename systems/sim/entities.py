@@ -1,7 +1,7 @@
 """The simulator's entities: GPUs, requests, load flows and links, prewarms and engine instances.
 
 Plain state holders; all behaviour lives in core.Simulator (cluster operations, loading,
-lifecycle) and engine.Engine (continuous batching). Policies read them, never write them.
+lifecycle) and engine.BatchEngine (continuous batching). Policies read them, never write them.
 """
 
 from __future__ import annotations
@@ -9,10 +9,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from systems.sim.perf import PerfModel
 from systems.sim.specs import ModelSpec
+
+if TYPE_CHECKING:
+    from systems.sim.engine import BatchEngine
+    from systems.sim.startup import Loader
 
 WEIGHTS, KV, PREWARMED = "weights", "kv", "prewarmed"
 CATEGORIES = (WEIGHTS, KV, PREWARMED)
@@ -117,51 +120,33 @@ LOADING, INIT, READY, STOPPED = "loading", "init", "ready", "stopped"
 
 
 class Instance:
-    """A serving engine of one model on a TP group of GPUs in one node."""
+    """A serving engine of one model on a TP group of GPUs in one node: its lifecycle and memory.
 
-    def __init__(self, iid: int, model: str, spec: ModelSpec, node: int, gpus: tuple[int, ...], perf: PerfModel) -> None:
+    The batch scheduler and its queues are `engine` (systems/sim/engine.BatchEngine)."""
+
+    engine: "BatchEngine"   # set by the core right after construction
+
+    def __init__(self, iid: int, model: str, spec: ModelSpec, node: int, gpus: tuple[int, ...], loader: "Loader") -> None:
         self.id, self.model, self.spec, self.node, self.gpus, self.tp = iid, model, spec, node, gpus, len(gpus)
-        self.perf = perf
+        # lifecycle
         self.state = LOADING            # loading -> init -> ready -> stopped
         self.draining = False           # takes no new requests; stops when the last one ends
+        self.keep_weights = False       # on stop, its weights stay as a finished prewarm
+        self.version = 0                # bumps on init and stop: older load / init events are stale
         self.started_s = math.nan
         self.ready_s = math.nan
-        self.start_kind = "cold"        # cold | prewarmed (how its weights were obtained)
-        self.sources: dict[str, int] = {}
+        self.start_kind = "cold"        # cold | prewarmed | warm (how its weights were obtained)
+        self.in_flight = 0              # requests dispatched to it and not finished
+        # start cost: weights moved by `loader`, then engine init
+        self.loader = loader                       # startup.Loader moving its weights
+        self.sources: dict[str, int] = {}          # GPUs loaded per source tier (ssd, host, prewarm...)
+        self.pending_flows = 0                     # loads still moving bytes
+        self.flows: dict[int, Flow] = {}           # GPU -> its load in progress
+        self.engine_init_s = 0.0
+        self.init_parts: dict[str, float] = {}     # engine init split (process_s, init_s, profile_s, ...)
+        # memory per GPU
         self.shard_bytes = spec.shard_bytes(self.tp)
         self.kv_bytes_per_gpu = 0
-        self.block_size = 16
-        self.total_blocks = 0
-        self.max_num_seqs = 256
-        self.max_num_batched_tokens = 100_000   # set by start_instance
-        self.compute_share = 1.0
-        self.engine_init_s = 0.0
-        self.loader: Any = None         # startup.Loader moving its weights
-        self.init_parts: dict[str, float] = {}   # engine init split (process_s, init_s, profile_s, ...)
-        self.in_flight = 0
-        self.waiting: deque[Request] = deque()
-        self.running: dict[Request, None] = {}
-        self.prefilling: list[Request] = []
-        self.finish_heap: list = []
-        self.step = 0
-        self.ctx_tokens = 0          # KV tokens of the running batch
-        self.held_tokens = 0         # KV tokens of prefilling requests (allocated at admission)
-        self.busy = False
-        self.version = 0
-        self.kick_pending = False
-        self.pending_flows = 0
-        self.flows: dict[int, Flow] = {}
-        self.keep_weights = False
-        self.preemptions = 0
-        # current iteration
-        self.iter_kind = ""
-        self.iter_start_s = 0.0
-        self.iter_end_s = 0.0
-        self.batch: list[Request] = []
-        self.chunk_tokens: list[int] = []
-        self.st_k = self.st_b = self.st_c0 = 0
-        self.st_a = self.st_s = 0.0
-        self.compute_share_at_start = 1.0
 
     @property
     def ready(self) -> bool:
@@ -171,19 +156,6 @@ class Instance:
     def accepting(self) -> bool:
         """Takes new requests: loading, initialising or ready (not draining or stopped)."""
         return not self.draining and self.state != STOPPED
-
-    @property
-    def num_running(self) -> int:
-        return len(self.running) + len(self.prefilling)
-
-    @property
-    def num_waiting(self) -> int:
-        return len(self.waiting)
-
-    @property
-    def blocks_used(self) -> int:
-        seqs = len(self.running) + len(self.prefilling)
-        return -(-(self.ctx_tokens + self.held_tokens) // self.block_size) + seqs
 
     def __repr__(self) -> str:
         return f"Instance({self.id}, {self.model}, node={self.node}, gpus={self.gpus}, {self.state})"

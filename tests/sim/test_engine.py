@@ -111,7 +111,7 @@ def test_kv_pressure_preempts_and_recomputes_yet_everything_finishes():
     sim, res = run_policy(wl, OneInstance(kv_bytes_per_gpu=2 << 30))
     assert (res.requests["status"] == "ok").all()
     assert (res.events["kind"] == "preempt").sum() > 0
-    assert sim.instances()[0].preemptions > 0
+    assert sim.instances()[0].engine.preemptions > 0
 
 
 def test_prompt_that_can_never_fit_is_an_error_not_a_hang():
