@@ -17,6 +17,8 @@ import pytest
 
 from harness.loadgen import standin
 from harness.loadgen.standin import Behaviour, serve
+from harness.loadgen.standin_wire import (SllmAnswer, sllm_answer, warmserve_parse, warmserve_prompt_tokens,
+                                          warmserve_refused)
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures").glob("*/*.json"))
 WS_MODEL = "/models/llama-7b/tp1_pp1/0"
@@ -164,3 +166,49 @@ def test_the_standin_sends_the_real_servers_bytes(fixture_key: str, monkeypatch)
         if not real_body.startswith((b"{\"id\"", b"\"")):  # errors carry nothing volatile: exact bytes
             assert body == real_body
     assert closed == fx["closes_connection"]
+
+
+# FastAPI's answers for bodies that are not an object, captured from real uvicorn/FastAPI serving the
+# reference's RequestModel (tests/live/fixtures/README.md says how).
+_NOT_AN_OBJECT = ('{"detail":[{"type":"model_attributes_type","loc":["body"],"msg":"Input should be a valid '
+                  'dictionary or object to extract fields from","input":%s}]}')
+
+
+@pytest.mark.parametrize(("body", "answer"), [
+    (b"[1]", _NOT_AN_OBJECT % "[1]"),
+    (b'"x"', _NOT_AN_OBJECT % '"x"'),
+    (b"", '{"detail":[{"type":"missing","loc":["body"],"msg":"Field required","input":null}]}'),
+])
+def test_warmserve_bodies_that_are_not_an_object_get_fastapis_422(body: bytes, answer: str) -> None:
+    request, error = warmserve_parse(body)
+    assert request is None and error == answer.encode()
+
+
+def test_warmserve_accepts_what_pydantic_coerces_and_refuses_what_vllm_refuses() -> None:
+    request, _ = warmserve_parse(b'{"id": true, "model": "m/0", "prompt": "a", "max_tokens": "3", "stream": 1}')
+    assert request is not None and (request.id, request.max_tokens, request.stream) == (1, 3, True)
+    prompt = warmserve_prompt_tokens("a " * 40)  # 40 words + the chat template
+    assert prompt == 48
+    assert not warmserve_refused(prompt, 2000, 2048) and warmserve_refused(prompt, 2001, 2048)
+    assert warmserve_refused(prompt, 0, 2048)  # vLLM: max_tokens must be at least 1
+    assert not warmserve_refused(prompt, None, 2048)  # vLLM fills in what is left of the context
+
+
+def test_serverlessllm_rules_of_its_vllm_backend() -> None:
+    def answer(payload: dict, max_model_len: int = 2048) -> SllmAnswer:
+        return sllm_answer(json.dumps(payload).encode(), {"m"}, set(), max_model_len)
+
+    base = {"model": "m", "messages": [{"role": "user", "content": "a a a a"}], "max_tokens": 3}
+    ok = answer(base)
+    assert (ok.status, ok.prompt_tokens, ok.output_tokens) == (200, 7, 3)  # "user: a a a a" + BOS
+    # input_tokens is popped only when not None: null reaches SamplingParams (vllm_backend.py:232)
+    assert json.loads(answer({**base, "input_tokens": None}).body) == {
+        "error": "Invalid sampling parameters: Unexpected keyword argument 'input_tokens'"}
+    assert answer({**base, "input_tokens": [5, 6]}).prompt_tokens == 2
+    assert answer({**base, "ignore_eos": True, "min_tokens": 3}).status == 200  # SamplingParams fields
+    # prompt + max_tokens over the context: not refused, the output stops at the limit
+    capped = answer({**base, "max_tokens": 100}, max_model_len=10)
+    assert (capped.status, capped.output_tokens) == (200, 3)
+    assert answer(base, max_model_len=6).status == 500  # a prompt over the context: vLLM raises
+    assert answer({**base, "model": "other"}).status == 500  # no router actor for it
+    assert answer({"messages": []}).status == 400
