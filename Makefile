@@ -1,5 +1,5 @@
-# Two entry points: `make run` (default experiment) and `make test` (the whole suite).
-# Each creates and fills the virtual environments it needs on first use.
+# Entry points: `make run` (default experiment), `make test` (the whole suite) and `make nightly`
+# (the nightly recipe). Each creates and fills the virtual environments it needs on first use.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,12 +7,18 @@ BIN := $(VENV)/bin
 VLLM_VENV := .venv-vllm
 ARGS ?=
 
-.PHONY: run test test-fast vllm-env clean
+.PHONY: run test test-fast nightly vllm-env clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# The tests also cover `run --executor ray`: the test environment adds the ray extra (~80 MB);
+# `make run` and `make nightly` stay without it.
+$(BIN)/.installed-ray: $(BIN)/.installed
+	$(BIN)/pip install -q -e '.[dev,ray]'
 	touch $@
 
 $(VLLM_VENV)/.installed:
@@ -28,12 +34,17 @@ vllm-env: $(VLLM_VENV)/.installed
 run: $(BIN)/.installed
 	$(BIN)/python run.py $(ARGS)
 
-test: $(BIN)/.installed $(VLLM_VENV)/.installed
+test: $(BIN)/.installed-ray $(VLLM_VENV)/.installed
 	WARMBENCH_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python -m pytest -q $(ARGS)
 
 # Everything but the tests that start real servers.
-test-fast: $(BIN)/.installed
+test-fast: $(BIN)/.installed-ray
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+# Run the nightly preset into results/nightly (older revisions kept in its .history), write
+# results/nightly/history.html, gate against the previous revision: exit 1 only on a decided regression.
+nightly: $(BIN)/.installed
+	$(BIN)/python run.py nightly $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

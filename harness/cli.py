@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "compare": "compare two runs or experiments; exit 1 when a --fail-if bound is crossed or candidate runs are "
                "missing, failed or incomplete",
     "history": "metrics per code revision with change points; writes history.html / history.json",
+    "nightly": "run the nightly preset, write its history page, gate it against the previous revision "
+               "(exit 1 only on a decided regression)",
     "presets": "list experiment, workload and cluster presets and simulated systems",
     "bench": "speed benchmarks: reader, sim, loadgen",
     "reproduce": "run every claim of the WarmServe paper; writes REPRODUCTION.md / reproduction.html",
