@@ -85,16 +85,17 @@ def send(pool: ClientPool, ep: Endpoint, record: dict[str, Any], now: Callable[[
         return
     reader = StreamReader(ep.protocol)
     token_times: list[float] = []
+    exchange = Exchange(pool.get(ep.url), now)
+    framed = ep.protocol == "warmserve"  # raw text: the HTTP chunks delimit its messages
 
     def on_body(data: bytes, t: float) -> bool:
-        events = reader.feed(data)
+        events = reader.feed_framed(data, exchange.decoder) if framed else reader.feed(data)
         if events == 1:
             token_times.append(t)
         elif events:
             token_times.extend([t] * events)  # tokens read together share a time
         return bool(token_times)  # the rest of the stream may wait behind due sends
 
-    exchange = Exchange(pool.get(ep.url), now)
     try:
         with gevent.Timeout(timeout_s):
             # The id on the wire (as `vllm bench serve` sends it) lets a server's own log be

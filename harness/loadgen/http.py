@@ -46,18 +46,29 @@ class ChunkedDecoder:
     """Incremental decoder of `Transfer-Encoding: chunked`, cheap when reads hold whole chunks.
 
     `feed` returns the payload bytes the data completes (possibly b''); `done` is set once the
-    last chunk and its trailer have been read; bytes after that are kept in `extra`.
+    last chunk and its trailer have been read; bytes after that are kept in `extra`. The framing
+    stays countable: `ended` chunks have been read whole so far, the last of `last_size` bytes,
+    and `partial` says a chunk's payload has begun but not ended (a server that writes one chunk
+    per message, as uvicorn writes one per yielded string, is read message by message).
     """
 
-    __slots__ = ("_pending", "_left", "_crlf", "_trailer", "done", "extra")
+    __slots__ = ("_pending", "_left", "_size", "_crlf", "_trailer", "done", "extra", "ended", "last_size")
 
     def __init__(self) -> None:
         self._pending = b""
         self._left = 0  # payload bytes still to come in the current chunk
+        self._size = 0  # the current chunk's payload size
         self._crlf = False  # the CRLF after a chunk's payload is still to come
         self._trailer = False  # after the last (empty) chunk: trailer lines until an empty one
         self.done = False
         self.extra = b""
+        self.ended = 0
+        self.last_size = 0
+
+    @property
+    def partial(self) -> bool:
+        """Some, not all, of the current chunk's payload has been read."""
+        return 0 < self._left < self._size
 
     def feed(self, data: bytes) -> bytes:
         if not (self._pending or self._left or self._crlf or self._trailer):
@@ -70,6 +81,8 @@ class ChunkedDecoder:
                 except ValueError:
                     size = 0  # an extension or bad digits: the general path decides
                 if size > 0 and len(data) == eol + size + 4 and data.endswith(b"\r\n"):
+                    self.ended += 1
+                    self.last_size = size
                     return data[eol + 2:eol + 2 + size]
         elif self._pending:
             data = self._pending + data
@@ -82,6 +95,8 @@ class ChunkedDecoder:
                 if end <= n:
                     out.append(data[pos:end])
                     pos, self._left, self._crlf = end, 0, True
+                    self.ended += 1
+                    self.last_size = self._size
                 else:
                     out.append(data[pos:])
                     self._left, pos = end - n, n
@@ -115,7 +130,7 @@ class ChunkedDecoder:
             if size == 0:
                 self._trailer = True
             else:
-                self._left = size
+                self._left = self._size = size
         if len(out) == 1:
             return out[0]
         return b"".join(out)
@@ -365,6 +380,8 @@ class Exchange:
         self._rest = b""  # body bytes read with the head
         self._rest_s = 0.0
         self._complete = False
+        #: The chunked body's decoder while read_body runs (None: not chunked).
+        self.decoder: ChunkedDecoder | None = None
 
     def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Head:
         self.conn = self.pool.acquire()
@@ -405,7 +422,8 @@ class Exchange:
             self._complete = True
             return
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            reader = _BodyReader(self.conn, self.now, on_body, ChunkedDecoder(), None)
+            self.decoder = ChunkedDecoder()  # on_body may read its framing counts
+            reader = _BodyReader(self.conn, self.now, on_body, self.decoder, None)
         elif "content-length" in headers:
             try:
                 length = int(headers["content-length"])

@@ -53,6 +53,7 @@ MAX_COUNT = 2**53
 #: WarmServe's trailer `#<completion tokens>` at the very end of the stream, and the most bytes
 #: looked at for it (a count up to MAX_COUNT takes 17; longer ones are malformed counts).
 _TRAILER = re.compile(rb"#([0-9]+)\Z")
+_TRAILER_CHUNK = re.compile(rb"#([0-9]+)")
 _TRAILER_MAX_BYTES = 64
 
 #: Most tokens one stream event may plausibly carry (speculative decoding, stream intervals):
@@ -96,6 +97,11 @@ class StreamReader:
         self.retracted = 0
         self._reads = 0  # warmserve: non-empty reads, each counted as one token event
         self._tail: list[int] = []  # warmserve: sizes of the latest reads, enough to hold a trailer
+        self._framed = False  # warmserve: HTTP chunks seen (feed_framed): one per message
+        self._chunks = 0  # warmserve, framed: chunks begun so far, each counted as one event
+        self._ended = 0  # ... the decoder's count of whole chunks at the last read
+        self._partial = False  # ... a chunk begun (and counted) but not ended at the last read
+        self._last_size = 0  # ... the last whole chunk's size
         if protocol == "openai":
             self.feed = self._feed_sse  # type: ignore[method-assign]  # one call less per read
         elif protocol == "openai-chat":
@@ -127,6 +133,24 @@ class StreamReader:
             self.error = f"response body over {MAX_BODY_BYTES >> 20} MiB"
             self.raw.clear()
         return 0
+
+    def feed_framed(self, data: bytes, decoder: Any) -> int:
+        """warmserve: consume bytes of a chunked body whose `decoder` (http.ChunkedDecoder) counts
+        its chunks. The PrewarmManager's StreamingResponse is written by uvicorn as one HTTP
+        chunk per yielded string (a delta's text, then the trailer; none for an empty string),
+        so a chunk is a message: tokens read together each count, the trailer is the last chunk
+        exactly. Returns the chunks that began in this read. Without chunks: `feed`."""
+        if decoder is None:
+            return self.feed(data)
+        self._framed = True
+        self.raw += data
+        if len(self.raw) > MAX_LINE_BYTES:
+            del self.raw[:-4096]  # only the last chunk matters at the end
+        ended, partial = decoder.ended, decoder.partial
+        began = ended - self._ended + partial - self._partial
+        self._ended, self._partial, self._last_size = ended, partial, decoder.last_size
+        self._chunks += began
+        return began
 
     def _complete_lines(self, data: bytes) -> bytes:
         """The whole SSE lines that `data` completes (the rest waits for the next read)."""
@@ -257,6 +281,9 @@ class StreamReader:
         stream is over (request_handler, resp_generator: `yield f"#{stream_response.usage.completion_tokens}"`).
         If vLLM fails mid-stream, or sends no usage, the generator logs it and ends cleanly
         without the trailer: that is a failed request, never an ok one."""
+        if self._framed:
+            self._finish_warmserve_framed()
+            return
         match = _TRAILER.search(bytes(self.raw[-_TRAILER_MAX_BYTES:]))
         if match is None:
             self.error = "no '#<tokens>' trailer: the stream ended early (server-side failure)"
@@ -281,6 +308,28 @@ class StreamReader:
         else:
             self.usage_tokens = count
         self.retracted = retract
+        self.done = True
+
+    def _finish_warmserve_framed(self) -> None:
+        """The trailer is the last chunk, whole: `#<digits>` and nothing else."""
+        size = self._last_size
+        last = bytes(self.raw[-size:]) if 0 < size <= min(_TRAILER_MAX_BYTES, len(self.raw)) else b""
+        match = _TRAILER_CHUNK.fullmatch(last)
+        if match is None:
+            self.error = "no '#<tokens>' trailer: the stream ended early (server-side failure)"
+            return
+        count, text_chunks = int(match.group(1)), self._chunks - 1
+        if count < text_chunks:
+            # Each chunk of text is one delta of at least one token: a smaller count is a delta
+            # of text that reads `#<digits>`, and the stream was cut after it.
+            self.error = (f"no '#<tokens>' trailer: the stream ended early (its last chunk "
+                          f"'#{count}' is text: {text_chunks} chunks of text came before it)")
+            return
+        if count > MAX_COUNT:
+            self.bad_events += 1  # a count no table column can hold: no claim at all
+        else:
+            self.usage_tokens = count
+        self.retracted = 1  # the trailer's chunk was counted when it began: the last event
         self.done = True
 
     def _finish_serverlessllm(self) -> None:

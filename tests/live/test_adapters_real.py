@@ -196,12 +196,25 @@ def test_warmserve_a_read_of_text_that_is_hash_12_is_a_token(raw_servers, tmp_pa
 
 
 def test_warmserve_a_trailer_split_across_reads_counts_no_token(raw_servers, tmp_path: Path) -> None:
-    server = raw_servers(lambda body: [(WARMSERVE_HEAD, 0.0), (chunk(b" a"), 0.03), (chunk(b" b"), 0.03),
-                                       (chunk(b"#"), 0.03), (chunk(b"2"), 0.03), (b"0\r\n\r\n", 0.03)])
-    result = run_live(workload(["m"], n=1, output_tokens=2), "warmserve", {"url": server.url}, tmp_path / "run")
+    # the trailer's one chunk (one yield) arrives in two reads: '#1' then '28'
+    trailer = chunk(b"#128")
+    server = raw_servers(lambda body: [(WARMSERVE_HEAD, 0.0), *[(chunk(b" a"), 0.005)] * 128,
+                                       (trailer[:5], 0.03), (trailer[5:], 0.03), (b"0\r\n\r\n", 0.03)])
+    result = run_live(workload(["m"], n=1, output_tokens=128), "warmserve", {"url": server.url},
+                      tmp_path / "run")
     rec = result.requests.iloc[0]
-    assert rec["status"] == "ok" and rec["streamed_tokens"] == 2 and rec["received_tokens"] == 2
-    assert len(rec["itl_s"]) == 1
+    assert rec["status"] == "ok" and rec["streamed_tokens"] == 128 and rec["received_tokens"] == 128
+    assert len(rec["itl_s"]) == 127 and not rec["tokens_mismatch"]
+
+
+def test_warmserve_deltas_read_together_each_count(raw_servers, tmp_path: Path) -> None:
+    # uvicorn writes one HTTP chunk per yielded delta: three deltas in one read are three tokens
+    server = raw_servers(lambda body: [(WARMSERVE_HEAD, 0.0), (chunk(b" a") + chunk(b" b") + chunk(b" c"), 0.03),
+                                       (chunk(b" d"), 0.03), (chunk(b"#4"), 0.03), (b"0\r\n\r\n", 0.03)])
+    result = run_live(workload(["m"], n=1, output_tokens=4), "warmserve", {"url": server.url}, tmp_path / "run")
+    rec = result.requests.iloc[0]
+    assert rec["status"] == "ok" and rec["streamed_tokens"] == 4 and rec["received_tokens"] == 4
+    assert rec["itl_s"][:2] == [0.0, 0.0] and rec["itl_s"][2] > 0
 
 
 def test_warmserve_a_clean_end_without_the_trailer_is_a_failed_record(raw_servers, tmp_path: Path) -> None:

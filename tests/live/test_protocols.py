@@ -202,3 +202,42 @@ def test_serverlessllm_body_pins_lengths_and_never_asks_to_stream() -> None:
     text_only = json.loads(build_request(Endpoint(url="http://h:1", protocol="serverlessllm",
                                                   ignore_eos=False), 3, 40, 9, seed=0)[1])
     assert "input_tokens" not in text_only and "ignore_eos" not in text_only and "min_tokens" not in text_only
+
+
+def warmserve_wire(*messages: bytes) -> bytes:
+    """uvicorn's chunked body: one chunk per yielded string, then the end chunk."""
+    return b"".join(b"%x\r\n%s\r\n" % (len(m), m) for m in messages) + b"0\r\n\r\n"
+
+
+def framed(wire: bytes, cuts: list[int]) -> tuple[StreamReader, int]:
+    """Read `wire` split at `cuts` through the HTTP decoder, counting as the client does."""
+    from harness.loadgen.http import ChunkedDecoder
+
+    decoder, reader, events = ChunkedDecoder(), StreamReader("warmserve"), 0
+    for a, b in zip([0, *cuts], [*cuts, len(wire)]):
+        payload = decoder.feed(wire[a:b])
+        if payload:
+            events += reader.feed_framed(payload, decoder)
+    assert decoder.done
+    reader.finish()
+    return reader, events - reader.retracted
+
+
+def test_warmserve_framed_counts_every_delta_whatever_the_reads() -> None:
+    wire = warmserve_wire(b" a", b"#12", b" \xc3\xa9", b"#3")
+    for cut in range(1, len(wire)):
+        for cut2 in (cut + 1, cut + 7, len(wire) - 1):
+            cuts = sorted({cut, min(cut2, len(wire) - 1)})
+            reader, tokens = framed(wire, cuts)
+            assert (tokens, reader.usage_tokens, reader.error) == (3, 3, None), cuts
+
+
+def test_warmserve_framed_last_chunk_must_be_the_trailer() -> None:
+    reader, _ = framed(warmserve_wire(b" a", b" b"), [8])
+    assert reader.error is not None and "trailer" in reader.error
+    # a last delta that reads '#1' after two deltas of text: a cut stream, not a count of 1
+    reader, _ = framed(warmserve_wire(b" a", b" b", b"#1"), [8])
+    assert reader.error is not None and reader.usage_tokens is None
+    # the trailer and text in one chunk is no trailer either (the manager yields it alone)
+    reader, _ = framed(warmserve_wire(b" a", b" b#2"), [])
+    assert reader.error is not None
