@@ -138,11 +138,36 @@ def test_without_ray_the_executor_is_one_line_and_exit_2(tmp_path, monkeypatch) 
     assert code == 2 and "--executor ray" in err
 
 
-def test_the_run_command_on_ray_prints_the_table(tmp_path) -> None:
-    code, out, err = cli("run", "nightly", "--quick", "--executor", "ray", "--results", str(tmp_path / "r"),
-                         "--no-report")
-    assert code == 0, out + err
-    assert "TTFT p99" in out and "warmserve" in out and "muxserve" in out
+CAPACITY = """
+name = "cap"
+models = ["llama-2-7b"]
+systems = ["warmserve", "vllm-ondemand"]
+[workload]
+spec = "synthetic-week"
+[workload.params]
+total_rps = 2.0
+duration_s = 30.0
+history_days = 1
+[capacity]
+param = "workload.params.total_rps"
+low = 1.0
+high = 16.0
+attainment = 0.99
+tolerance = 0.5
+"""
+
+
+def test_a_capacity_search_on_ray_finds_what_the_pool_finds(tmp_path) -> None:
+    """The run command hands the Ray pool to the search too: every round's probes are Ray tasks."""
+    (tmp_path / "cap.toml").write_text(CAPACITY)
+    found = {}
+    for executor in ("local", "ray"):
+        code, out, err = cli("run", str(tmp_path / "cap.toml"), "--executor", executor, "--results",
+                             str(tmp_path / executor), "--no-report")
+        assert code == 0, out + err
+        assert "warmserve" in out and "capacity:" in out
+        found[executor] = json.loads((tmp_path / executor / "cap" / "capacity.json").read_text())["results"]
+    assert found["ray"] == found["local"] and len(found["ray"]) == 2
 
 
 #: Four simulator runs of several seconds each (as tests/hostile's SLOW): long enough to be cut.
