@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validato
 from harness.errors import InputError
 
 if TYPE_CHECKING:
+    from harness.executors import Executor
     from harness.experiment import ExperimentConfig, RunOutcome, RunSpec
 
 #: Written into the experiment directory.
@@ -300,7 +301,7 @@ class CapacityInterrupted(KeyboardInterrupt):
         self.grid, self.document = grid, document
 
 
-def search(config: "ExperimentConfig", results_dir: Path, *, jobs: int = 1, source: Path | None = None,
+def search(config: "ExperimentConfig", results_dir: Path, *, jobs: "int | Executor" = 1, source: Path | None = None,
            on_start: Callable[["RunSpec"], None] = lambda s: None,
            on_done: Callable[["RunOutcome"], None] = lambda o: None,
            on_round: Callable[[list[Search]], None] = lambda s: None,
