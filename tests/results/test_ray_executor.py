@@ -22,7 +22,7 @@ from tests.hostile.conftest import cli
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'warmbench[ray]')")
 
-from harness.executors import ray_session  # noqa: E402 - needs ray
+from harness.executors import ray_session  # after importorskip: needs ray
 
 #: Manifest keys that differ between two runs of the same point: when and where it ran.
 VOLATILE = {"started_at", "ended_at", "wall_s", "host"}
@@ -131,7 +131,7 @@ def test_a_failing_run_and_a_dead_worker_become_failed_records(tmp_path) -> None
 
 def test_without_ray_the_executor_is_one_line_and_exit_2(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    code, out, err = cli("run", "nightly", "--quick", "--executor", "ray", "--results", str(tmp_path / "r"))
+    code, _, err = cli("run", "nightly", "--quick", "--executor", "ray", "--results", str(tmp_path / "r"))
     assert code == 2 and "pip install 'warmbench[ray]'" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r").exists()
     code, _, err = cli("run", "nightly", "--quick", "--address", "ray://x:10001", "--results", str(tmp_path / "r"))
