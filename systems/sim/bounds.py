@@ -140,4 +140,5 @@ CORE_BOUNDS: dict[str, Bound] = {
     "max_model_len": count(0, 10**9),            # 0: no limit
     "max_drain_s": seconds(high=86_400.0),       # ticks run until then while a request is unserved
     "cuda_graphs": flag(),                       # engine mode: CUDA-graph decode (true) or eager
+    "test_slowdown": number(1.0, 100.0),         # testing only: the gate's planted regression (perf.py)
 }

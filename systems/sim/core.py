@@ -64,6 +64,9 @@ CORE_OPTIONS: dict[str, Any] = {
     # engine mode: decode steps replay CUDA graphs (vLLM's default; its published latency tests run
     # so) or run eager (`--enforce-eager`, the WarmServe paper's setting): systems/sim/perf.py
     "cuda_graphs": True,
+    # TESTING ONLY: multiplies every engine iteration (prefill and decode) of this run, the planted
+    # regression that `warmbench bench gate` and tests/results/test_gate_stats.py measure the gate with
+    "test_slowdown": 1.0,
 }
 
 
@@ -142,7 +145,7 @@ class Simulator:
         pm = self._perf.get(key)
         if pm is None:
             pm = self._perf[key] = PerfModel(spec, gspec, tp, coefficients_for(gspec, self.cluster.coefficients),
-                                             cuda_graphs=self.cuda_graphs)
+                                             cuda_graphs=self.cuda_graphs, test_slowdown=self.options["test_slowdown"])
         return pm
 
     def node_gpus(self, node: int) -> list[int]:

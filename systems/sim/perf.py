@@ -107,8 +107,10 @@ class PerfModel:
     """Iteration times of one model on `tp` GPUs of one kind; constants precomputed once."""
 
     def __init__(self, model: ModelSpec, gpu: GpuSpec, tp: int, coeffs: Coefficients | None = None,
-                 cuda_graphs: bool = True) -> None:
+                 cuda_graphs: bool = True, test_slowdown: float = 1.0) -> None:
         c = coeffs or coefficients_for(gpu)
+        if test_slowdown != 1.0:  # testing only (core option test_slowdown): every iteration this much slower
+            c = replace(c, prefill_scale=c.prefill_scale * test_slowdown, decode_scale=c.decode_scale * test_slowdown)
         self.model, self.gpu, self.tp, self.coeffs = model, gpu, tp, c
         self.cuda_graphs = cuda_graphs
         h, kvd = model.hidden, model.kv_heads * model.head_dim
