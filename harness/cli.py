@@ -2,6 +2,8 @@
 
 Each subcommand is one module in `harness/commands/` exposing `register(subparsers)` and
 `run(args) -> int`. User errors (WarmbenchError) print one line and exit 2, no traceback.
+A handler's own exit code passes through as is: 1 a failed run or gate, 3 (errors.EXIT_INCONCLUSIVE)
+a statistical gate whose seeds cannot decide.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ COMMANDS: dict[str, str] = {
     "calibrate": "fit the simulator's perf model to a live run; writes a cluster TOML",
     "report": "write report.html / report.md for a run or experiment directory",
     "compare": "compare two runs or experiments; exit 1 when a --fail-if bound is crossed or candidate runs are "
-               "missing, failed or incomplete",
+               "missing, failed or incomplete, 3 when the seeds cannot decide a bound",
     "history": "metrics per code revision with change points; writes history.html / history.json",
     "nightly": "run the nightly preset, write its history page, gate it against the previous revision "
                "(exit 1 only on a decided regression)",

@@ -50,7 +50,8 @@ cannot decide a bound (inconclusive; a failure anywhere wins: exit 1)."""
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("compare", help="compare two runs or experiments; exit 1 when a --fail-if bound is crossed "
-                              "or the candidate is missing, failed or incomplete runs", epilog=EPILOG,
+                              "or the candidate is missing, failed or incomplete runs; 3 when the seeds cannot decide a bound",
+                              epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("base", type=path_arg, help="run or experiment directory (the accepted one)")
     p.add_argument("candidate", type=path_arg, help="run or experiment directory to judge")
