@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +25,12 @@ REQUEST_COLUMNS: tuple[str, ...] = (
 
 #: Control-plane timeline. `kind`: instance_start, instance_ready, instance_stop, load_begin,
 #: load_end, init_done, prewarm, evict, scale_up, scale_down, forecast, ... `gpus`: "0,1" style list.
-#: Simulated starts: load_end's detail has `load_s= tier= loader=`, init_done's `init_s=` and its
-#: parts (`process_s= fixed_s= profile_s= graph_capture_s=`; systems/sim/startup.py).
+#: `detail` is for people. Simulated runs add the optional column EVENT_FIELDS: the event's typed
+#: payload as a JSON object (read it with `event_fields`, never by parsing `detail`); e.g. load_end
+#: has `id load_s tier loader`, init_done `init_s` and its parts (`process_s fixed_s profile_s
+#: graph_capture_s`; systems/sim/startup.py), instance_ready `id kind startup_s`.
 EVENT_COLUMNS: tuple[str, ...] = ("time_s", "kind", "model", "node", "gpus", "detail")
+EVENT_FIELDS = "fields"
 
 #: GPU memory samples at each change. `category`: weights | kv | prewarmed | free.
 MEMORY_COLUMNS: tuple[str, ...] = ("time_s", "node", "gpu", "category", "model", "bytes")
@@ -37,6 +41,13 @@ START_KINDS: tuple[str, ...] = ("warm", "prewarmed", "cold", "queued", "")
 
 def empty_table(columns: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+
+
+def event_fields(events: pd.DataFrame) -> pd.DataFrame:
+    """The typed payloads of `events` (its EVENT_FIELDS column), one column per field name and one
+    row per event (same index); a field an event lacks is NaN. No column: an empty payload each."""
+    raw = events[EVENT_FIELDS] if EVENT_FIELDS in events.columns else pd.Series("{}", index=events.index)
+    return pd.DataFrame([json.loads(v) if v else {} for v in raw], index=events.index)
 
 
 @dataclass

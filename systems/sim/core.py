@@ -33,7 +33,7 @@ from systems.sim.memory import Memory
 from systems.sim.perf import PerfModel, coefficients_for
 from systems.sim.specs import ClusterSpec, ModelSpec, check_fits, model_spec
 from systems.sim.startup import EngineInit
-from systems.sim.tables import EventRow, run_result
+from systems.sim.tables import EventFields, EventRow, format_fields, run_result
 
 if TYPE_CHECKING:
     from systems.sim.policy import Policy
@@ -176,12 +176,12 @@ class Simulator:
         """Record `model`'s checkpoint as cached in node's host memory (raises when it does not fit)."""
         size = self.model(model).weight_bytes
         if self.memory.host_put(node, model, size):
-            self._events.append((self.now_s, "host_put", model, node, "", f"bytes={size}"))
+            self._events.append((self.now_s, "host_put", model, node, "", f"bytes={size}", {"bytes": size}))
 
     def host_evict(self, node: int, model: str) -> None:
         """Drop `model`'s checkpoint from node's host memory."""
         if self.memory.host_evict(node, model):
-            self._events.append((self.now_s, "host_evict", model, node, "", ""))
+            self._events.append((self.now_s, "host_evict", model, node, "", "", None))
 
     # ------------------------------------------------------------------ cluster API: instances, prewarms
     def instances(self, model: str | None = None) -> list[Instance]:
@@ -250,11 +250,16 @@ class Simulator:
         """Models with parked requests, oldest parked request first."""
         return sorted((m for m, q in self._parked.items() if q), key=lambda m: self._parked[m][0].arrival_s)
 
-    def log(self, kind: str, model: str = "", gpus: Iterable[int] = (), detail: str = "") -> None:
-        """Add a control-plane event at `now_s` (node and GPU indices from `gpus`)."""
+    def log(self, kind: str, model: str = "", gpus: Iterable[int] = (), detail: str = "",
+            fields: EventFields | None = None) -> None:
+        """Add a control-plane event at `now_s` (node and GPU indices from `gpus`): `fields` is its
+        typed payload, `detail` its text for people (default: the fields as `k=v`)."""
         gpus = tuple(gpus)
         node = self.gpus[gpus[0]].node if gpus else -1
-        self._events.append((self.now_s, kind, model, node, ",".join(str(self.gpus[g].index) for g in gpus), detail))
+        if fields and not detail:
+            detail = format_fields(fields)
+        self._events.append((self.now_s, kind, model, node, ",".join(str(self.gpus[g].index) for g in gpus), detail,
+                             fields))
 
     def dispatch(self, req: Request, inst: Instance) -> None:
         """Send a parked request to `inst` (ready or still starting; not draining or stopped)."""

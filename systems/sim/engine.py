@@ -32,6 +32,7 @@ from systems.sim.entities import READY, SimError
 if TYPE_CHECKING:
     from systems.sim.entities import Instance, Request
     from systems.sim.perf import PerfModel
+    from systems.sim.tables import EventFields
 
 PREFILL, DECODE, MIXED = "prefill", "decode", "mixed"
 
@@ -50,8 +51,9 @@ class EngineHost(Protocol):
         """`req` left the engine (finished or failed, `req.end_s` set): count it, tell the policy."""
     def engine_idle(self, inst: "Instance") -> None:
         """Nothing left to run: a draining instance may stop now."""
-    def log(self, kind: str, model: str = "", gpus: Iterable[int] = (), detail: str = "") -> None:
-        """Add a control-plane event."""
+    def log(self, kind: str, model: str = "", gpus: Iterable[int] = (), detail: str = "",
+            fields: "EventFields | None" = None) -> None:
+        """Add a control-plane event (`fields`: its typed payload)."""
 
 
 def stretch_s(steps: int, step_fixed_s: float, ctx_slope_s: float, ctx0_tokens: int, seqs: int) -> float:
@@ -443,7 +445,8 @@ class BatchEngine:
         self.waiting.appendleft(victim)
         self.preemptions += 1
         inst = self.inst
-        self.host.log("preempt", inst.model, inst.gpus, f"id={inst.id} request={victim.id} tokens={victim.input_tokens + gen}")
+        self.host.log("preempt", inst.model, inst.gpus,
+                      fields={"id": inst.id, "request": victim.id, "tokens": victim.input_tokens + gen})
 
     def _finish(self, r: "Request", ok: bool) -> None:
         r.end_s = self.host.now_s

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from harness.result import event_fields
 from systems.sim.fidelity.table import UNITS, NotSimulated, Row
 from systems.sim.policy import Policy
 from systems.sim.specs import GPUS, MODELS, ClusterSpec, ModelSpec, NodeSpec, base_model_name
@@ -206,12 +207,10 @@ def _run_cold_start(spec: ModelSpec, tp: int, gpu: str, ssd_bytes_per_s: float, 
 
 
 def _components(events: Any) -> dict[str, float]:
-    """The first start's parts from its events' "k=v" details: load_s, init_s (and its split), startup_s."""
+    """The first start's parts from its events' typed fields: load_s, init_s (and its split), startup_s."""
     out: dict[str, float] = {}
     for kind in ("load_end", "init_done", "instance_ready"):
         rows = events[events["kind"] == kind]
         if len(rows):
-            for k, v in re.findall(r"(\w+)=([0-9.eE+-]+)", str(rows["detail"].iloc[0])):
-                if k.endswith("_s"):
-                    out[k] = float(v)
+            out.update({k: float(v) for k, v in event_fields(rows.iloc[:1]).iloc[0].items() if k.endswith("_s")})
     return out

@@ -139,7 +139,7 @@ class Lifecycle:
         self._set_blocks(inst, kv_bytes_per_gpu)
         self.instances[inst.id] = inst
         self.by_model.setdefault(model, []).append(inst)
-        sim.log("instance_start", model, group, f"id={inst.id} kind={inst.start_kind} tp={tp}")
+        sim.log("instance_start", model, group, fields={"id": inst.id, "kind": inst.start_kind, "tp": tp})
         if already_warm:
             inst.start_kind = "warm"
             self._make_ready(inst)
@@ -150,8 +150,8 @@ class Lifecycle:
             inst.sources[source] = inst.sources.get(source, 0) + 1
             self.loads.start(g, inst.shard_bytes, links, inst, source, inst.loader, tp)
         if need:
-            sim.log("load_begin", model, need, f"id={inst.id} source={'+'.join(sorted(inst.sources))} "
-                                               f"bytes={inst.shard_bytes * len(need)} loader={inst.loader.name}")
+            sim.log("load_begin", model, need, fields={"id": inst.id, "source": "+".join(sorted(inst.sources)),
+                                                       "bytes": inst.shard_bytes * len(need), "loader": inst.loader.name})
         if inst.pending_flows == 0:
             self._begin_init(inst)
         return inst
@@ -166,7 +166,7 @@ class Lifecycle:
         if drain and inst.in_flight > 0:
             if not inst.draining:
                 inst.draining = True
-                self.sim.log("instance_drain", inst.model, inst.gpus, f"id={inst.id} in_flight={inst.in_flight}")
+                self.sim.log("instance_drain", inst.model, inst.gpus, fields={"id": inst.id, "in_flight": inst.in_flight})
             return
         self.finalize_stop(inst)
 
@@ -231,10 +231,10 @@ class Lifecycle:
             sources.add(source)
             self.loads.start(g, pw.shard_bytes, links, pw, source, how, tp)
         source = "before-run" if already_loaded else "+".join(sorted(sources))
-        sim.log("prewarm", model, group, f"id={pw.id} source={source} bytes={pw.shard_bytes * tp}")
+        sim.log("prewarm", model, group, fields={"id": pw.id, "source": source, "bytes": pw.shard_bytes * tp})
         if already_loaded:
             pw.done_s = sim.now_s
-            sim.log("prewarm_done", model, group, f"id={pw.id} load_s=0.000000")
+            sim.log("prewarm_done", model, group, fields={"id": pw.id, "load_s": 0.0})
         return pw
 
     def evict(self, pw: Prewarm) -> None:
@@ -251,7 +251,7 @@ class Lifecycle:
         pw.evicted = True
         self.prewarms.pop(pw.id, None)
         if pw.gpus:
-            self.sim.log("evict", pw.model, pw.gpus, f"id={pw.id}")
+            self.sim.log("evict", pw.model, pw.gpus, fields={"id": pw.id})
 
     def _take_shard(self, pw: Prewarm, gpu: int, inst: Instance) -> None:
         """Move one GPU's prewarmed shard of `pw` into `inst` (an in-flight load continues for it)."""
@@ -284,7 +284,7 @@ class Lifecycle:
                     self._on_load_done((owner, owner.version))
         elif not owner.flows and not owner.evicted:
             owner.done_s = sim.now_s
-            sim.log("prewarm_done", owner.model, owner.gpus, f"id={owner.id} load_s={sim.now_s - owner.started_s:.6f}")
+            sim.log("prewarm_done", owner.model, owner.gpus, fields={"id": owner.id, "load_s": sim.now_s - owner.started_s})
             sim.policy.on_prewarm_done(sim, owner)
 
     def _on_load_done(self, arg: tuple[Instance, int]) -> None:
@@ -293,8 +293,8 @@ class Lifecycle:
             return
         sim = self.sim
         tier = "+".join(sorted(s for s in inst.sources if not s.startswith("prewarm"))) or "prewarm"
-        sim.log("load_end", inst.model, inst.gpus, f"id={inst.id} load_s={sim.now_s - inst.started_s:.6f} "
-                                                   f"tier={tier} loader={inst.loader.name}")
+        sim.log("load_end", inst.model, inst.gpus, fields={"id": inst.id, "load_s": sim.now_s - inst.started_s,
+                                                           "tier": tier, "loader": inst.loader.name})
         self._begin_init(inst)
 
     def _begin_init(self, inst: Instance) -> None:
@@ -306,8 +306,8 @@ class Lifecycle:
         inst, version = arg
         if version != inst.version or inst.state != INIT:
             return
-        parts = " ".join(f"{k}={v:.6f}" for k, v in inst.init_parts.items())
-        self.sim.log("init_done", inst.model, inst.gpus, f"id={inst.id} {parts} graphs={self.sim.cuda_graphs}")
+        self.sim.log("init_done", inst.model, inst.gpus,
+                     fields={"id": inst.id, **inst.init_parts, "graphs": self.sim.cuda_graphs})
         self._make_ready(inst)
 
     def _make_ready(self, inst: Instance) -> None:
@@ -315,7 +315,7 @@ class Lifecycle:
         inst.state = READY
         inst.ready_s = sim.now_s
         sim.log("instance_ready", inst.model, inst.gpus,
-                f"id={inst.id} kind={inst.start_kind} startup_s={sim.now_s - inst.started_s:.6f}")
+                fields={"id": inst.id, "kind": inst.start_kind, "startup_s": sim.now_s - inst.started_s})
         for r in inst.engine.waiting:
             r.load_s = sim.now_s - r.dispatch_s
         if inst.engine.waiting:
@@ -360,5 +360,5 @@ class Lifecycle:
                 self._alloc(g, WEIGHTS, inst.model, -inst.shard_bytes)
         del self.instances[inst.id]
         self.by_model[inst.model].remove(inst)
-        sim.log("instance_stop", inst.model, inst.gpus, f"id={inst.id} keep_weights={inst.keep_weights}")
+        sim.log("instance_stop", inst.model, inst.gpus, fields={"id": inst.id, "keep_weights": inst.keep_weights})
         sim.policy.on_stopped(sim, inst)

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from systems.sim.entities import Gpu, Instance, Prewarm, Request
     from systems.sim.perf import PerfModel
     from systems.sim.specs import ClusterSpec, ModelSpec
+    from systems.sim.tables import EventFields
     from workloads.workload import Workload
 
 #: Concurrent requests an instance takes before it counts as full: the WarmServe reference's
@@ -134,8 +135,9 @@ class ClusterAPI(Protocol):
         """Requests of `model` that arrived and have not finished (O(1))."""
     def fail_parked(self, model: str, reason: str) -> int:
         """Fail every parked request of `model` with `reason`; returns how many."""
-    def log(self, kind: str, model: str = "", gpus: Iterable[int] = (), detail: str = "") -> None:
-        """Add a control-plane event (forecast, scale...) at `now_s`."""
+    def log(self, kind: str, model: str = "", gpus: Iterable[int] = (), detail: str = "",
+            fields: "EventFields | None" = None) -> None:
+        """Add a control-plane event (forecast, scale...) at `now_s`: `fields` typed, `detail` for people."""
 
 
 class Policy:

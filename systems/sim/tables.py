@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Any
+import json
+from typing import Any, Mapping, Union
 
 import numpy as np
 import pandas as pd
 
-from harness.result import EVENT_COLUMNS, MEMORY_COLUMNS, REQUEST_COLUMNS, RunResult
+from harness.result import EVENT_COLUMNS, EVENT_FIELDS, MEMORY_COLUMNS, REQUEST_COLUMNS, RunResult
 from systems.sim.entities import Request
 from systems.sim.memory import MemoryRow
 
-#: one row of the events table (EVENT_COLUMNS): time_s, kind, model, node, gpus, detail
-EventRow = tuple[float, str, str, int, str, str]
+#: an event's typed payload (the events table's EVENT_FIELDS column, as JSON)
+EventFields = Mapping[str, Union[int, float, str, bool]]
+#: one row of the events table: EVENT_COLUMNS (time_s, kind, model, node, gpus, detail), then its fields
+EventRow = tuple[float, str, str, int, str, str, Union[EventFields, None]]
+
+
+def format_fields(fields: EventFields) -> str:
+    """`fields` as the `detail` text people read: `k=v` separated by spaces, times to the microsecond."""
+    return " ".join(f"{k}={v:.6f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
 
 
 def run_result(reqs: list[Request], frame: pd.DataFrame, events: list[EventRow], memory: list[MemoryRow],
@@ -55,7 +63,8 @@ def run_result(reqs: list[Request], frame: pd.DataFrame, events: list[EventRow],
     }, columns=list(REQUEST_COLUMNS))
     requests["instance"] = np.array([i.id if i is not None else -1 for i in insts], dtype=np.int64)
     requests["node"] = np.array([i.node if i is not None else -1 for i in insts], dtype=np.int64)
-    events_table = pd.DataFrame(events, columns=list(EVENT_COLUMNS))
+    events_table = pd.DataFrame(events, columns=[*EVENT_COLUMNS, EVENT_FIELDS])
+    events_table[EVENT_FIELDS] = [json.dumps(f) if f else "{}" for f in events_table[EVENT_FIELDS]]
     if len(events_table):
         events_table = events_table.astype({"time_s": "float64", "node": "int64"})
     memory_table = pd.DataFrame(memory, columns=list(MEMORY_COLUMNS))

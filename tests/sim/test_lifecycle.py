@@ -2,6 +2,8 @@
 
 import pytest
 
+from harness.result import event_fields
+
 from systems.sim.core import SimError
 from systems.sim.perf import PerfModel
 from systems.sim.policy import Policy
@@ -104,7 +106,7 @@ def test_a_prewarm_resident_before_the_run_starts_in_engine_init_at_t0_and_only_
     assert row["first_token_s"] - 0.25 == pytest.approx(INIT + prefill(), rel=1e-9)
     assert [t for t, _ in policy.prewarmed] == []   # no load ran, so no on_prewarm_done callback
     ev = res.events
-    assert ev.loc[ev["kind"] == "prewarm", "detail"].str.contains("source=before-run").all()
+    assert (event_fields(ev[ev["kind"] == "prewarm"])["source"] == "before-run").all()
     assert (ev.loc[ev["kind"] == "prewarm_done", "time_s"] == 0.0).all()
     assert "load_begin" not in set(ev["kind"])
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.result import event_fields
 from systems.sim import simulate
 from systems.sim.fidelity.table import PUBLISHED_CSV, NotSimulated, read_table
 from systems.sim.fidelity_starts import simulate_start_row, simulate_start_row_detail
@@ -138,8 +139,7 @@ def test_engine_init_option_replaces_the_derived_init_and_process_start_adds() -
 
     def init_event(**options):
         ev = simulate(wl, small_cluster(gpus=1), "vllm-ondemand", options=options).events
-        detail = ev.loc[ev["kind"] == "init_done", "detail"].iloc[0]
-        return {k: float(v) for k, v in re.findall(r"(\w+_s)=([0-9.]+)", detail)}
+        return {k: v for k, v in event_fields(ev[ev["kind"] == "init_done"]).iloc[0].items() if k.endswith("_s")}
 
     derived = init_event()
     assert derived["init_s"] == pytest.approx(derived["fixed_s"] + derived["profile_s"] + derived["graph_capture_s"])
@@ -147,9 +147,9 @@ def test_engine_init_option_replaces_the_derived_init_and_process_start_adds() -
     assert init_event(engine_init_s="auto")["init_s"] == derived["init_s"]
     assert init_event(cuda_graphs=False)["graph_capture_s"] == 0.0
     ev = simulate(wl, small_cluster(gpus=1), "vllm-ondemand", options={"engine_init_s": 3.0, "process_start_s": 1.5}).events
-    ready = ev.loc[ev["kind"] == "instance_ready", "detail"].iloc[0]
+    ready = event_fields(ev[ev["kind"] == "instance_ready"]).iloc[0]
     load = SEVEN_B * (1 / SSD + 1 / LOADERS["safetensors"].host_copy_bytes_per_s)
-    assert float(re.search(r"startup_s=([0-9.]+)", ready).group(1)) == pytest.approx(load + 3.0 + 1.5, rel=1e-6)
+    assert ready["startup_s"] == pytest.approx(load + 3.0 + 1.5, rel=1e-6)
 
 
 # ---------------------------------------------------------------- each system's engine token budget
@@ -170,8 +170,7 @@ def test_profile_run_covers_each_systems_engine_token_budget() -> None:
 
     def init_parts(system: str, **options) -> dict[str, float]:
         ev = simulate(workload([0.0]), small_cluster(gpus=1), system, options=options).events
-        detail = ev.loc[ev["kind"] == "init_done", "detail"].iloc[0]
-        return {k: float(v) for k, v in re.findall(r"(\w+_s)=([0-9.]+)", detail)}
+        return {k: v for k, v in event_fields(ev[ev["kind"] == "init_done"]).iloc[0].items() if k.endswith("_s")}
 
     assert init_parts("vllm-ondemand")["profile_s"] == pytest.approx(profile_s(100_000), rel=1e-3)
     assert init_parts("serverlessllm")["profile_s"] == pytest.approx(profile_s(2048), rel=1e-3)
@@ -194,9 +193,9 @@ def test_profile_run_covers_each_systems_engine_token_budget() -> None:
 
 
 # ---------------------------------------------------------------- each system's declared loader
-def load_ends(result) -> list[dict[str, str]]:
+def load_ends(result) -> list[dict[str, object]]:
     ev = result.events
-    return [dict(re.findall(r"(\w+)=(\S+)", d)) for d in ev.loc[ev["kind"] == "load_end", "detail"]]
+    return event_fields(ev[ev["kind"] == "load_end"]).to_dict("records")
 
 
 def test_vllm_ondemand_loads_safetensors_from_ssd() -> None:

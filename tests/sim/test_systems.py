@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from harness.errors import WarmbenchError
-from harness.result import MEMORY_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS
+from harness.result import EVENT_COLUMNS, EVENT_FIELDS, MEMORY_COLUMNS, REQUEST_COLUMNS, event_fields
 from systems.sim import SYSTEMS, simulate
 from systems.sim.perf import PerfModel
 from systems.sim.specs import GPUS, MODELS
@@ -44,7 +44,7 @@ def test_no_request_vanishes_and_memory_stays_within_capacity(system):
     ttft = ok["first_token_s"] - ok["scheduled_s"]
     parts = ok["queue_s"] + ok["load_s"].fillna(0) + ok["prefill_s"]
     np.testing.assert_allclose(parts, ttft, atol=1e-9)
-    assert list(res.events.columns) == list(EVENT_COLUMNS) and list(res.memory.columns) == list(MEMORY_COLUMNS)
+    assert list(res.events.columns) == [*EVENT_COLUMNS, EVENT_FIELDS] and list(res.memory.columns) == list(MEMORY_COLUMNS)
     cap = GPUS["A100-80GB"].memory_bytes
     mem = res.memory
     assert mem[mem["category"] != "free"].groupby(["time_s", "node", "gpu"])["bytes"].sum().max() <= cap
@@ -55,7 +55,7 @@ def test_ondemand_cold_starts_scale_down_and_ups():
     kinds = res.events["kind"].value_counts()
     assert kinds["instance_start"] >= 4 and kinds["scale_down"] >= 1 and kinds["load_begin"] >= 4
     assert (res.requests["start_kind"] == "cold").any()
-    assert res.events[res.events["kind"] == "load_begin"]["detail"].str.contains("source=ssd").all()
+    assert (event_fields(res.events[res.events["kind"] == "load_begin"])["source"] == "ssd").all()
 
 
 def test_ondemand_stops_an_idle_instance_after_the_protect_period():
@@ -106,7 +106,7 @@ def test_engine_init_lengthens_cold_starts_and_the_ttft_of_requests_that_wait_fo
     for init in (2.0, 12.0):
         res = simulate(wl, "paper-16gpu", "vllm-ondemand", options={"engine_init_s": init})
         ev, req = res.events, res.requests
-        ready = ev[ev["kind"] == "instance_ready"]["detail"].str.extract(r"startup_s=([0-9.]+)")[0].astype(float)
+        ready = event_fields(ev[ev["kind"] == "instance_ready"])["startup_s"]
         startup.append(ready.median())
         cold = req[req["start_kind"] == "cold"]
         cold_ttft.append((cold["first_token_s"] - cold["scheduled_s"]).mean())
@@ -169,7 +169,8 @@ def test_many_models_on_the_512_gpu_preset():
     req = res.requests
     assert len(req) == len(wl) and (req["status"] == "ok").all()
     assert req["model"].nunique() == len(wl.models) > 40
-    tp4 = res.events[(res.events["kind"] == "instance_start") & res.events["detail"].str.contains("tp=4")]
+    starts = res.events[res.events["kind"] == "instance_start"]
+    tp4 = starts[event_fields(starts)["tp"] == 4]
     assert len(tp4) and tp4["gpus"].str.split(",").map(len).eq(4).all()
 
 
@@ -180,6 +181,6 @@ def test_capacity_is_sized_from_the_simulated_arrivals_only(system):
     wl = Workload(canonical_frame(np.array([0.0, 1.0, 50.0]), np.array(["llama-2-7b", "llama-2-7b", "llama-2-13b"]),
                                   np.full(3, 100), np.full(3, 10)), {})
     res = simulate(wl, small_cluster(gpus=4), system, duration_s=10.0)
-    placement = res.events.loc[res.events["kind"] == "placement", "detail"].iloc[0]
-    assert "llama-2-13b" not in placement and "llama-2-7b=" in placement
+    placement = event_fields(res.events[res.events["kind"] == "placement"]).iloc[0]
+    assert "llama-2-13b" not in placement.index and placement["llama-2-7b"] >= 1
     assert len(res.requests) == 2 and (res.requests["status"] == "ok").all()

@@ -7,7 +7,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from harness.result import START_KINDS
+from harness.result import START_KINDS, event_fields
 from systems.sim import SYSTEMS, simulate
 from systems.sim.perf import PerfModel
 from systems.sim.specs import GPUS, MODELS
@@ -55,14 +55,13 @@ def test_p99_ttft_order_on_a_predictable_bursty_workload() -> None:
 def test_prewarmed_burst_starts_in_engine_init_time_serverlessllm_pays_the_load() -> None:
     for init_s in (0.5, CORE_INIT_S):
         ws = run("warmserve", "bursty", warm_engine_init_s=init_s)
-        ready = ws.events[ws.events["kind"] == "instance_ready"]
-        startup = ready["detail"].str.extract(r"startup_s=([0-9.]+)")[0].astype(float)
-        prewarmed = ready["detail"].str.contains("kind=prewarmed")
+        ready = event_fields(ws.events[ws.events["kind"] == "instance_ready"])
+        startup = ready["startup_s"]
+        prewarmed = ready["kind"] == "prewarmed"
         assert prewarmed.any()
         assert np.allclose(startup[prewarmed], init_s)
     sllm = run("serverlessllm", "bursty")
-    ready = sllm.events[sllm.events["kind"] == "instance_ready"]
-    startup = ready["detail"].str.extract(r"startup_s=([0-9.]+)")[0].astype(float)
+    startup = event_fields(sllm.events[sllm.events["kind"] == "instance_ready"])["startup_s"]
     # host memory -> GPU with ServerlessLLM's loader (pinned DMA at its share of PCIe, plus its fixed
     # cost: systems/sim/startup.py), then the engine's init derived from its parts (vLLM defaults:
     # CUDA graphs captured; ServerlessLLM passes no token budget, so the profile run covers vLLM's
@@ -75,8 +74,8 @@ def test_prewarmed_burst_starts_in_engine_init_time_serverlessllm_pays_the_load(
                                  cuda_graphs=True)
     assert init.graph_capture_s > 5.0 and 0.0 < init.profile_s < reference_args.profile_s / 10
     assert np.allclose(startup, load_s + init.total_s, rtol=1e-6)
-    loads = sllm.events[sllm.events["kind"] == "load_end"]["detail"]
-    assert loads.str.contains("tier=host").all() and loads.str.contains("loader=serverlessllm").all()
+    loads = event_fields(sllm.events[sllm.events["kind"] == "load_end"])
+    assert (loads["tier"] == "host").all() and (loads["loader"] == "serverlessllm").all()
     # per request: the first of each burst waited for the start; its TTFT split shows it
     q = sllm.requests
     cold = q[q["start_kind"] == "cold"]
@@ -93,11 +92,11 @@ def test_first_window_prewarms_are_resident_at_the_start_unless_warm_start_is_of
     warm, cold = run("warmserve", "bursty"), run("warmserve", "bursty", warm_start=False)
     assert len(at_start(warm, "prewarm")) > 0
     assert len(at_start(warm, "prewarm_done")) == len(at_start(warm, "prewarm"))
-    assert at_start(warm, "prewarm")["detail"].str.contains("source=before-run").all()
+    assert (event_fields(at_start(warm, "prewarm"))["source"] == "before-run").all()
     # a cold cluster loads the same replicas from host memory first
     assert len(at_start(cold, "prewarm")) == len(at_start(warm, "prewarm"))
     assert len(at_start(cold, "prewarm_done")) == 0
-    assert at_start(cold, "prewarm")["detail"].str.contains("source=host").all()
+    assert (event_fields(at_start(cold, "prewarm"))["source"] == "host").all()
 
 
 def test_every_request_has_a_start_kind_and_a_ttft_split() -> None:
@@ -154,7 +153,7 @@ def test_no_history_falls_back_to_reactive() -> None:
     bare = type(w)(w.requests, w.meta, None)
     result = simulate(bare, cluster(4), "warmserve", debug=True)
     ev = result.events
-    assert ev.loc[ev["kind"] == "forecast", "detail"].str.contains("reactive").all()
+    assert event_fields(ev[ev["kind"] == "forecast"])["reactive"].eq(True).all()
     assert not (ev["kind"] == "prewarm").any()
     assert (result.requests["status"] == "ok").all()
 
@@ -163,8 +162,9 @@ def test_a_window_finer_than_the_history_says_its_forecast_is_approximate() -> N
     w = periodic_bursty(duration_s=300.0)  # history in 300 s windows
     approx = simulate(w, cluster(4), "warmserve", options={"window_s": 180.0}).events
     exact = simulate(w, cluster(4), "warmserve", options={"window_s": 600.0}).events
-    assert approx["detail"].str.contains("approximate history: 300 s windows re-binned to 180 s").any()
-    assert not exact["detail"].str.contains("approximate history").any()
+    rebinned = event_fields(approx[approx["kind"] == "forecast"])
+    assert ((rebinned["history_window_s"] == 300.0) & (rebinned["window_s"] == 180.0)).any()
+    assert "approximate_history" not in event_fields(exact[exact["kind"] == "forecast"]).columns
 
 
 def _sustains(system: str, rate_rps: float) -> bool:
@@ -182,8 +182,8 @@ def test_muxserve_has_no_cold_starts_and_sustains_less_than_dedicated() -> None:
     assert not (ev["kind"] == "load_begin").any()
     assert (ev.loc[ev["kind"] == "instance_start", "time_s"] == 0.0).all()
     assert not result.requests["start_kind"].isin(["cold", "prewarmed"]).any()
-    placement = ev.loc[ev["kind"] == "placement", "detail"]
-    assert placement.str.contains("share=").any()
+    placement = event_fields(ev[ev["kind"] == "placement"])
+    assert any(c.startswith("share:") for c in placement.columns)
     rates = [0.5, 1.0, 2.0, 4.0]
     mux = max((r for r in rates if _sustains("muxserve", r)), default=0.0)
     dedicated = max((r for r in rates if _sustains("dedicated", r)), default=0.0)
@@ -217,20 +217,19 @@ def test_serverlessllm_keep_alive_and_room_reclaim() -> None:
     small = run("serverlessllm", "bursty", gpus=1, keep_alive_s=1000.0)
     assert (small.requests["status"] == "ok").all()
     ev = small.events
-    assert ev.loc[ev["kind"] == "keep_alive_evict", "detail"].str.contains("reason=room").any()
+    assert (event_fields(ev[ev["kind"] == "keep_alive_evict"])["reason"] == "room").any()
     # with room to spare, surplus instances of a burst stop keep_alive_s after the load fell
     roomy = run("serverlessllm", "bursty", keep_alive_s=20.0)
-    stops = roomy.events[roomy.events["kind"] == "keep_alive_evict"]
-    surplus = stops["detail"].str.extract(r"surplus_s=([0-9.]+)")[0].astype(float)
+    surplus = event_fields(roomy.events[roomy.events["kind"] == "keep_alive_evict"])["surplus_s"]
     assert len(surplus) > 0 and (surplus >= 20.0).all()
     # locality: every placement found the checkpoint in host memory (all fit), so loads ran at PCIe speed
-    assert roomy.events.loc[roomy.events["kind"] == "placement", "detail"].str.contains("locality=host").all()
+    assert (event_fields(roomy.events[roomy.events["kind"] == "placement"])["locality"] == "host").all()
 
 
 def test_serverlessllm_without_host_memory_loads_from_ssd() -> None:
     result = run("serverlessllm", "bursty", host_memory_bytes=0)
     ev = result.events
-    assert ev.loc[ev["kind"] == "load_begin", "detail"].str.contains("source=ssd").all()
+    assert (event_fields(ev[ev["kind"] == "load_begin"])["source"] == "ssd").all()
     assert p99(result) > p99(run("serverlessllm", "bursty"))
 
 

@@ -56,7 +56,7 @@ class Dedicated(Policy):
                     break
             else:
                 break
-        sim.log("placement", "", (), " ".join(f"{m}={count[m]}" for m in sorted(models)))
+        sim.log("placement", fields={m: count[m] for m in sorted(models)})
 
 
 register("dedicated", Dedicated)

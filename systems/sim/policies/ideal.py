@@ -71,7 +71,8 @@ class Ideal(Policy):
             else:
                 break
         detail = " ".join(f"{m}={have[m]}" for m in sorted(models))
-        sim.log("placement", "", (), detail + (" capacity-limited" if limited else ""))
+        sim.log("placement", "", (), detail + (" capacity-limited" if limited else ""),
+                fields={**{m: have[m] for m in sorted(models)}, "capacity_limited": limited})
 
     def on_request(self, sim: "ClusterAPI", req: "Request") -> None:
         insts = sim.instances(req.model)

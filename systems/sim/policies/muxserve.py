@@ -158,7 +158,7 @@ class MuxServe(Policy):
                             f"(min_kv_fraction {self.options['min_kv_fraction']:g}; try option group_size)"
                          for m in unplaced}
         if unplaced:
-            sim.log("placement", "", (), "unplaced=" + ",".join(unplaced))
+            sim.log("placement", fields={"unplaced": ",".join(unplaced)})
         by_name = {m.name: m for m in models}
         for g in groups:
             if not g.models:
@@ -175,7 +175,8 @@ class MuxServe(Policy):
                 sim.start_instance(m.name, g.gpus, kv_bytes_per_gpu=kv[m.name], max_num_seqs=self.max_num_seqs,
                                    compute_share=shares[m.name], already_warm=True)
             sim.log("placement", ",".join(g.models), g.gpus,
-                    " ".join(f"{n}:share={shares[n]:.2f},kv_gib={kv[n] / 2**30:.1f}" for n in g.models))
+                    " ".join(f"{n}:share={shares[n]:.2f},kv_gib={kv[n] / 2**30:.1f}" for n in g.models),
+                    fields={**{f"share:{n}": shares[n] for n in g.models}, **{f"kv_bytes:{n}": kv[n] for n in g.models}})
 
     def on_request(self, sim: "ClusterAPI", req: "Request") -> None:
         if req.model in self.unplaced:

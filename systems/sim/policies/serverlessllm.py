@@ -132,14 +132,14 @@ class ServerlessLLM(Policy):
         cached = model in sim.host_models(node)
         budget = self.engine_budget or vllm_default_batched_tokens(sim.max_model_len)
         inst = sim.start_instance(model, group, max_num_batched_tokens=budget)
-        sim.log("placement", model, group, f"id={inst.id} locality={'host' if cached else 'ssd'}")
+        sim.log("placement", model, group, fields={"id": inst.id, "locality": "host" if cached else "ssd"})
         self._cache(sim, node, model)  # the loader stages the checkpoint through host memory
         return inst
 
     def _reclaim(self, sim: "ClusterAPI", node: int, tp: int, idle: list["Instance"]) -> bool:
         """Stop idle instances on `node` (longest idle first) until an aligned group of `tp` is free."""
         for inst in sorted(idle, key=lambda i: (self.idle_since.get(i.id, i.ready_s), i.id)):
-            sim.log("keep_alive_evict", inst.model, inst.gpus, f"id={inst.id} reason=room")
+            sim.log("keep_alive_evict", inst.model, inst.gpus, fields={"id": inst.id, "reason": "room"})
             self._stop(sim, inst)
             if self._free_group(sim, node, tp) is not None:
                 return True
@@ -190,7 +190,8 @@ class ServerlessLLM(Policy):
             ready = [i for i in insts if i.ready]
             if now - since >= self.keep_alive_s and ready:
                 victim = min(ready, key=lambda i: (i.in_flight, -i.id))
-                sim.log("keep_alive_evict", model, victim.gpus, f"id={victim.id} surplus_s={now - since:.1f}")
+                sim.log("keep_alive_evict", model, victim.gpus, f"id={victim.id} surplus_s={now - since:.1f}",
+                        fields={"id": victim.id, "reason": "surplus", "surplus_s": now - since})
                 self.surplus_since[model] = now
                 self._stop(sim, victim)
 

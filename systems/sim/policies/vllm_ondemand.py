@@ -66,11 +66,13 @@ class VllmOnDemand(Policy):
                 inst = self.start(sim, model)
                 if inst is None:
                     break
-                sim.log("scale_up", model, inst.gpus, f"id={inst.id} mean_in_flight={mean:.2f}")
+                sim.log("scale_up", model, inst.gpus, f"id={inst.id} mean_in_flight={mean:.2f}",
+                        fields={"id": inst.id, "mean_in_flight": mean})
             if start and sim.parked(model):
                 self.serve_model(sim, model)
             for inst in stop:
-                sim.log("scale_down", model, inst.gpus, f"id={inst.id} mean_in_flight={mean:.2f}")
+                sim.log("scale_down", model, inst.gpus, f"id={inst.id} mean_in_flight={mean:.2f}",
+                        fields={"id": inst.id, "mean_in_flight": mean})
                 sim.stop_instance(inst, drain=True)
 
 

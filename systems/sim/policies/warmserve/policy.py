@@ -110,7 +110,8 @@ class WarmServe(Policy):
             if self.history and not rebin_is_exact(hist_w, self.window_s):
                 # e.g. a 3-minute window over 5-minute history: peaks are those of the coarser windows
                 sim.log("forecast", "", (), f"approximate history: {hist_w:g} s windows re-binned to "
-                                            f"{self.window_s:g} s; give the workload window_s that divides it")
+                                            f"{self.window_s:g} s; give the workload window_s that divides it",
+                        fields={"approximate_history": True, "history_window_s": hist_w, "window_s": self.window_s})
             self._predict(sim)
             self._plan(sim)
 
@@ -120,8 +121,11 @@ class WarmServe(Policy):
                         n_recent=self.n_recent)
             self.forecast[m] = f
             self.forecasting = self.forecasting or f is not None
-            detail = "reactive (no history)" if f is None else f"window={self.window} mean={f.mean:.2f} peak={f.peak:.2f}"
-            sim.log("forecast", m, (), detail)
+            if f is None:
+                sim.log("forecast", m, (), "reactive (no history)", fields={"reactive": True})
+            else:
+                sim.log("forecast", m, (), f"window={self.window} mean={f.mean:.2f} peak={f.peak:.2f}",
+                        fields={"window": self.window, "mean": f.mean, "peak": f.peak})
 
     def _roll_window(self, sim: "ClusterAPI") -> None:
         while sim.now_s >= (self.window + 1) * self.window_s - 1e-9:
@@ -292,13 +296,15 @@ class WarmServe(Policy):
                     break
                 started += 1
             if started:
-                sim.log("scale_up", model, (), f"mean_in_flight={mean:.2f} started={started}")
+                sim.log("scale_up", model, (), f"mean_in_flight={mean:.2f} started={started}",
+                        fields={"mean_in_flight": mean, "started": started})
                 self.serve_parked(sim)
         elif delta < 0:
             old = sorted((i for i in insts if sim.now_s - i.started_s > self.scaler.min_age_s),
                          key=lambda i: (i.in_flight, i.id))
             for inst in old[:-delta]:
-                sim.log("scale_down", model, inst.gpus, f"id={inst.id} mean_in_flight={mean:.2f}")
+                sim.log("scale_down", model, inst.gpus, f"id={inst.id} mean_in_flight={mean:.2f}",
+                        fields={"id": inst.id, "mean_in_flight": mean})
                 sim.stop_instance(inst, drain=True, keep_weights=self.prewarm_on)
                 self.dirty = True
 
@@ -314,7 +320,7 @@ class WarmServe(Policy):
             if inst.kv_bytes_per_gpu - target > full // 4:
                 before = inst.kv_bytes_per_gpu
                 after = sim.set_kv_bytes(inst, target)
-                sim.log("kv_lend", inst.model, inst.gpus, f"id={inst.id} kv_bytes={after} lent_bytes={before - after}")
+                sim.log("kv_lend", inst.model, inst.gpus, fields={"id": inst.id, "kv_bytes": after, "lent_bytes": before - after})
                 self.dirty = True
 
     def on_kv_full(self, sim: "ClusterAPI", inst: "Instance") -> None:
@@ -346,4 +352,5 @@ class WarmServe(Policy):
         before = inst.kv_bytes_per_gpu
         after = sim.set_kv_bytes(inst, before + max(0, min(delta, room)))
         if after != before:
-            sim.log("kv_reclaim", inst.model, inst.gpus, f"id={inst.id} kv_bytes={after} reclaimed_bytes={after - before}")
+            sim.log("kv_reclaim", inst.model, inst.gpus,
+                    fields={"id": inst.id, "kv_bytes": after, "reclaimed_bytes": after - before})
