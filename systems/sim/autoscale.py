@@ -20,6 +20,19 @@ if TYPE_CHECKING:
     from systems.sim.policy import ClusterAPI
 
 
+def scale_delta(load: float, instances: int, capacity: int = BATCH_CAPACITY, up: float = 0.8,
+                down: float = 0.5) -> int:
+    """Instances to add (> 0) or stop (< 0) for a mean in-flight `load` (reference `_check_engines`):
+    above `up` of the instances' capacity, ceil(load / up / capacity) in all; below `down`,
+    ceil(load / down / capacity)."""
+    total = instances * capacity
+    if load > total * up:
+        return max(math.ceil(load / up / capacity) - instances, 0)
+    if load < total * down:
+        return -max(instances - math.ceil(load / down / capacity), 0)
+    return 0
+
+
 @dataclass
 class Autoscaler:
     """The reference autoscaler's decision rule; call `sample` every period, then `decide`.
@@ -72,18 +85,10 @@ class Autoscaler:
         """(instances to start, instances to stop) for `model`, as the reference computes them:
         start ceil(load / up / capacity) - n, or stop n - ceil(load / down / capacity) of the least
         loaded instances older than `min_age_s` (n counts instances still starting)."""
-        all_insts = sim.instances(model)
-        if not all_insts and mean_load == 0:
-            return 0, []
-        insts = [i for i in all_insts if not i.draining]
-        n = len(insts)
-        if mean_load > self.up * n * self.capacity:
-            return max(0, math.ceil(mean_load / self.up / self.capacity) - n), []
-        if n and mean_load < self.down * n * self.capacity:
-            k = n - math.ceil(mean_load / self.down / self.capacity)
-            if k <= 0:
-                return 0, []
-            old = [i for i in insts if sim.now_s - i.started_s > self.min_age_s]
-            old.sort(key=lambda i: (i.in_flight, i.id))
-            return 0, old[:k]
-        return 0, []
+        insts = [i for i in sim.instances(model) if not i.draining]
+        delta = scale_delta(mean_load, len(insts), self.capacity, self.up, self.down)
+        if delta >= 0:
+            return delta, []
+        old = [i for i in insts if sim.now_s - i.started_s > self.min_age_s]
+        old.sort(key=lambda i: (i.in_flight, i.id))
+        return 0, old[:-delta]

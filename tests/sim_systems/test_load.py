@@ -1,10 +1,11 @@
-"""WarmServe load bookkeeping: window concurrency, KV reservation, autoscaler arithmetic."""
+"""WarmServe load bookkeeping (window concurrency, KV reservation) and the shared autoscaler's arithmetic."""
 
 from __future__ import annotations
 
 import pytest
 
-from systems.sim.policies.warmserve.load import ConcurrencyTracker, autoscale_delta, kv_reserved_bytes
+from systems.sim.autoscale import scale_delta as autoscale_delta
+from systems.sim.policies.warmserve.load import ConcurrencyTracker, kv_reserved_bytes
 
 
 def test_window_mean_and_peak_are_time_weighted() -> None:

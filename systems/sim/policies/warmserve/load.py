@@ -46,13 +46,3 @@ def kv_reserved_bytes(capacity_bytes: int, active_requests: int, held_bytes: int
     """
     want = max(capacity_bytes * active_requests / batch, held_bytes + capacity_bytes / batch)
     return int(min(capacity_bytes, math.ceil(want)))
-
-
-def autoscale_delta(load: float, instances: int, batch: int = BATCH_CAPACITY, up: float = 0.8, down: float = 0.5) -> int:
-    """Instances to add (> 0) or stop (< 0) for a mean in-flight `load` (reference `_check_engines`)."""
-    capacity = instances * batch
-    if load > capacity * up:
-        return max(math.ceil(load / up / batch) - instances, 0)
-    if load < capacity * down:
-        return -max(instances - math.ceil(load / down / batch), 0)
-    return 0

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from systems.sim.autoscale import Autoscaler
 from workloads.forecast import Forecast, history_series, predict, rebin_is_exact
 from systems.sim.bounds import MIN_TICK_S, count, flag, seconds
-from systems.sim.policies.warmserve.load import ConcurrencyTracker, autoscale_delta, kv_reserved_bytes
+from systems.sim.policies.warmserve.load import ConcurrencyTracker, kv_reserved_bytes
 from systems.sim.policies.warmserve.placement import (
     Demand, Replica, align_up, place, place_round_robin, rescore,
 )
@@ -287,11 +287,10 @@ class WarmServe(Policy):
     def _autoscale(self, sim: "ClusterAPI", model: str, mean: float) -> None:
         """Reference `_check_engines`: create ceil(load / 0.8 / B) - n instances above 0.8 x capacity,
         stop n - ceil(load / 0.5 / B) of the least loaded ones older than 5 s below 0.5 x."""
-        insts = [i for i in sim.instances(model) if i.accepting]
-        delta = autoscale_delta(mean, len(insts), self.capacity, self.scaler.up, self.scaler.down)
-        if delta > 0:
+        start, stop = self.scaler.decide(sim, model, mean)
+        if start:
             started = 0
-            for _ in range(delta):
+            for _ in range(start):
                 if self.start(sim, model) is None:
                     break
                 started += 1
@@ -299,10 +298,8 @@ class WarmServe(Policy):
                 sim.log("scale_up", model, (), f"mean_in_flight={mean:.2f} started={started}",
                         fields={"mean_in_flight": mean, "started": started})
                 self.serve_parked(sim)
-        elif delta < 0:
-            old = sorted((i for i in insts if sim.now_s - i.started_s > self.scaler.min_age_s),
-                         key=lambda i: (i.in_flight, i.id))
-            for inst in old[:-delta]:
+        else:
+            for inst in stop:
                 sim.log("scale_down", model, inst.gpus, f"id={inst.id} mean_in_flight={mean:.2f}",
                         fields={"id": inst.id, "mean_in_flight": mean})
                 sim.stop_instance(inst, drain=True, keep_weights=self.prewarm_on)
