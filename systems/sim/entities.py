@@ -84,7 +84,8 @@ class Link:
     __slots__ = ("name", "bytes_per_s", "flows")
 
     def __init__(self, name: str, bytes_per_s: float) -> None:
-        self.name, self.bytes_per_s, self.flows = name, bytes_per_s, {}
+        self.name, self.bytes_per_s = name, bytes_per_s
+        self.flows: dict[int, Flow] = {}   # flow id -> flow sharing this link
 
 
 class Prewarm:

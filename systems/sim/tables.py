@@ -28,16 +28,14 @@ def run_result(reqs: list[Request], frame: pd.DataFrame, events: list[EventRow],
                manifest: dict[str, Any]) -> RunResult:
     """The run's tables from its requests (in `frame`'s row order), events and memory samples."""
     n = len(reqs)
-    if n:
-        first, end, load, prefill, err, kind, insts = zip(*map(attrgetter(
-            "first_token_s", "end_s", "load_s", "prefill_s", "error", "start_kind", "inst"), reqs))
-    else:
-        first = end = load = prefill = err = kind = insts = ()
-    end = np.array(end, dtype=np.float64)
-    first = np.array(first, dtype=np.float64)
-    load = np.array(load, dtype=np.float64)
-    prefill = np.array(prefill, dtype=np.float64)
-    err = np.array(err, dtype=object)
+    cols: tuple[tuple[Any, ...], ...] = tuple(zip(*map(attrgetter(
+        "first_token_s", "end_s", "load_s", "prefill_s", "error", "start_kind", "inst"), reqs))) if n else ((),) * 7
+    first_t, end_t, load_t, prefill_t, err_t, kind, insts = cols
+    end = np.array(end_t, dtype=np.float64)
+    first = np.array(first_t, dtype=np.float64)
+    load = np.array(load_t, dtype=np.float64)
+    prefill = np.array(prefill_t, dtype=np.float64)
+    err = np.array(err_t, dtype=object)
     status = np.where(np.isnan(end), "unfinished", "ok").astype(object)
     status[err != ""] = "error"
     arrival = frame["arrival_s"].to_numpy(np.float64)

@@ -86,6 +86,7 @@ def simulate_serving_row(row: Row, coefficients: tuple[tuple[str, str, float], .
         raise NotSimulated(why)
     if row.input_tokens is None or row.output_tokens is None or row.batch is None:
         raise NotSimulated("no input_tokens / output_tokens / batch")
+    batch: int = row.batch   # narrowed here: the closure below cannot see the check
     spec = replace(MODELS[base_model_name(row.model)], tp=row.tp)
     cluster = ClusterSpec(f"fidelity-{row.gpu}-tp{row.tp}", (NodeSpec(GPUS[row.gpu], gpus_per_node=row.tp),),
                           coefficients)
@@ -93,7 +94,7 @@ def simulate_serving_row(row: Row, coefficients: tuple[tuple[str, str, float], .
                 "max_num_seqs": max(256, row.batch)}
 
     def run(input_tokens: int, output_tokens: int) -> Any:
-        n = row.batch
+        n = batch
         frame = canonical_frame(np.zeros(n), spec.name, np.full(n, input_tokens), np.full(n, output_tokens))
         try:
             return simulate(Workload(frame, {"source": f"fidelity:{row.id}"}), cluster, "dedicated",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from harness.errors import WarmbenchError
 from systems.sim.bounds import count, fraction
@@ -130,7 +130,7 @@ class MuxServe(Policy):
     #: vLLM's default; never used here: no cold starts, the instances exist before t = 0
     LOADER = "safetensors"
 
-    OPTIONS: dict[str, Any] = {
+    OPTIONS: ClassVar[dict[str, Any]] = {
         "group_size": 0,        # GPUs per shared group; 0: see default_group_size
         "model_max_num_seqs": BATCH_CAPACITY,  # per model engine (bounded, as MuxServe's configs set it)
         "min_kv_fraction": 0.1, # a group must keep this share of usable memory for KV

@@ -7,7 +7,7 @@ placement preferring a node caching the checkpoint. Leaves out: live migration, 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from systems.sim.bounds import MIN_TICK_S, count, seconds
 from systems.sim.policy import BATCH_CAPACITY, Policy
@@ -23,7 +23,7 @@ class ServerlessLLM(Policy):
     #: its own checkpoint format and loader (sllm-store): from the host-memory pool it caches
     #: checkpoints in, else from SSD (systems/sim/startup.py)
     LOADER = "serverlessllm"
-    OPTIONS: dict[str, Any] = {
+    OPTIONS: ClassVar[dict[str, Any]] = {
         "keep_alive_s": 30.0,       # surplus (or idle) instances stop after this long
         "host_memory_bytes": -1,    # checkpoint cache per node; < 0: the node's host memory
         "capacity": BATCH_CAPACITY, # concurrent requests per instance

@@ -9,7 +9,7 @@ Leaves out: CUDA VMM mapping costs and NCCL prewarming (folded into `warm_engine
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from systems.sim.autoscale import Autoscaler
 from workloads.forecast import Forecast, history_series, predict, rebin_is_exact
@@ -37,7 +37,7 @@ class WarmServe(Policy):
     LOADER = "pinned"
     PREWARM_LOADER = "pinned"
 
-    OPTIONS: dict[str, Any] = {
+    OPTIONS: ClassVar[dict[str, Any]] = {
         "window_s": 300.0,          # forecast and re-planning window
         "capacity": BATCH_CAPACITY, # concurrent requests per instance (reference BATCH_SIZE)
         "tick_s": 0.5,              # controller period (autoscaler, KV reservation, prewarm checks)
