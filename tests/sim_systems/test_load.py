@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from systems.sim.autoscale import scale_delta as autoscale_delta
+from systems.sim.autoscale import scale_delta
 from systems.sim.policies.warmserve.load import ConcurrencyTracker, kv_reserved_bytes
 
 
@@ -28,10 +28,10 @@ def test_kv_reservation() -> None:
     assert kv_reserved_bytes(c, 64, 0) == c              # never above capacity
 
 
-def test_autoscale_thresholds() -> None:
-    assert autoscale_delta(0.0, 0) == 0
-    assert autoscale_delta(26.0, 1) == 1                  # > 0.8 * 32: ceil(26 / 25.6) - 1
-    assert autoscale_delta(60.0, 1) == 2                  # ceil(60 / 25.6) = 3
-    assert autoscale_delta(20.0, 1) == 0
-    assert autoscale_delta(15.0, 2) == -1                 # < 0.5 * 64: keep ceil(15 / 16) = 1
-    assert autoscale_delta(0.0, 3) == -3
+def test_scale_delta_thresholds() -> None:
+    assert scale_delta(0.0, 0) == 0
+    assert scale_delta(26.0, 1) == 1                  # > 0.8 * 32: ceil(26 / 25.6) - 1
+    assert scale_delta(60.0, 1) == 2                  # ceil(60 / 25.6) = 3
+    assert scale_delta(20.0, 1) == 0
+    assert scale_delta(15.0, 2) == -1                 # < 0.5 * 64: keep ceil(15 / 16) = 1
+    assert scale_delta(0.0, 3) == -3
