@@ -32,7 +32,6 @@ from systems.sim.loading import LoadNetwork
 from systems.sim.memory import Memory
 from systems.sim.perf import PerfModel, coefficients_for
 from systems.sim.specs import ClusterSpec, ModelSpec, check_fits, model_spec
-from systems.sim.startup import EngineInit
 from systems.sim.tables import EventFields, EventRow, format_fields, run_result
 
 if TYPE_CHECKING:
@@ -211,11 +210,6 @@ class Simulator:
     def kv_needed_bytes(self, inst: Instance) -> int:
         """KV bytes per GPU `inst` holds now plus its waiting prompts and decode stretch need."""
         return self.life.kv_needed_bytes(inst)
-
-    def engine_init_parts(self, model: str, tp: int, gpu: int, max_num_seqs: int,
-                          max_num_batched_tokens: int | None = None) -> EngineInit:
-        """Derived engine init of `model` on `tp` GPUs of `gpu`'s kind (cached)."""
-        return self.life.engine_init_parts(model, tp, gpu, max_num_seqs, max_num_batched_tokens)
 
     def prewarm(self, model: str, gpus: Iterable[int], *, already_loaded: bool = False,
                 loader: str | None = None) -> Prewarm:

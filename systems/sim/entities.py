@@ -7,7 +7,6 @@ lifecycle) and engine.BatchEngine (continuous batching). Policies read them, nev
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from harness.errors import WarmbenchError
 from systems.sim.policy import Policy
 from systems.sim.registry import register
