@@ -6,8 +6,10 @@
 `system` a registered name (`SYSTEMS`); `options` the core's CORE_OPTIONS (e.g.
 `engine_init_s`) plus the system's own `Policy.OPTIONS`; `duration_s` keeps arrivals before
 it; `debug` checks memory and engine invariants after every event. Modules: specs (hardware,
-models), perf (roofline), core (events, engine, cluster API), policy (base class),
-registry (discovery of `policies/`), fidelity (the validation table of published measurements and
+models), perf (roofline), engine (each instance's batch scheduler), memory / loading / lifecycle
+(GPU and host memory, load flows, instance and prewarm lives), core (time, events, requests, the
+cluster API), tables (the output), policy (base class and the typed ClusterAPI), autoscale (the
+shared autoscaler), registry (discovery of `policies/`), fidelity (the validation table of published measurements and
 its re-simulation, `bench fidelity`), calibrate / calibrate_live / calibrate_table (fits).
 """
 
