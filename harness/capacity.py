@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 
 if TYPE_CHECKING:
     from harness.executors import Executor
@@ -311,7 +311,7 @@ def search(config: "ExperimentConfig", results_dir: Path, *, jobs: "int | Execut
     the experiment dir, the searches and capacity.json's content. Ctrl-C raises
     CapacityInterrupted after writing what is known (`complete: false`)."""
     from harness import experiment as ex
-    from harness.store import write_json
+    from harness.contracts.files import write_json
 
     cap = config.capacity
     assert cap is not None

@@ -15,7 +15,7 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 
 #: Subcommand name -> one-line help. `run` with no subcommand is the default. Only the module
 #: of the command being run is imported (pandas, matplotlib and the simulator cost seconds).

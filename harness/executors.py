@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness import experiment as ex
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from harness.store import FAILED, INCOMPLETE, archive_run
 
 #: After Ctrl-C, how long the grid waits for runs in flight to record themselves incomplete.

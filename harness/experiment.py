@@ -33,12 +33,22 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PrivateAttr, ValidationError, field_validator
 
-from harness.capacity import CapacityConfig, check as check_capacity
-from harness.errors import InputError, WarmbenchError
+from harness.capacity import CapacityConfig
+from harness.capacity import check as check_capacity
+from harness.contracts.errors import InputError, WarmbenchError
+from harness.contracts.files import write_json
 from harness.identity import code_identity, config_sha256, workload_sha256
-from harness.report.load import EXPERIMENT_FILE
-from harness.store import (COMPLETE, FAILED, INCOMPLETE, archive_run, new_manifest, read_summary, write_json,
-                           write_manifest, write_run)
+from harness.store import (
+    COMPLETE,
+    EXPERIMENT_FILE,
+    FAILED,
+    INCOMPLETE,
+    archive_run,
+    new_manifest,
+    read_summary,
+    write_manifest,
+    write_run,
+)
 
 if TYPE_CHECKING:
     from harness.executors import Executor
@@ -165,7 +175,7 @@ def load(source: str | Path, *, quick: bool = False) -> tuple[ExperimentConfig, 
         if path.suffix or os.sep in str(source):
             raise InputError("no such experiment file", file=str(path))
         path = preset_path(str(source))
-    from harness.validate import read_text
+    from harness.contracts.files import read_text
 
     try:
         raw = tomllib.loads(read_text(path))
@@ -237,7 +247,7 @@ def _check_axes_nonempty(axes: list[tuple[str, list[Any]]], config: ExperimentCo
 def _check_no_secret_axis(axes: list[tuple[str, list[Any]]], config: ExperimentConfig, index: int) -> None:
     """A swept value names the run (its folder, the tables, the progress display): a credential
     (`api_key = ["k1", "k2"]`, headers, env maps, URLs with a password) must not be a sweep axis."""
-    from harness.redact import redact
+    from harness.contracts.redact import redact
 
     for name, values in axes:
         leaf = name.rsplit(".", 1)[-1]
@@ -493,7 +503,7 @@ def execute(spec: RunSpec, run_dir: Path, code: dict[str, Any] | None = None, wo
             result = simulate(workload, spec.cluster, spec.system, options=spec.options, seed=spec.seed,
                               duration_s=spec.duration_s)
         else:
-            from systems.live import run_live
+            from harness.live import run_live
 
             result = run_live(workload, spec.system, spec.options, run_dir, seed=spec.seed)
         ended = time.time()
@@ -527,7 +537,7 @@ def _write_best_effort(run_dir: Path, manifest: dict[str, Any], spec: RunSpec) -
     data = {**{k: v for k, v in base.items() if v is not None}, **manifest}
     records = None
     if (run_dir / "requests.jsonl").is_file() and not (run_dir / "requests.parquet").is_file():
-        from harness.result import REQUEST_COLUMNS
+        from harness.contracts.result import REQUEST_COLUMNS
         from harness.store import read_jsonl
 
         records = read_jsonl(run_dir / "requests.jsonl", REQUEST_COLUMNS)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.redact import redact
+from harness.contracts.redact import redact
 
 #: The repository (or installed package) root: harness/, systems/, workloads/ live below it.
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,6 @@ experiment: `find_runs` skips them unless pointed at them.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import socket
@@ -30,11 +29,12 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
+from harness.contracts.files import strict, write_json
+from harness.contracts.redact import redact_frame
+from harness.contracts.result import EVENT_COLUMNS, MEMORY_COLUMNS, REQUEST_COLUMNS, RunResult, empty_table
 from harness.identity import code_identity, code_key, config_sha256, workload_sha256
 from harness.metrics import Slo, jsonable, summarize
-from harness.redact import redact, redact_frame
-from harness.result import EVENT_COLUMNS, MEMORY_COLUMNS, REQUEST_COLUMNS, RunResult, empty_table
 
 TABLES: dict[str, tuple[str, ...]] = {
     "requests": REQUEST_COLUMNS,
@@ -48,6 +48,8 @@ COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
 SCHEMA_VERSION = 2
 #: Hidden folder of an experiment that keeps the runs it replaced (see the module docstring).
 HISTORY_DIR = ".history"
+#: File an experiment run writes beside its runs: config, grid order, run ids.
+EXPERIMENT_FILE = "experiment.json"
 
 
 class CodeIdentity(BaseModel):
@@ -247,26 +249,6 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
     if path.exists():
         return json.loads(path.read_text())
     return summary_of(read_run(run_dir))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename) so a crash never leaves half a manifest."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(redact(strict(obj)), indent=2, default=str, sort_keys=True))  # no credentials
-    tmp.replace(path)
-
-
-def strict(obj: Any) -> Any:
-    """Make `obj` strict JSON: NaN / inf become null, so "unavailable" stays distinguishable from 0."""
-    if isinstance(obj, dict):
-        return {str(k): strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def is_run_dir(path: Path) -> bool:

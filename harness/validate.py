@@ -16,27 +16,13 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from harness.errors import InputError, WarmbenchError
+from harness.contracts.errors import InputError, WarmbenchError
+from harness.contracts.files import read_text
 
 if TYPE_CHECKING:
     from harness.experiment import RunSpec
 
 MAX_SEED = 2**63 - 1
-
-
-# ---------------------------------------------------------------- input files
-
-def read_text(path: Path | str) -> str:
-    """A text input file (TOML, JSON) as str; missing, unreadable or non-UTF-8 is an InputError."""
-    p = Path(path)
-    try:
-        return p.read_text(encoding="utf-8").removeprefix("\ufeff")  # a BOM (Windows editors) is not TOML
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text (byte {exc.start})", file=str(p)) from None
-    except IsADirectoryError:
-        raise InputError("is a directory, expected a file", file=str(p)) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
 
 
 # ---------------------------------------------------------------- output paths
@@ -205,7 +191,7 @@ def _relative(cluster: str, source: str | None) -> str:
 
 
 def _check_live(spec: "RunSpec", label: str, source: str | None, raw: dict[str, Any]) -> None:
-    from systems.live.options import parse_options
+    from systems.live.registry import parse_options
 
     try:
         parse_options(spec.system, dict(spec.options))

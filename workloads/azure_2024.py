@@ -42,7 +42,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 from workloads.concurrency import request_durations_s, whole_windows, window_concurrency
 from workloads.lengths import sample_tokens
 from workloads.synthetic import DAY_S, PAPER_MODELS, memoised, power_law_shares

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from workloads.concurrency import history_frame
 from workloads.synthetic import DAY_S, PAPER_MODELS, power_law_shares
 from workloads.transform import clip_lengths, gamma_cv

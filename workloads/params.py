@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 
 #: Largest seed: numpy's generators take non-negative ints; int64 keeps them portable.
 MAX_SEED = 2**63 - 1

@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from harness.errors import InputError
-from harness.validate import read_text
+from harness.contracts.errors import InputError
+from harness.contracts.files import read_text
 from workloads import transform
 from workloads.params import MAX_SEED
 from workloads.workload import Workload

@@ -6,7 +6,7 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.errors import InputError, WarmbenchError
+from harness.contracts.errors import InputError, WarmbenchError
 from workloads.workload import Workload
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from workloads.concurrency import history_frame
 from workloads.lengths import sample_tokens
 from workloads.transform import clip_lengths, gamma_cv

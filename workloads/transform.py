@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.errors import InputError, WarmbenchError
+from harness.contracts.errors import InputError, WarmbenchError
 from workloads.workload import REQUEST_COLUMNS, Workload
 
 #: The paper's length limits (docs/paper.md s.3).

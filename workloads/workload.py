@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 
 #: Columns every workload has, in this order (an optional `session_id` may follow).
 REQUEST_COLUMNS: tuple[str, ...] = ("request_id", "arrival_s", "model", "input_tokens", "output_tokens")

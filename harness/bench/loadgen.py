@@ -169,7 +169,7 @@ def _pct_ms(values: Any, p: float) -> float:
 
 def _one_rate(url: str, rate_rps: float, duration_s: float, seed: int, server: subprocess.Popen,
               log_path: Path, log_offset: int) -> tuple[dict[str, Any], int]:
-    from systems.live import run_live
+    from harness.live import run_live
     from workloads.workload import Workload, canonical_frame
 
     rng = np.random.default_rng(seed)

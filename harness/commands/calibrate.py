@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.argtypes import path_arg, positive_int
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,10 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    from harness.live.run import served_model_dirs
     from harness.store import read_run
-    from systems.sim.calibrate_live import cluster_toml, fit_live_run
-
     from harness.validate import output_file
+    from systems.sim.calibrate_live import cluster_toml, fit_live_run
 
     if args.out:
         output_file(args.out, "--out")
@@ -66,8 +66,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     result = read_run(args.run)
     if result.manifest.get("kind") != "live":
         raise WarmbenchError(f"{args.run} is a {result.manifest.get('kind', 'unknown')} run; calibrate needs a live one")
-    fit = fit_live_run(result.requests, result.manifest, args.gpu, sources, source=str(args.run),
-                       events=result.events)
+    fit = fit_live_run(result.requests, args.gpu, {**served_model_dirs(result.manifest), **sources},
+                       source=str(args.run), events=result.events)
     out = _write_fit(args, fit, cluster_toml)
     if args.json:
         print(json.dumps(out, indent=2))

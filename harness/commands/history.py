@@ -18,10 +18,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.argtypes import path_arg, positive_float, positive_int
-from harness.errors import InputError
+from harness.contracts.errors import InputError
+from harness.contracts.files import write_json
 from harness.report.history import DEFAULT_METRICS, DEFAULT_MIN_EFFECT, History, collect
 from harness.report.table import print_tables
-from harness.store import write_json
 
 EPILOG = f"""\
 Reads the runs at or below each RESULTS folder: current runs (<exp>/<run-id>/) and those archived

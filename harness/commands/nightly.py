@@ -17,7 +17,7 @@ from rich.console import Console
 
 from harness import experiment, nightly
 from harness.argtypes import path_arg, positive_int
-from harness.errors import EXIT_INCONCLUSIVE
+from harness.contracts.errors import EXIT_INCONCLUSIVE
 
 #: The gate's bounds unless --fail-if is given: P99 TTFT up 10%, SLO attainment down 2 points of
 #: its value, goodput down 5% (the bounds of the nightly recipe the README has shown since its start).

@@ -8,7 +8,7 @@ into one run.
 
 Credentials: `--api-key VALUE` (sent as `Authorization: Bearer VALUE`) and `--header NAME=VALUE`
 (repeatable) go with every request, the probe and the /metrics scrape; `env:NAME` reads the value
-from the environment. No file the run writes holds them (see harness.redact).
+from the environment. No file the run writes holds them (see harness.contracts.redact).
 
 Exit codes: 0 the run completed and most requests were ok; 1 the run failed, was cut short, or
 more than half of its requests failed (`mostly_failed` in the manifest); 2 bad input (nothing is
@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness.argtypes import non_negative_float, path_arg, positive_float, positive_int
-from harness.errors import WarmbenchError
-from harness.redact import redact_text
+from harness.contracts.errors import WarmbenchError
+from harness.contracts.redact import redact_text
 
 
 def _pairs(values: list[str], flag: str, what: str = "MODEL=VALUE", secret: bool = False) -> dict[str, str]:
@@ -177,7 +177,7 @@ def load_workload(spec: str):
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     if args.worker:
-        from systems.live.distributed import run_worker
+        from harness.live.distributed import run_worker
 
         return run_worker(args.master_host, args.master_port)
     if not args.workload or not args.out:
@@ -185,27 +185,27 @@ def run(args: argparse.Namespace) -> int:
     workload = _checked_inputs(args)
     options = args.options
     if args.master:
-        from systems.live.distributed import run_master
+        from harness.live.distributed import run_master
 
         result = run_master(workload, args.system, options, args.out, seed=args.seed,
                             bind_host=args.master_bind_host, port=args.master_port,
                             expect_workers=args.expect_workers, start_delay_s=args.start_delay_s)
     elif args.web_ui:
-        from systems.live.webui import start_web_ui
+        from harness.live.webui import start_web_ui
 
         host, _, port = args.web_ui.rpartition(":")
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise WarmbenchError(f"--web-ui {args.web_ui!r}: expected HOST:PORT, e.g. 127.0.0.1:8089")
         env, on_record = start_web_ui(host or "127.0.0.1", int(port))
         console.print(f"live view: http://{host or '127.0.0.1'}:{port}", highlight=False)
-        from systems.live import run_live
+        from harness.live import run_live
 
         try:
             result = run_live(workload, args.system, options, args.out, seed=args.seed, on_record=on_record)
         finally:
             env.web_ui.stop()
     else:
-        from systems.live import run_live
+        from harness.live import run_live
 
         result = run_live(workload, args.system, options, args.out, seed=args.seed)
     _summary(result, args.out, console)
@@ -226,8 +226,8 @@ def mostly_failed(manifest: dict) -> bool:
 def _checked_inputs(args: argparse.Namespace):
     """Every flag, the options, the output folder and the workload checked before anything is
     created or started; returns the workload to replay."""
-    from systems.live.options import parse_options
-    from systems.live.run import check_out_dir
+    from harness.live.run import check_out_dir
+    from systems.live.registry import parse_options
 
     if not 0 < args.master_port < 65536:
         raise WarmbenchError(f"--master-port must be a TCP port (1-65535), got {args.master_port}")

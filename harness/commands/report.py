@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from harness.argtypes import path_arg
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from harness.report.document import build, default_baseline
 from harness.report.load import check_system, load_runs
 from harness.report.table import print_tables, rich_tables

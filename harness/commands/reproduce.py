@@ -21,7 +21,7 @@ from rich.table import Table
 
 from harness import capacity, experiment
 from harness.argtypes import positive_int
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 from harness.validate import check_runs
 
 
@@ -49,7 +49,8 @@ def selected(text: str) -> list[str]:
 
 def handle(args: argparse.Namespace) -> int:
     from harness.reproduce import claims as C
-    from harness.reproduce import document, sensitivity as S
+    from harness.reproduce import document
+    from harness.reproduce import sensitivity as S
 
     names = selected(args.claims)
     console = Console()

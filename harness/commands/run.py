@@ -10,13 +10,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness import experiment
-from harness.errors import WarmbenchError
+from harness.argtypes import path_arg, positive_int
+from harness.contracts.errors import WarmbenchError
 from harness.report.document import build
 from harness.report.load import load_runs, systems
 from harness.report.table import fmt, print_tables, rich_tables
-from harness.argtypes import path_arg, positive_int
 from harness.validate import check_runs
-
 
 #: Runs in parallel by default (and a local Ray's CPUs): 2, the cores of the machine this was built on.
 DEFAULT_JOBS = min(2, os.cpu_count() or 1)

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from harness import capacity, experiment
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 
 
 def handle(args: argparse.Namespace, config: experiment.ExperimentConfig, source: Path, console: Console) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 
 from harness.argtypes import path_arg, positive_float, seed_int
-from harness.errors import InputError, WarmbenchError
+from harness.contracts.errors import InputError, WarmbenchError
 
 
 def parse_value(text: str) -> Any:
@@ -62,12 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.metrics import summarize
     from harness.store import new_manifest, write_manifest, write_run
-    from systems.sim import simulate
+    from harness.validate import output_dir
+    from systems.sim import simulate, split_options
     from systems.sim.specs import resolve_cluster
     from workloads import resolve
-
-    from harness.validate import output_dir
-    from systems.sim import split_options
 
     output_dir(args.out, "--out")
     if (Path(args.out) / "manifest.json").exists():  # a record is never overwritten

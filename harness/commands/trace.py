@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.argtypes import path_arg
-from harness.errors import InputError, WarmbenchError
+from harness.contracts.errors import InputError, WarmbenchError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,9 +46,9 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    from harness.validate import PLOT_SUFFIXES, output_file
     from workloads import resolve
     from workloads.stats import plot_rate, trace_stats
-    from harness.validate import PLOT_SUFFIXES, output_file
     if args.plot:
         output_file(args.plot, "--plot", PLOT_SUFFIXES)
     workload = resolve(args.spec, **parse_params(args.param))
@@ -63,10 +63,10 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_make(args: argparse.Namespace) -> int:
+    from harness.validate import output_file
     from workloads.io import history_path, write_workload
     from workloads.recipe import input_files, workload_from_recipe
     from workloads.stats import trace_stats
-    from harness.validate import output_file
     if args.out.suffix.lower() != ".parquet":
         raise WarmbenchError(f"--out must end in .parquet, got {args.out}")
     output_file(args.out, "--out")

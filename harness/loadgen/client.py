@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 import gevent
 import numpy as np
 
+from harness.contracts.endpoint import Endpoint
+from harness.contracts.redact import redact_text
+from harness.loadgen.bodies import build_request, wire_lengths
 from harness.loadgen.http import ClosedBeforeResponse, Exchange, Pool, ProtocolError, StreamCut
-from harness.loadgen.bodies import Endpoint, build_request, wire_lengths
 from harness.loadgen.protocols import StreamReader, trusted_tokens
-from harness.redact import redact_text
 
 NAN = math.nan
 

@@ -23,12 +23,10 @@ import json
 import re
 from typing import Any
 
+from harness.contracts.endpoint import Protocol
 from harness.loadgen.bodies import (  # noqa: F401 - re-exported: the request side of each format
     FIRST_PROMPT_TOKEN_ID,
     PROMPT_OVERHEAD_TOKENS,
-    PROTOCOLS,
-    Endpoint,
-    Protocol,
     build_request,
     probe_request,
     probe_token_ids,

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import gevent
 
-from harness.redact import redact_text
+from harness.contracts.redact import redact_text
 
 
 def _clean(value: Any) -> Any:

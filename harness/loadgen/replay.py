@@ -21,9 +21,10 @@ import pandas as pd
 from gevent.event import Event
 from gevent.pool import Group
 
+from harness.contracts.endpoint import Endpoint, Unavailable
+from harness.loadgen.bodies import build_request
 from harness.loadgen.client import ClientPool, send
 from harness.loadgen.http import sleep_at_priority
-from harness.loadgen.bodies import Endpoint, build_request
 from harness.loadgen.recorder import JsonlRecorder
 
 NAN = math.nan
@@ -45,10 +46,6 @@ class Clock:
 
     def at(self, perf_s: float) -> float:
         return perf_s - self.t0
-
-
-class Unavailable(Exception):
-    """The system could not give an endpoint for this request (e.g. its server failed to start)."""
 
 
 class Router(Protocol):

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import InputError, WarmbenchError
+from harness.contracts.errors import InputError, WarmbenchError
 from harness.metrics import ALL_MODELS, CLIENT_LAG_LIMIT_S, by_start_kind
 from harness.report import capacity_table, figures
-from harness.report.load import (EXPERIMENT_FILE, RunInfo, load_runs, missing_runs, points, read_experiment,
-                                 summary_frame, systems)
+from harness.report.load import RunInfo, load_runs, missing_runs, points, read_experiment, summary_frame, systems
 from harness.report.table import fmt, markdown_table, seeds_text
+from harness.store import EXPERIMENT_FILE
 
 #: Per-model columns in the report's detail table.
 MODEL_METRICS: tuple[str, ...] = ("requests", "failed", "mean_ttft_s", "p90_ttft_s", "p95_ttft_s", "p99_ttft_s",

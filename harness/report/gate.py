@@ -24,7 +24,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from harness.metrics import paired_ratio_ci
 from harness.report.compare import Bound, pair_runs
 from harness.report.load import RunInfo

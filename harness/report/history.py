@@ -27,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import InputError, WarmbenchError
+from harness.contracts.errors import InputError, WarmbenchError
+from harness.contracts.files import strict
 from harness.identity import code_key
 from harness.metrics import ALL_MODELS, mean_ci
 from harness.report.changepoints import METHOD, Cell, ChangePoint, Series, detect
 from harness.report.load import RunInfo, load_runs, point_label
-from harness.store import HISTORY_DIR, is_run_dir, strict
+from harness.store import HISTORY_DIR, is_run_dir
 
 #: Metrics shown when none is asked for: the nightly gate's latency, decode speed and SLO view.
 DEFAULT_METRICS: tuple[str, ...] = ("p99_ttft_s", "p50_ttft_s", "mean_tpot_s", "slo_attainment")

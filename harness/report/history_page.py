@@ -11,7 +11,7 @@ import html
 import io
 from pathlib import Path
 
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 from harness.report import figures
 from harness.report.changepoints import METHOD, Series
 from harness.report.document import _CSS as REPORT_CSS

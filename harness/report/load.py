@@ -19,14 +19,20 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pyarrow import ArrowException
 
-from harness.errors import InputError, WarmbenchError
+from harness.contracts.errors import InputError, WarmbenchError
+from harness.contracts.result import RunResult
 from harness.metrics import ALL_MODELS, from_jsonable
-from harness.result import RunResult
-from harness.store import (COMPLETE, FAILED, INCOMPLETE, SCHEMA_VERSION, TABLES, find_runs, read_run,
-                           summary_of)
-
-#: File an experiment run writes beside its runs: config, grid order, run ids.
-EXPERIMENT_FILE = "experiment.json"
+from harness.store import (
+    COMPLETE,
+    EXPERIMENT_FILE,
+    FAILED,
+    INCOMPLETE,
+    SCHEMA_VERSION,
+    TABLES,
+    find_runs,
+    read_run,
+    summary_of,
+)
 
 #: Manifest keys the report reads, with the JSON types they may hold (null always allowed).
 _MANIFEST_TYPES: dict[str, tuple[type, ...]] = {

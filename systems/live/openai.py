@@ -13,18 +13,22 @@ and the run's events and manifest say which.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 from urllib.parse import urlsplit
 
 import gevent
 from geventhttpclient import HTTPClient
 
-from harness.loadgen import Endpoint
-from harness.loadgen.bodies import probe_request
-from harness.redact import redact_text
-from systems.live.base import LiveSystem
+from harness.contracts.endpoint import Endpoint
+from harness.contracts.live import LiveSystem
+from harness.contracts.redact import redact_text
+
+#: The replay's request shape for an endpoint: (path, body). The load generator owns the wire
+#: formats (harness.loadgen.bodies.probe_request); the harness hands it over (systems.live.registry.Context).
+ProbeRequest = Callable[[Endpoint], tuple[str, bytes]]
 
 
-def _ask(ep: Endpoint, timeout_s: float) -> tuple[int | None, str]:
+def _ask(ep: Endpoint, probe_request: ProbeRequest, timeout_s: float) -> tuple[int | None, str]:
     """(HTTP status, error text) for the replay's request shape; status None if no answer came."""
     parts = urlsplit(ep.url)
     path, body = probe_request(ep)
@@ -49,7 +53,7 @@ def _ask(ep: Endpoint, timeout_s: float) -> tuple[int | None, str]:
         client.close()
 
 
-def probe(ep: Endpoint, token_ids: bool | None, ignore_eos: bool | None,
+def probe(ep: Endpoint, probe_request: ProbeRequest, token_ids: bool | None, ignore_eos: bool | None,
           timeout_s: float = 10.0) -> tuple[Endpoint, str]:
     """The most exact variant of `ep` the server accepts (None = try both), and what was learnt.
 
@@ -62,7 +66,7 @@ def probe(ep: Endpoint, token_ids: bool | None, ignore_eos: bool | None,
     for eos in eos_options:
         for ids in ids_options:
             variant = dataclasses.replace(ep, token_ids=ids, ignore_eos=eos)
-            status, last = _ask(variant, timeout_s)
+            status, last = _ask(variant, probe_request, timeout_s)
             if status is None:  # down, hanging or cut: no shape will do better; the replay records it
                 return ep, f"no answer to the probe ({last}): replaying as configured"
             if status == 200:
@@ -76,8 +80,10 @@ def probe(ep: Endpoint, token_ids: bool | None, ignore_eos: bool | None,
 class OpenAISystem(LiveSystem):
     name = "openai"
 
-    def __init__(self, *args, probe_token_ids: bool = False, probe_ignore_eos: bool = False, **kw) -> None:
+    def __init__(self, *args, probe_request: ProbeRequest, probe_token_ids: bool = False,
+                 probe_ignore_eos: bool = False, **kw) -> None:
         super().__init__(*args, **kw)
+        self.probe_request = probe_request
         self.probe_token_ids, self.probe_ignore_eos = probe_token_ids, probe_ignore_eos
         self.token_ids: dict[str, bool] = {m: ep.token_ids for m, ep in self.endpoints.items()}
         self.ignore_eos: dict[str, bool] = {m: ep.ignore_eos for m, ep in self.endpoints.items()}
@@ -87,7 +93,7 @@ class OpenAISystem(LiveSystem):
             return
         # all endpoints at once: 64 models behind one URL, or one hanging server, cost one probe's time
         models = list(self.endpoints)
-        jobs = [gevent.spawn(probe, self.endpoints[m], None if self.probe_token_ids else self.endpoints[m].token_ids,
+        jobs = [gevent.spawn(probe, self.endpoints[m], self.probe_request, None if self.probe_token_ids else self.endpoints[m].token_ids,
                              None if self.probe_ignore_eos else self.endpoints[m].ignore_eos) for m in models]
         gevent.joinall(jobs)
         for model, job in zip(models, jobs):

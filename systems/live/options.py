@@ -9,7 +9,7 @@ request body}, default the model name), `api_key` (sent as `Authorization: Beare
 endpoint), `headers` ({name: value} sent with every request, the probe and the `/metrics`
 scrape). A value `env:NAME` of `api_key` or a header is read from the environment variable
 NAME when the options are validated (unset: an error naming it). These values are registered with
-harness.redact and appear in no file the harness writes (records keep header names only);
+harness.contracts.redact and appear in no file the harness writes (records keep header names only);
 credentials in an endpoint URL (`http://user:KEY@host`) are sent as Basic auth and masked the same
 way. Precedence for `Authorization`: a `headers` entry, then `api_key`, then URL credentials.
 
@@ -44,13 +44,11 @@ from __future__ import annotations
 import os
 import re
 from typing import ClassVar, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-
 from urllib.parse import urlsplit, urlunsplit
 
-from harness.errors import WarmbenchError
-from harness.redact import is_secret_key, redact_text, register_basic_auth, register_secret
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from harness.contracts.redact import is_secret_key, redact_text, register_basic_auth, register_secret
 
 #: Upper bound of every duration option: about 4 months (larger ones overflow the event loop's timers).
 MAX_S = 1e7
@@ -214,7 +212,7 @@ class WarmServeOptions(_Strict):
     max_model_len: int = Field(2048, ge=16, le=2**24)
     #: The authors' client caps the output: request_generator.py `min(output_tokens, 1023)`.
     max_output_tokens: int = Field(1023, ge=1, le=2**24)
-    #: Added to request ids; "auto": a new offset per run (systems.live.run.auto_id_offset). Ids
+    #: Added to request ids; "auto": a new offset per run (systems.live.static.auto_id_offset). Ids
     #: stay below 2**53 (exact in JSON) with room for 2**32 requests.
     request_id_offset: int | Literal["auto"] = "auto"
 
@@ -263,24 +261,3 @@ class ServerlessLLMOptions(_Strict):
     @classmethod
     def _endpoints(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_endpoints(value)
-
-
-SYSTEM_OPTIONS: dict[str, type[_Strict]] = {
-    "openai": OpenAIOptions, "vllm": VllmOptions, "warmserve": WarmServeOptions,
-    "serverlessllm": ServerlessLLMOptions,
-}
-
-
-def parse_options(system: str, options: dict | None) -> tuple[ClientOptions, _Strict]:
-    """Split one options dict into client and system options; errors name the bad key."""
-    if system not in SYSTEM_OPTIONS:
-        raise WarmbenchError(f"unknown live system {system!r}; choose one of {sorted(SYSTEM_OPTIONS)}")
-    options = dict(options or {})
-    client_keys = set(ClientOptions.model_fields)
-    client = {k: options.pop(k) for k in list(options) if k in client_keys}
-    try:
-        return ClientOptions(**client), SYSTEM_OPTIONS[system](**options)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise WarmbenchError(f"live system {system!r}: option {where!r}: {first['msg']}") from None

@@ -26,11 +26,11 @@ import gevent.subprocess
 from gevent.event import Event
 from geventhttpclient import HTTPClient
 
-from harness.errors import WarmbenchError
-from harness.loadgen import Endpoint, Unavailable
-from harness.redact import redact_text
-from harness.store import write_json
-from systems.live.base import EventLog, LiveSystem
+from harness.contracts.endpoint import Endpoint, Unavailable
+from harness.contracts.errors import WarmbenchError
+from harness.contracts.files import write_json
+from harness.contracts.live import EventLog, LiveSystem
+from harness.contracts.redact import redact_text
 
 
 def free_port(host: str = "127.0.0.1") -> int:

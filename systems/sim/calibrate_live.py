@@ -25,9 +25,11 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
+from systems.sim import simulate
 from systems.sim.perf import coefficients_for
 from systems.sim.specs import GPUS, MODELS, ClusterSpec, ModelSpec, NodeSpec, base_model_name, model_spec_from_config
+from workloads.workload import Workload
 
 #: Stop when both median paired ratios are within this of 1 (or further steps move less than 0.01%).
 TOLERANCE = 0.005
@@ -64,13 +66,12 @@ class LiveFit:
                 "engine_init_s": self.engine_init_s}
 
 
-def live_specs(manifest: Mapping[str, Any], models: list[str], given: Mapping[str, str]) -> dict[str, ModelSpec]:
-    """Spec of each live model: `given` (a preset name or a model directory) first, then the
-    directory the vllm adapter served it from, then the preset of the same name."""
-    served = ((manifest.get("options") or {}).get("system") or {}).get("models") or {}
+def live_specs(models: list[str], sources: Mapping[str, str]) -> dict[str, ModelSpec]:
+    """Spec of each live model: its source in `sources` (a preset name or a model directory; the
+    harness merges --model over the directories the run served), else the preset of the same name."""
     out = {}
     for m in models:
-        source = given.get(m) or served.get(m)
+        source = sources.get(m)
         if source is None and base_model_name(m) in MODELS:
             source = base_model_name(m)
         if source is None:
@@ -96,9 +97,7 @@ def usable_requests(requests: pd.DataFrame) -> pd.DataFrame:
     return q[(q["ttft_s"] > 0) & (q["tpot_s"] > 0)]
 
 
-def _workload(q: pd.DataFrame):
-    from workloads.workload import Workload
-
+def _workload(q: pd.DataFrame) -> Workload:
     t0 = float(q["sent_s"].min())
     frame = pd.DataFrame({"request_id": q["request_id"].astype("int64").to_numpy(),
                           "arrival_s": (q["sent_s"] - t0).to_numpy(np.float64),
@@ -118,9 +117,7 @@ def fit_cluster(gpu: str, specs: Mapping[str, ModelSpec], prefill_scale: float =
                        ((name, "prefill_scale", prefill_scale), (name, "decode_scale", decode_scale)))
 
 
-def _simulated(workload, cluster: ClusterSpec, specs: Mapping[str, ModelSpec]) -> pd.DataFrame:
-    from systems.sim import simulate
-
+def _simulated(workload: Workload, cluster: ClusterSpec, specs: Mapping[str, ModelSpec]) -> pd.DataFrame:
     result = simulate(workload, cluster, "dedicated", options={"max_model_len": 0}, models=specs)
     r = result.requests.set_index("request_id")
     out = pd.DataFrame({"sim_ttft_s": r["first_token_s"] - r["scheduled_s"],
@@ -132,18 +129,18 @@ def _paired(q: pd.DataFrame, sim: pd.DataFrame) -> pd.DataFrame:
     return q.set_index("request_id")[["model", "ttft_s", "tpot_s"]].join(sim, how="inner")
 
 
-def fit_live_run(requests: pd.DataFrame, manifest: Mapping[str, Any], gpu: str,
-                 model_sources: Mapping[str, str] | None = None, source: str = "",
-                 events: pd.DataFrame | None = None) -> LiveFit:
-    """Fit prefill_scale and decode_scale on `gpu` so the simulated run matches the live one;
-    measure engine starts from `events` (the run's control-plane events) where given."""
+def fit_live_run(requests: pd.DataFrame, gpu: str, model_sources: Mapping[str, str] | None = None,
+                 source: str = "", events: pd.DataFrame | None = None) -> LiveFit:
+    """Fit prefill_scale and decode_scale on `gpu` so the simulated run matches the live one
+    (`requests`: its requests table); measure engine starts from `events` (the run's
+    control-plane events) where given. `model_sources`: see `live_specs`."""
     if gpu not in GPUS:
         raise WarmbenchError(f"unknown GPU {gpu!r}; presets: {', '.join(GPUS)}")
     q = usable_requests(requests)
     if len(q) < 10:
         raise WarmbenchError(f"calibration needs at least 10 successful streamed requests with 2+ tokens; "
                              f"the run has {len(q)}")
-    specs = live_specs(manifest, sorted(q["model"].astype(str).unique()), model_sources or {})
+    specs = live_specs(sorted(q["model"].astype(str).unique()), model_sources or {})
     workload = _workload(q)
     base = coefficients_for(GPUS[gpu])
     scales = [base.prefill_scale, base.decode_scale]

@@ -23,7 +23,7 @@ import pytest
 from gevent.server import StreamServer
 
 from harness.loadgen.protocols import StreamReader, prompt_token_ids, trusted_tokens
-from harness.redact import MASK, redact, redact_frame, redact_text, register_secret
+from harness.contracts.redact import MASK, redact, redact_frame, redact_text, register_secret
 from harness.store import read_run
 from tests.conftest import ROOT
 from tests.hostile.conftest import cli_result as cli
@@ -310,7 +310,7 @@ def test_a_line_that_never_ends_is_dropped_not_kept() -> None:
 
 
 def test_lying_and_malformed_streams_are_flagged_on_the_record(raw_server, tmp_path: Path) -> None:
-    from systems.live import run_live
+    from harness.live import run_live
     from workloads.workload import Workload
 
     def respond(method, path, headers, payload):
@@ -335,7 +335,7 @@ def test_lying_and_malformed_streams_are_flagged_on_the_record(raw_server, tmp_p
 
 
 def test_an_endless_error_body_is_cut_short(tmp_path: Path) -> None:
-    from systems.live import run_live
+    from harness.live import run_live
     from workloads.workload import Workload
 
     sent = []

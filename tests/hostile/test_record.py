@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from harness import experiment, identity
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 from harness.store import SCHEMA_VERSION, Manifest, find_runs, read_run, write_run
 from tests.conftest import ROOT
 from tests.hostile.conftest import cli, one_line_error
@@ -58,7 +58,7 @@ def test_every_kind_of_run_writes_the_agreed_keys_and_one_workload_hash(tmp_path
     code, _, err = cli("sim", "--system", "dedicated", "--workload", str(tmp_path / "mine.csv"),
                        "--out", str(tmp_path / "sim"))
     assert code == 0, err
-    from systems.live import run_live
+    from harness.live import run_live
     from workloads import resolve
 
     whole = resolve(str(tmp_path / "mine.csv"))

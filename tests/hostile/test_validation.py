@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 from systems.sim import CORE_OPTIONS, registry
 from systems.sim.bounds import CORE_BOUNDS, check_options
 

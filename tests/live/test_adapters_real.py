@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from gevent.server import StreamServer
 
-from harness.errors import WarmbenchError
-from systems.live import run_live
+from harness.contracts.errors import WarmbenchError
+from harness.live import run_live
 from workloads.workload import Workload, canonical_frame
 
 #: (bytes to send, seconds to wait before sending them)

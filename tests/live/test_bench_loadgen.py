@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from harness.bench.loadgen import TTFT_MS, read_server_log, run, ttft_errors
-from systems.live import run_live
+from harness.live import run_live
 from workloads.workload import Workload, canonical_frame
 
 

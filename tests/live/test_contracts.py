@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from geventhttpclient import HTTPClient
 
-from harness.loadgen.protocols import Endpoint, build_request
+from harness.contracts.endpoint import Endpoint
+from harness.loadgen.protocols import build_request
 from harness.loadgen.telemetry import parse_prometheus
-from systems.live import run_live
+from harness.live import run_live
 from workloads.workload import Workload, canonical_frame
 
 pytestmark = pytest.mark.contract

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from harness.loadgen.telemetry import histogram_buckets, parse_prometheus
 from harness.store import read_run
-from systems.live import run_live
+from harness.live import run_live
 from tests.conftest import ROOT
 from workloads.workload import Workload, canonical_frame
 
@@ -100,7 +100,7 @@ def test_ctrl_c_stops_sending_drains_and_leaves_a_readable_incomplete_run(standi
         "import numpy as np, sys\n"
         "from pathlib import Path\n"
         "from workloads.workload import Workload, canonical_frame\n"
-        "from systems.live import run_live\n"
+        "from harness.live import run_live\n"
         "f = canonical_frame(np.linspace(0, 20, 100), 'm', np.full(100, 8), np.full(100, 50))\n"
         f"run_live(Workload(f, {{}}), 'openai', {{'url': '{url}', 'drain_s': 1.0}}, Path(sys.argv[1]))\n"
     )
@@ -207,7 +207,8 @@ def test_a_cut_stream_never_poisons_the_next_request_on_a_kept_alive_connection(
 
 def test_a_stop_while_requests_wait_for_their_time_leaves_them_unsent(standin) -> None:
     # Greenlets start LEAD_S before their time; a stop in that lead must not send them.
-    from harness.loadgen import Clock, Endpoint, ReplayConfig, StaticRouter, replay
+    from harness.contracts.endpoint import Endpoint
+    from harness.loadgen import Clock, ReplayConfig, StaticRouter, replay
     from harness.loadgen.recorder import JsonlRecorder
     from harness.loadgen.replay import LEAD_S
 
@@ -233,7 +234,8 @@ def test_a_body_built_ahead_for_another_endpoint_is_rebuilt_for_the_one_acquired
     # different endpoint at send time (another served name here) must get its own body
     import urllib.request
 
-    from harness.loadgen import Clock, Endpoint, ReplayConfig, replay
+    from harness.contracts.endpoint import Endpoint
+    from harness.loadgen import Clock, ReplayConfig, replay
     from harness.loadgen.recorder import JsonlRecorder
 
     url = standin("--ttft-ms", "1", "--gap-ms", "1")

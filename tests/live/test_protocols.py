@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from harness.contracts.endpoint import Endpoint
 from harness.loadgen.protocols import (
-    Endpoint,
     StreamReader,
     build_request,
     prompt_token_ids,

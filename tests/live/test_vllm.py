@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from harness.loadgen.telemetry import histogram_buckets
-from systems.live import read_metrics, run_live
+from harness.live import read_metrics, run_live
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -236,12 +236,14 @@ def test_sleep_mode_puts_an_idle_engine_to_sleep_and_a_request_wakes_it(tiny_mod
 def test_calibrating_the_simulator_from_the_real_vllm_run(azure_run) -> None:
     # the shapes come from the tiny models vLLM served (their config.json), not the 7B preset of
     # the same name; the killed server's failed requests are left out
+    from harness.live.run import served_model_dirs
     from systems.sim.calibrate_live import fit_live_run, live_specs
 
     _, result, run_dir, _ = azure_run
-    specs = live_specs(result.manifest, list(MODELS), {})
+    served = served_model_dirs(result.manifest)
+    specs = live_specs(list(MODELS), served)
     assert all(s.layers < 8 and s.weight_bytes < 100e6 for s in specs.values())
-    fit = fit_live_run(result.requests, result.manifest, "A100-80GB", source=str(run_dir), events=result.events)
+    fit = fit_live_run(result.requests, "A100-80GB", served, source=str(run_dir), events=result.events)
     ok = result.requests[(result.requests["status"] == "ok") & (result.requests["received_tokens"] >= 2)]
     assert fit.converged and fit.requests == len(ok)
     # both servers' real engine starts were logged before the replay

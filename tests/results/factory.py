@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.result import REQUEST_COLUMNS, RunResult
+from harness.contracts.result import REQUEST_COLUMNS, RunResult
 
 NAN = math.nan
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import capacity, experiment
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 from tests.results.test_experiment import cli, write
 
 BASE = """

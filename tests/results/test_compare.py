@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from harness.cli import main
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from harness.report.compare import Bound, compare, failures, parse_bound
 from harness.report.load import load_runs
 from tests.conftest import ROOT

@@ -11,7 +11,7 @@ import pytest
 
 from harness import experiment
 from harness.cli import main
-from harness.errors import InputError, WarmbenchError
+from harness.contracts.errors import InputError, WarmbenchError
 from harness.store import read_run
 
 TINY = """

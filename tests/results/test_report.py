@@ -170,7 +170,7 @@ def test_seeds_are_averaged_in_tables_and_pooled_in_figures(tmp_path) -> None:
 
 
 def test_memory_run_choice(tmp_path) -> None:
-    from harness.errors import WarmbenchError
+    from harness.contracts.errors import WarmbenchError
 
     root = write_experiment(tmp_path / "exp", systems=("a", "b"), rates=(2.0,))
     with pytest.raises(WarmbenchError, match="no such run"):

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from harness.store import environment, find_runs, read_run, read_summary, write_run
 from tests.results.factory import requests, synthetic_result
 from tests.results.test_metrics import TABLE

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
+from harness.live.run import served_model_dirs
 from systems.sim import simulate
 from systems.sim.calibrate_live import cluster_toml, fit_cluster, fit_live_run, live_specs
 from systems.sim.specs import MODELS, resolve_cluster
@@ -34,7 +35,7 @@ def _run_with(prefill_scale: float, decode_scale: float, n: int = 300):
 
 
 def test_a_run_with_known_multipliers_gives_them_back(tmp_path: Path) -> None:
-    fit = fit_live_run(_run_with(2.5, 0.6), {}, "A100-80GB", source="known answer")
+    fit = fit_live_run(_run_with(2.5, 0.6), "A100-80GB", source="known answer")
     assert fit.converged and fit.requests == 300
     assert fit.prefill_scale == pytest.approx(2.5, rel=0.02)
     assert fit.decode_scale == pytest.approx(0.6, rel=0.02)
@@ -53,11 +54,11 @@ def test_too_few_requests_and_unknown_shapes_are_clear_errors(tmp_path: Path) ->
     q = _run_with(1.0, 1.0, n=40)
     q.loc[q.index[5:], "status"] = "error"
     with pytest.raises(WarmbenchError, match="at least 10 successful streamed requests.*has 5"):
-        fit_live_run(q, {}, "A100-80GB")
+        fit_live_run(q, "A100-80GB")
     with pytest.raises(WarmbenchError, match="unknown GPU"):
-        fit_live_run(_run_with(1.0, 1.0, n=40), {}, "V100")
+        fit_live_run(_run_with(1.0, 1.0, n=40), "V100")
     with pytest.raises(WarmbenchError, match="--model my-model=PRESET_OR_DIR"):
-        live_specs({}, ["my-model"], {})
+        live_specs(["my-model"], {})
 
 
 def test_model_shapes_come_from_what_the_server_served(tmp_path: Path) -> None:
@@ -65,11 +66,13 @@ def test_model_shapes_come_from_what_the_server_served(tmp_path: Path) -> None:
         "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 128, "vocab_size": 1000}))
     manifest = {"options": {"system": {"models": {"llama-2-7b": str(tmp_path)}}}}
-    served = live_specs(manifest, ["llama-2-7b"], {})["llama-2-7b"]
+    served_dirs = served_model_dirs(manifest)  # the harness reads the live manifest
+    assert served_dirs == {"llama-2-7b": str(tmp_path)} and served_model_dirs({"options": {"system": {}}}) == {}
+    served = live_specs(["llama-2-7b"], served_dirs)["llama-2-7b"]
     assert served.layers == 2 and served.name == "llama-2-7b"    # the directory vLLM served wins over the preset
-    given = live_specs(manifest, ["llama-2-7b"], {"llama-2-7b": "llama-2-13b"})["llama-2-7b"]
+    given = live_specs(["llama-2-7b"], {**served_dirs, "llama-2-7b": "llama-2-13b"})["llama-2-7b"]
     assert given.layers == 40 and given.tp == 2                     # --model wins over both
-    assert live_specs({}, ["llama-2-7b#1"], {})["llama-2-7b#1"].layers == 32  # the preset of the name
+    assert live_specs(["llama-2-7b#1"], {})["llama-2-7b#1"].layers == 32  # the preset of the name
 
 
 def test_engine_starts_are_measured_from_the_runs_events() -> None:

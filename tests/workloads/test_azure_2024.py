@@ -175,7 +175,7 @@ def test_recipe_rules_on_a_hand_made_series_with_known_answers():
         today = rows["mean_concurrency"].to_numpy()[216:].mean() / mean_d
         assert previous == pytest.approx(before_rate, rel=0.05) and today == pytest.approx(today_rate, rel=0.05)
     # Not enough days for the models: the error names start_day.
-    from harness.errors import InputError
+    from harness.contracts.errors import InputError
     with pytest.raises(InputError, match="start_day"):
         recipe_from_bins(series, "conv", models=["a", "b"], start_day=2)
     # Default start day: the last days the slices fit in (days 1 and 2 of 0..2), the most history.

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from workloads.multimodel import resample_indices, warmserve_recipe
 from workloads.workload import Workload, canonical_frame
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 from workloads import resolve
 from workloads.readers.detect import detect_format
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 from workloads import resolve
 from workloads.recipe import load_recipe
 

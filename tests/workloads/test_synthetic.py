@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from workloads import HISTORY_COLUMNS, REQUEST_COLUMNS, resolve
 from workloads.concurrency import window_concurrency
 from workloads.stats import forecastability

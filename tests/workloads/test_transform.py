@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.errors import InputError, WarmbenchError
+from harness.contracts.errors import InputError, WarmbenchError
 from workloads.transform import (assign_zipf, clip_lengths, gamma_cv, merge, resample_rate, scale_time,
                                  select_window)
 from workloads.workload import Workload, canonical_frame

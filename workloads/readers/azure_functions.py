@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from harness.errors import InputError, WarmbenchError
+from harness.contracts.errors import InputError, WarmbenchError
 from workloads.lengths import LENGTH_TABLES, sample_tokens
 from workloads.readers.common import check_file, finish, read_csv, require_columns, sha256_file
 from workloads.workload import Workload

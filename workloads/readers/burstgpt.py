@@ -12,7 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 from workloads.readers.common import check_file, finish, read_csv, require_columns, seconds_column, token_column
 from workloads.workload import Workload
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 from workloads.workload import Workload, canonical_frame
 
 

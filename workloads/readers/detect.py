@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 from workloads.readers.common import check_file
 from workloads.readers.tabular import is_parquet
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 from workloads.readers.common import check_file, finish, seconds_column, token_column
 from workloads.workload import Workload
 

@@ -9,9 +9,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.errors import InputError, WarmbenchError
-from workloads.readers.common import (check_file, finish, read_csv, relative_seconds, require_columns,
-                                      seconds_column, timestamp_column, token_column)
+from harness.contracts.errors import InputError, WarmbenchError
+from workloads.readers.common import (
+    check_file,
+    finish,
+    read_csv,
+    relative_seconds,
+    require_columns,
+    seconds_column,
+    timestamp_column,
+    token_column,
+)
 from workloads.workload import Workload
 
 CANONICAL = ["arrival_s", "model", "input_tokens", "output_tokens"]

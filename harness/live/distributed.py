@@ -28,14 +28,16 @@ from gevent.event import Event
 from locust.env import Environment
 from locust.runners import STATE_MISSING
 
-from harness.errors import WarmbenchError
-from harness.loadgen import Clock, Endpoint, ReplayConfig, StaticRouter, replay
+from harness.contracts.endpoint import Endpoint
+from harness.contracts.errors import WarmbenchError
+from harness.contracts.files import write_json
+from harness.contracts.live import LiveSystem
+from harness.live.run import execute
+from harness.loadgen import Clock, ReplayConfig, StaticRouter, replay
 from harness.loadgen.client import wall_to_perf
 from harness.loadgen.recorder import JsonlRecorder
 from harness.loadgen.replay import ReplayStats, new_record, shard
-from harness.result import RunResult
-from systems.live.base import LiveSystem
-from systems.live.run import execute
+from harness.contracts.result import RunResult
 from workloads.workload import Workload
 
 MSG_SHARD = "warmbench_shard"
@@ -142,8 +144,6 @@ def run_master(workload: Workload, system: str, options: dict, out_dir: Path, *,
                          start_lead_s=start_delay_s,
                          extra_manifest={"distributed": {"master_port": port, "expect_workers": expect_workers}})
         result.manifest["distributed"]["workers"] = replayer.workers
-        from harness.store import write_json
-
         write_json(Path(out_dir) / "manifest.json", result.manifest)
         return result
     finally:

@@ -25,16 +25,17 @@ import numpy as np
 import pandas as pd
 from gevent.event import Event
 
-from harness.errors import WarmbenchError
-from harness.loadgen import Clock, Endpoint, ReplayConfig, replay
+from harness.contracts.errors import WarmbenchError
+from harness.contracts.live import EventLog, LiveSystem
+from harness.contracts.redact import redact_frame
+from harness.contracts.result import EVENT_COLUMNS, MEMORY_COLUMNS, REQUEST_COLUMNS, RunResult
+from harness.loadgen import Clock, ReplayConfig, replay
+from harness.loadgen.bodies import probe_request
 from harness.loadgen.recorder import JsonlRecorder
 from harness.loadgen.replay import ReplayStats
 from harness.loadgen.telemetry import METRIC_COLUMNS, GpuMemory, Scraper
-from harness.result import EVENT_COLUMNS, MEMORY_COLUMNS, REQUEST_COLUMNS, RunResult
 from harness.store import new_manifest, write_manifest, write_run
-from systems.live.base import EventLog, LiveSystem
-from harness.redact import redact_frame
-from systems.live.options import ClientOptions, parse_options, split_url
+from systems.live import registry
 from workloads.workload import Workload
 
 #: Extra request columns of live runs: gaps between streamed tokens, the URL that served it,
@@ -54,96 +55,6 @@ START_LEAD_S = 0.3
 EXTRA_REQUEST_COLUMNS: tuple[str, ...] = ("itl_s", "endpoint", "server_input_tokens", "streamed_tokens",
                                           "claimed_tokens", "tokens_mismatch", "bad_events",
                                           "sent_input_tokens", "sent_output_tokens")
-
-
-def _endpoint_map(models: list[str], urls: dict[str, str], one_url: str | None, protocol: str,
-                  served: dict[str, str], headers: dict[str, str], **kw: Any) -> dict[str, Endpoint]:
-    """One Endpoint per model; URL credentials become Basic auth (below `headers`' own)."""
-    missing = [m for m in models if m not in urls and one_url is None]
-    if missing:
-        raise WarmbenchError(f"no endpoint for workload models {missing}: give --endpoint MODEL=URL "
-                             "for each, or one URL for all")
-    explicit_auth = any(k.lower() == "authorization" for k in headers)
-    out = {}
-    for m in models:
-        try:
-            url, auth = split_url(urls.get(m, one_url or ""))
-        except ValueError as exc:
-            raise WarmbenchError(str(exc)) from None
-        if explicit_auth:
-            auth = {}  # an explicit header or api key wins over URL credentials
-        merged = {**auth, **headers}
-        out[m] = Endpoint(url=url, protocol=protocol, served_name=served.get(m, m),  # type: ignore[arg-type]
-                          headers=tuple(merged.items()), **kw)
-    return out
-
-
-def auto_id_offset(now_s: float | None = None) -> int:
-    """A request-id offset no earlier run against the same server has used: microseconds since
-    the epoch at the run's start (one offset for every model and worker: the manager's id set
-    is global). A run's ids are [offset, offset + its request count): the next run starts later
-    by more microseconds than this one has requests unless it sent over a million requests a
-    second. About 1.8e15 today: ids stay below 2**53, exact in every JSON reader."""
-    return int((time.time() if now_s is None else now_s) * 1e6)
-
-
-class _StaticSystem(LiveSystem):
-    """A system reached at fixed endpoints (warmserve, serverlessllm); the manifest records the
-    request-id offset and length caps as well."""
-
-    def __init__(self, name: str, endpoints: dict[str, Endpoint], events: EventLog, run_dir: Path,
-                 metrics: bool) -> None:
-        super().__init__(endpoints, events, run_dir, metrics=metrics)
-        self.name = name
-
-    def describe(self) -> dict[str, Any]:
-        out = super().describe()
-        first = next(iter(self.endpoints.values()), None)
-        if first is not None:
-            out.update(id_offset=first.id_offset, max_model_len=first.max_model_len,
-                       max_output_tokens=first.max_output_tokens)
-        return out
-
-
-def build_system(system: str, sys_opts: Any, client: ClientOptions, models: list[str],
-                 events: EventLog, run_dir: Path, gpu_present: bool) -> LiveSystem:
-    """The adapter for `system`, configured for the workload's models."""
-    served, headers = client.served_names, client.request_headers()
-    if system == "openai":
-        from systems.live.openai import OpenAISystem
-
-        chat = sys_opts.api == "chat"  # chat messages are text: no token-id prompts
-        eps = _endpoint_map(models, sys_opts.endpoints, sys_opts.url, "openai-chat" if chat else "openai", served,
-                            headers, token_ids=sys_opts.token_ids is True and not chat, vocab_size=sys_opts.vocab_size,
-                            ignore_eos=sys_opts.ignore_eos is not False)
-        return OpenAISystem(eps, events, run_dir, metrics=sys_opts.metrics,
-                            probe_token_ids=sys_opts.token_ids == "auto" and not chat,
-                            probe_ignore_eos=sys_opts.ignore_eos == "auto")
-    if system in ("warmserve", "serverlessllm"):
-        # `endpoints` (--endpoint MODEL=URL) route per model; `url` serves the others; neither
-        # given: the system's default address.
-        one_url = sys_opts.url if sys_opts.url or sys_opts.endpoints else sys_opts.default_url
-        if system == "warmserve":
-            offset = sys_opts.request_id_offset
-            if offset == "auto":
-                offset = auto_id_offset()
-            kw: dict[str, Any] = {"id_offset": offset, "max_model_len": sys_opts.max_model_len,
-                                  "max_output_tokens": sys_opts.max_output_tokens}
-        else:
-            kw = {"token_ids": sys_opts.token_ids, "vocab_size": sys_opts.vocab_size,
-                  "ignore_eos": sys_opts.ignore_eos, "max_model_len": sys_opts.max_model_len}
-        eps = _endpoint_map(models, sys_opts.endpoints, one_url, system, served, headers, **kw)
-        return _StaticSystem(system, eps, events, run_dir, metrics=sys_opts.metrics)
-    from systems.live.vllm import VllmSystem
-
-    missing = [m for m in models if m not in sys_opts.models]
-    if missing:
-        raise WarmbenchError(f"no model directory for workload models {missing}: give --model MODEL=PATH")
-    return VllmSystem({m: sys_opts.models[m] for m in models}, events, run_dir, mode=sys_opts.mode, api=sys_opts.api,
-                      idle_s=sys_opts.idle_s, python=sys_opts.python, gpus=sys_opts.gpus,
-                      host=sys_opts.host, max_model_len=sys_opts.max_model_len, dtype=sys_opts.dtype,
-                      extra_args=sys_opts.extra_args, env=sys_opts.env,
-                      startup_timeout_s=sys_opts.startup_timeout_s, gpu_present=gpu_present, headers=headers)
 
 
 def schedule(workload: Workload, time_scale: float) -> pd.DataFrame:
@@ -236,7 +147,7 @@ def run_live(workload: Workload, system: str, options: dict | None, out_dir: Pat
              on_record: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Replay `workload` against a live `system` (openai | vllm | warmserve | serverlessllm).
 
-    `options`: see systems.live.options. Returns the RunResult also written to `out_dir`.
+    `options`: see systems.live.options (client options and each system's). Returns the RunResult also written to `out_dir`.
     Ctrl-C (SIGINT, main thread) or setting `stop` ends sending, drains for `drain_s`, and
     leaves a readable run whose manifest says `incomplete`. `on_record` sees each finished
     request's record (e.g. to feed a live view).
@@ -250,7 +161,7 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
             extra_manifest: dict[str, Any] | None = None,
             on_record: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Everything around one replay: system up, telemetry, records, manifest, tables, teardown."""
-    client, sys_opts = parse_options(system, options)
+    client, sys_opts = registry.parse_options(system, options)
     out = Path(out_dir)
     check_out_dir(out)
     jsonl = out / "requests.jsonl"
@@ -262,7 +173,9 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
     node = socket.gethostname()
     gpu = GpuMemory(node)
     events = EventLog(node=node)
-    live = build_system(system, sys_opts, client, workload.models, events, out, gpu.available)
+    live = registry.build(system, sys_opts, registry.Context(
+        models=workload.models, events=events, run_dir=out, gpu_present=gpu.available,
+        served_names=client.served_names, headers=client.request_headers(), probe_request=probe_request))
     try:
         out.mkdir(parents=True, exist_ok=True)  # only once every input has been checked
     except OSError as exc:
@@ -387,6 +300,12 @@ def _start_unless_stopped(live: LiveSystem, stop: Event) -> None:
             starter.kill()
             raise WarmbenchError("interrupted while the system was starting; nothing was sent")
     starter.get()
+
+
+def served_model_dirs(manifest: dict[str, Any]) -> dict[str, str]:
+    """model -> the directory the vllm adapter served it from, as `execute` recorded it in the
+    manifest (`options.system.models`); empty for other systems."""
+    return dict(((manifest.get("options") or {}).get("system") or {}).get("models") or {})
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:

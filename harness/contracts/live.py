@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.loadgen import Endpoint, Unavailable
+from harness.contracts.endpoint import Endpoint, Unavailable
 
 
 @dataclass
