@@ -2,7 +2,8 @@
 
 Every row of a validation table (the shipped systems/sim/fidelity/published.csv, or `--table
 FILE.csv` in the same format) is re-simulated from its setup: serving rows by
-`systems.sim.fidelity.serving.simulate_serving_row`, start rows (weight-load, engine-start,
+`serving_value` (the simulated requests of systems.sim.fidelity.serving, the row's metric read
+with harness.metrics), start rows (weight-load, engine-start,
 sleep-wake) by `systems.sim.fidelity_starts.simulate_start_row` when that module exists. Printed:
 per row the published and simulated values, their ratio and whether it is in the group's band
 (a row the simulator cannot express says why), then per group the rows, how many are in band,
@@ -20,13 +21,43 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
+import re
 
-from systems.sim.fidelity.table import BANDS, PUBLISHED_CSV, SERVING_GROUPS, NotSimulated, Row, read_table
+import numpy as np
+import pandas as pd
+
+from harness import metrics as M
+from systems.sim.fidelity.serving import Coefficients, simulate_serving_requests
+from systems.sim.fidelity.table import BANDS, PUBLISHED_CSV, SERVING_GROUPS, UNITS, NotSimulated, Row, read_table
 
 #: The start-cost model's module (another part of the simulator); its absence is reported per row.
 STARTS_MODULE = "systems.sim.fidelity_starts"
 PENDING = "start model pending"
+
+_METRIC = re.compile(r"^(e2e|ttft|tpot)(?:_(mean|p\d{1,2}(?:\.\d+)?))?$")
+_SERIES = {"e2e": M.e2e_s, "ttft": M.ttft_s, "tpot": M.tpot_s}
+
+
+def metric_of(row: Row, requests: pd.DataFrame) -> float:
+    """The row's metric (e2e / ttft / tpot, mean or a percentile) in seconds over the run's requests."""
+    m = _METRIC.match(row.metric)
+    if m is None:
+        raise NotSimulated(f"unknown metric {row.metric!r} (known: e2e, ttft, tpot with _mean or _pNN)")
+    kind, stat = m.group(1), m.group(2) or "mean"
+    values = _SERIES[kind](requests)
+    value = M.mean(values) if stat == "mean" else M.percentile(values, float(stat[1:]))
+    if not np.isfinite(value):
+        ok = int((requests["status"] == "ok").sum()) if len(requests) else 0
+        why = (f"{len(requests) - ok} of {len(requests)} requests did not finish in the simulated run "
+               "(prompt + output beyond the KV cache?)" if ok < len(requests) else "output_tokens < 2")
+        raise NotSimulated(f"no simulated {kind}: {why}")
+    return float(value)
+
+
+def serving_value(row: Row, coefficients: Coefficients = (), cuda_graphs: bool | None = None) -> float:
+    """The simulator's value of a serving row's metric, in the row's unit; NotSimulated when it
+    cannot say. What the fits take as `value` (systems.sim.calibrate, systems.sim.calibrate_table)."""
+    return metric_of(row, simulate_serving_requests(row, coefficients, cuda_graphs)) / UNITS[row.unit]
 
 
 def _start_simulator() -> Callable[[Row], Any] | None:
@@ -50,9 +81,7 @@ def simulate_row(row: Row, starts: Callable[[Row], Any] | None) -> tuple[float |
     """(simulated value in the row's unit, None) or (None, why it is not simulated)."""
     try:
         if row.group in SERVING_GROUPS:
-            from systems.sim.fidelity.serving import simulate_serving_row
-
-            value: Any = simulate_serving_row(row)
+            value: Any = serving_value(row)
         elif starts is None:
             return None, PENDING
         else:

@@ -115,11 +115,12 @@ def _write_fit(args: argparse.Namespace, fit, cluster_toml) -> dict:
 
 
 def _calibrate_table(args: argparse.Namespace) -> int:
+    from harness.bench.fidelity import serving_value
     from systems.sim.calibrate_table import cluster_toml, fit_table
     from systems.sim.fidelity.table import PUBLISHED_CSV, read_table
 
     path = PUBLISHED_CSV if str(args.table) == "-shipped-" else args.table
-    fit = fit_table(read_table(path), args.gpu, source=str(path))
+    fit = fit_table(read_table(path), args.gpu, serving_value, source=str(path))
     out = _write_fit(args, fit, cluster_toml)
     if args.json:
         print(json.dumps(out, indent=2))

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from systems.sim.fidelity.serving import RowValue, cuda_graphs_of, unsupported
+from systems.sim.fidelity.table import read_table
 from systems.sim.perf import Coefficients, PerfModel, coefficients_for
 from systems.sim.specs import GPUS, GpuSpec, ModelSpec
 
@@ -170,15 +172,13 @@ class GraphFit:
     ratios: tuple[float, ...]        # simulated / published after the fit, one per row
 
 
-def _linear_terms(rows: list[Any], names: tuple[str, ...], probes: tuple[float, ...],
+def _linear_terms(value: RowValue, rows: list[Any], names: tuple[str, ...], probes: tuple[float, ...],
                   base: tuple[tuple[str, str, float], ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Each row's simulated value at all-zero `names` (b) and its slope in each of them (A): the
     value is exactly linear in per-step fixed costs when every request of a row runs in one batch."""
-    from systems.sim.fidelity.serving import simulate_serving_row
-
     def sim(row: Any, values: dict[str, float]) -> float:
         over = tuple(c for c in base if c[0] != row.gpu or c[1] not in values)
-        return simulate_serving_row(row, over + tuple((row.gpu, k, v) for k, v in values.items()))
+        return value(row, over + tuple((row.gpu, k, v) for k, v in values.items()))
 
     zero = {n: 0.0 for n in names}
     b = np.array([sim(r, zero) for r in rows])
@@ -202,13 +202,12 @@ def _nonneg_relative_lstsq(b: np.ndarray, a: np.ndarray, y: np.ndarray) -> np.nd
         active.remove(int(np.argmin(x)))
 
 
-def fit_graph_overheads(rows: list[Any] | None = None) -> GraphFit:
+def fit_graph_overheads(value: RowValue, rows: list[Any] | None = None) -> GraphFit:
     """Fit `graph_iteration_s` and `graph_layer_s` (one pair for every GPU) to the vLLM serving
     rows run with CUDA graphs (group `serving`, engine_mode `cuda_graphs`) of a validation table
     (default: the shipped one), leaving out held-out rows (`Row.held_out`). Everything else keeps
-    its Vidur-fitted value: the graph-mode fixed costs are what the eager-mode profiles cannot tell."""
-    from systems.sim.fidelity.serving import cuda_graphs_of, simulate_serving_row, unsupported
-    from systems.sim.fidelity.table import read_table
+    its Vidur-fitted value: the graph-mode fixed costs are what the eager-mode profiles cannot tell.
+    `value` simulates a row (harness.bench.fidelity.serving_value)."""
 
     rows = [r for r in (rows if rows is not None else read_table())
             if r.group == "serving" and r.engine == "vllm" and cuda_graphs_of(r) and unsupported(r) is None
@@ -216,9 +215,9 @@ def fit_graph_overheads(rows: list[Any] | None = None) -> GraphFit:
     if not rows:
         raise ValueError("no simulatable vLLM CUDA-graph serving rows to fit")
     y = np.array([r.value for r in rows])
-    b, a = _linear_terms(rows, GRAPH_COEFFICIENTS, (1e-3, 1e-5))
+    b, a = _linear_terms(value, rows, GRAPH_COEFFICIENTS, (1e-3, 1e-5))
     x = _nonneg_relative_lstsq(b, a, y)
     it_s, layer_s = (float(f"{v:.3g}") for v in x)
-    ratios = tuple(simulate_serving_row(r, ((r.gpu, "graph_iteration_s", it_s), (r.gpu, "graph_layer_s", layer_s)))
+    ratios = tuple(value(r, ((r.gpu, "graph_iteration_s", it_s), (r.gpu, "graph_layer_s", layer_s)))
                    / r.value for r in rows)
     return GraphFit(it_s, layer_s, tuple(r.id for r in rows), ratios)

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from systems.sim.calibrate_live import cluster_body
-from systems.sim.fidelity.serving import simulate_serving_row, unsupported
+from systems.sim.fidelity.serving import RowValue, unsupported
 from systems.sim.fidelity.table import NotSimulated, Row
 from systems.sim.specs import GPUS
 
@@ -66,8 +66,9 @@ def _solve(p: np.ndarray, d: np.ndarray, y: np.ndarray) -> tuple[float, float, b
     return s, s, True
 
 
-def fit_table(rows: list[Row], gpu: str, source: str = "") -> TableFit:
-    """Fit prefill_scale / decode_scale of `gpu` to the table's simulatable serving rows on it."""
+def fit_table(rows: list[Row], gpu: str, value: RowValue, source: str = "") -> TableFit:
+    """Fit prefill_scale / decode_scale of `gpu` to the table's simulatable serving rows on it;
+    `value` simulates a row (harness.bench.fidelity.serving_value)."""
     if gpu not in GPUS:
         raise WarmbenchError(f"unknown GPU {gpu!r}; presets: {', '.join(GPUS)}")
     gpu = GPUS[gpu].name
@@ -87,7 +88,7 @@ def fit_table(rows: list[Row], gpu: str, source: str = "") -> TableFit:
                              + (f" (serving rows are on: {', '.join(gpus)})" if gpus else " (it has no serving rows)"))
 
     def sim(row: Row, ps: float, ds: float) -> float:
-        return simulate_serving_row(row, ((gpu, "prefill_scale", ps), (gpu, "decode_scale", ds)))
+        return value(row, ((gpu, "prefill_scale", ps), (gpu, "decode_scale", ds)))
 
     base, p, d, y = [], [], [], []
     kept: list[Row] = []

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from harness.bench.fidelity import run as fidelity_run
+from harness.bench.fidelity import serving_value
 from harness.cli import main
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 from systems.sim import split_options
 from systems.sim.calibrate import fit_graph_overheads
-from systems.sim.fidelity.serving import simulate_serving_row
 from systems.sim.fidelity.table import COLUMNS, PUBLISHED_CSV, Row, read_table
 from systems.sim.perf import CUDA_GRAPH_MAX_SEQS, GRAPH_ITERATION_S, GRAPH_LAYER_S, PerfModel
 from systems.sim.specs import GPUS, MODELS, load_cluster_toml
@@ -77,9 +77,9 @@ def test_planted_wrong_value_is_flagged(tmp_path: Path, capsys):
 
 def test_simulated_value_follows_the_setup_not_the_table():
     row = read_table()[0]
-    assert simulate_serving_row(row) == simulate_serving_row(replace(row, value=row.value * 7))
-    longer = simulate_serving_row(replace(row, output_tokens=row.output_tokens * 2))
-    assert longer > 1.8 * simulate_serving_row(row)
+    assert serving_value(row) == serving_value(replace(row, value=row.value * 7))
+    longer = serving_value(replace(row, output_tokens=row.output_tokens * 2))
+    assert longer > 1.8 * serving_value(row)
 
 
 def test_json_shape_and_exit_code(capsys):
@@ -168,8 +168,8 @@ def test_eager_decode_is_slower_than_cuda_graphs_prefill_unchanged():
 def test_cuda_graphs_option_reaches_the_simulation():
     row = read_table()[0]
     assert row.engine_mode == "cuda_graphs"
-    eager = simulate_serving_row(row, cuda_graphs=False)
-    graphs = simulate_serving_row(row, cuda_graphs=True)
+    eager = serving_value(row, cuda_graphs=False)
+    graphs = serving_value(row, cuda_graphs=True)
     assert eager > 1.15 * graphs
     assert split_options("dedicated", {"cuda_graphs": "false"})[0]["cuda_graphs"] is False
     assert split_options("dedicated", {})[0]["cuda_graphs"] is True       # vLLM's default
@@ -178,7 +178,7 @@ def test_cuda_graphs_option_reaches_the_simulation():
 
 
 def test_shipped_graph_coefficients_are_the_fit():
-    fit = fit_graph_overheads()
+    fit = fit_graph_overheads(serving_value)
     assert fit.graph_iteration_s == pytest.approx(GRAPH_ITERATION_S, rel=0.01)
     assert fit.graph_layer_s == pytest.approx(GRAPH_LAYER_S, rel=0.05, abs=2e-7)
     assert all(abs(r - 1) < 0.02 for r in fit.ratios) and len(fit.rows) >= 3
@@ -196,7 +196,7 @@ def test_calibrate_table_recovers_planted_scales(tmp_path: Path, capsys):
         d = serving_row(id=f"p{i}", gpu=gpu, model=model, tp=tp, input_tokens=inp, output_tokens=out, batch=batch,
                         metric=metric)
         r = read_table(write_table(tmp_path / "one.csv", [d]))[0]
-        d["value"] = repr(simulate_serving_row(r, ((gpu, "prefill_scale", ps), (gpu, "decode_scale", ds))))
+        d["value"] = repr(serving_value(r, ((gpu, "prefill_scale", ps), (gpu, "decode_scale", ds))))
         rows.append(d)
     rows.append(serving_row(id="elsewhere", gpu="A100-80GB", value=5))   # another GPU: not used
     table = write_table(tmp_path / "planted.csv", rows)
@@ -214,7 +214,7 @@ def test_calibrate_table_recovers_planted_scales(tmp_path: Path, capsys):
     # the written cluster's coefficients reproduce the planted values
     written = load_cluster_toml(out).coefficients
     first = read_table(table)[0]
-    assert simulate_serving_row(first, written) == pytest.approx(first.value, rel=0.01)
+    assert serving_value(first, written) == pytest.approx(first.value, rel=0.01)
     code = main(["calibrate", "--table", str(table), "--gpu", gpu])
     printed = capsys.readouterr().out
     assert code == 0 and "leave-one-out |error|" in printed

@@ -1,8 +1,8 @@
 """Re-simulate a serving row of the validation table: `batch` requests of `input_tokens` in /
 `output_tokens` out, all arriving at t = 0, on one warm instance of the model at the row's TP on
-the row's GPU (`dedicated` on a one-node cluster of exactly `tp` GPUs), read the row's metric
-from the run's request table with harness.metrics. The value comes from the simulator, never from
-the table.
+the row's GPU (`dedicated` on a one-node cluster of exactly `tp` GPUs), and return the run's
+request table. The row's metric is read from that table by the harness (harness/bench/fidelity.py,
+with harness.metrics): the value comes from the simulator, never from the table.
 
 Other engines (TensorRT-LLM, LMDeploy's TurboMind) are simulated as a vLLM-like engine in their
 mode: a static batch is what the engine does with requests that arrive together, and their C++
@@ -18,20 +18,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 
-from harness import metrics as M
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
+from systems.sim import simulate
 from systems.sim.entities import SimError
-from systems.sim.fidelity.table import UNITS, NotSimulated, Row
+from systems.sim.fidelity.table import NotSimulated, Row
 from systems.sim.specs import GPUS, MODELS, ClusterSpec, NodeSpec, base_model_name
+from workloads.workload import Workload, canonical_frame
 
-_METRIC = re.compile(r"^(e2e|ttft|tpot)(?:_(mean|p\d{1,2}(?:\.\d+)?))?$")
 _MOE = re.compile(r"(-a\d+(\.\d+)?b\b|moe|mixtral|deepseek-v[23])", re.IGNORECASE)
 _FP8 = re.compile(r"fp8", re.IGNORECASE)
-_SERIES = {"e2e": M.e2e_s, "ttft": M.ttft_s, "tpot": M.tpot_s}
+#: (gpu, coefficient, value) overrides, as a cluster TOML gives them.
+Coefficients = tuple[tuple[str, str, float], ...]
+#: The simulator's value of a row's metric in the row's unit under coefficient overrides; the fits
+#: (calibrate, calibrate_table) get it from the harness (harness.bench.fidelity.serving_value),
+#: which owns the metric definitions.
+RowValue = Callable[[Row, Coefficients], float]
 #: Engines whose prefill leaves the last prompt token to the first decode step (module docstring;
 #: InternLM/lmdeploy src/turbomind/models/llama/LlamaBatch.cc).
 FIRST_TOKEN_AFTER_DECODE_STEP: frozenset[str] = frozenset({"lmdeploy-turbomind"})
@@ -55,32 +61,14 @@ def cuda_graphs_of(row: Row) -> bool:
     return "eager" not in row.engine_mode.lower()
 
 
-def metric_of(row: Row, requests: Any) -> float:
-    """The row's metric (e2e / ttft / tpot, mean or a percentile) in seconds over the run's requests."""
-    m = _METRIC.match(row.metric)
-    if m is None:
-        raise NotSimulated(f"unknown metric {row.metric!r} (known: e2e, ttft, tpot with _mean or _pNN)")
-    kind, stat = m.group(1), m.group(2) or "mean"
-    values = _SERIES[kind](requests)
-    value = M.mean(values) if stat == "mean" else M.percentile(values, float(stat[1:]))
-    if not np.isfinite(value):
-        ok = int((requests["status"] == "ok").sum()) if len(requests) else 0
-        why = (f"{len(requests) - ok} of {len(requests)} requests did not finish in the simulated run "
-               "(prompt + output beyond the KV cache?)" if ok < len(requests) else "output_tokens < 2")
-        raise NotSimulated(f"no simulated {kind}: {why}")
-    return float(value)
-
-
-def simulate_serving_row(row: Row, coefficients: tuple[tuple[str, str, float], ...] = (),
-                         cuda_graphs: bool | None = None) -> float:
-    """The simulator's value of the row's metric, in the row's unit; NotSimulated when it cannot say.
+def simulate_serving_requests(row: Row, coefficients: Coefficients = (),
+                              cuda_graphs: bool | None = None) -> pd.DataFrame:
+    """The simulated requests table of the row's setup (as a client would see it: TurboMind's first
+    token after one decode step); NotSimulated when the simulator cannot express the row.
 
     `coefficients` are (gpu, coefficient, value) overrides as a cluster TOML gives them (calibrate
     uses them to try a fit); `cuda_graphs` overrides the row's engine mode.
     """
-    from systems.sim import simulate
-    from workloads.workload import Workload, canonical_frame
-
     why = unsupported(row)
     if why:
         raise NotSimulated(why)
@@ -111,4 +99,4 @@ def simulate_serving_row(row: Row, coefficients: tuple[tuple[str, str, float], .
         requests["received_tokens"] = row.output_tokens
     else:
         requests = run(row.input_tokens, row.output_tokens)
-    return metric_of(row, requests) / UNITS[row.unit]
+    return requests
