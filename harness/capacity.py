@@ -29,13 +29,12 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 from harness.contracts.errors import InputError
+from harness.store import CAPACITY_FILE
 
 if TYPE_CHECKING:
     from harness.executors import Executor
     from harness.experiment import ExperimentConfig, RunOutcome, RunSpec
 
-#: Written into the experiment directory.
-CAPACITY_FILE = "capacity.json"
 SCHEMA_VERSION = 1
 #: Prefixes a searched parameter may have: a value shared by every run of the point.
 PARAM_PREFIXES: tuple[str, ...] = ("workload.params.", "options.")

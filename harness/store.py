@@ -48,8 +48,10 @@ COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
 SCHEMA_VERSION = 2
 #: Hidden folder of an experiment that keeps the runs it replaced (see the module docstring).
 HISTORY_DIR = ".history"
-#: File an experiment run writes beside its runs: config, grid order, run ids.
+#: Files an experiment writes beside its runs: config, grid order and run ids; a capacity search's
+#: results (harness.capacity).
 EXPERIMENT_FILE = "experiment.json"
+CAPACITY_FILE = "capacity.json"
 
 
 class CodeIdentity(BaseModel):

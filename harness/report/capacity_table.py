@@ -1,4 +1,4 @@
-"""The report's "Capacity" section, from an experiment's `capacity.json` (harness.capacity)."""
+"""The report's "Capacity" section, from an experiment's `capacity.json` (written by harness.capacity)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.capacity import CAPACITY_FILE
+from harness.store import CAPACITY_FILE
 
 COLUMNS: tuple[str, ...] = ("system", "point", "capacity", "passed", "failed", "probes", "ratio")
 
