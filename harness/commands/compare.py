@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.argtypes import path_arg
-from harness.errors import EXIT_INCONCLUSIVE, WarmbenchError
+from harness.contracts.errors import EXIT_INCONCLUSIVE, WarmbenchError
 from harness.metrics import ALL_MODELS
 from harness.report import gate
 from harness.report.compare import compare, failures, known_metrics, notes, parse_bound, problems
@@ -167,9 +167,12 @@ def _seed_list(text: str) -> list[int]:
 def _render_interval(table: list[gate.Decision], console: Console, models: list[str], confidence: float) -> None:
     """One row per system, point, model and metric: the means, the ratio over seeds, its interval, the decision."""
     rank = {m: i for i, m in enumerate(dict.fromkeys([m for m, _ in KEY_METRICS] + [d.metric for d in table]))}
-    out = Table(title=f"compare over seeds (ratio = geometric mean of candidate / base over paired seeds; "
-                      f"{confidence:.0%} interval; red = fail, yellow = inconclusive)", title_justify="left")
-    for col in ("system", "point", "model", "metric", "seeds", "base", "candidate", "ratio", "interval", "decision"):
+    with_point = any(point_label(d.point) for d in table)
+    out = Table(title=f"compare over seeds (ratio = geometric mean of candidate / base over n paired seeds, "
+                      f"with its {confidence:.0%} interval; red = fail, yellow = inconclusive)", title_justify="left")
+    columns = ["system", *(["point"] if with_point else []), "model", "metric", "n", "base", "candidate", "ratio",
+               "interval", "decision"]
+    for col in columns:
         out.add_column(col, justify="left" if col in ("system", "point", "model", "metric", "decision") else "right",
                        no_wrap=True)
     picked = [d for d in table if "*" in models or d.model in models]
@@ -177,20 +180,20 @@ def _render_interval(table: list[gate.Decision], console: Console, models: list[
     picked.sort(key=lambda d: (order[d.system], json.dumps(d.point, default=str), d.model != ALL_MODELS, d.model,
                                rank[d.metric], d.bound or ""))
     for d in picked:
-        span = "n/a" if d.low is None else f"[{d.low:.3f}, {d.high:.3f}]"
+        span = "n/a" if d.low is None else f"{d.low:.3f}-{d.high:.3f}"
         style = {gate.FAIL: "bold red", gate.INCONCLUSIVE: "yellow", gate.PASS: "green"}.get(d.decision or "", "")
-        verdict = f"{d.decision} {d.bound}" if d.decision else ""
-        out.add_row(escape(d.system), escape(point_label(d.point)), escape(d.model), d.metric, str(d.n),
-                    fmt(d.metric, d.base_mean), fmt(d.metric, d.candidate_mean),
-                    "n/a" if d.ratio is None else f"{d.ratio:.3f}", span,
-                    f"[{style}]{escape(verdict)}[/]" if style else verdict)
+        out.add_row(escape(d.system), *([escape(point_label(d.point))] if with_point else []), escape(d.model), d.metric,
+                    str(d.n), fmt(d.metric, d.base_mean), fmt(d.metric, d.candidate_mean),
+                    "n/a" if d.ratio is None else f"{d.ratio:.3g}", span,
+                    f"[{style}]{d.decision}[/]" if style else "")
     print_tables(console, [out])
     for d in table:
         if d.decision in (gate.FAIL, gate.INCONCLUSIVE):
             tag = "[bold red]FAIL[/]" if d.decision == gate.FAIL else "[yellow]INCONCLUSIVE[/]"
+            where = " ".join(part for part in (d.system, point_label(d.point), f"model {d.model}") if part)
             ratio_text = "" if d.ratio is None else f"ratio {d.ratio:.3f}, "
-            console.print(f"{tag} {escape(str(d.bound))}: " + escape(f"{d.system} {point_label(d.point)} model {d.model}: "
-                          f"{ratio_text}{d.why}"), highlight=False, soft_wrap=True)
+            console.print(f"{tag} {escape(str(d.bound))}: " + escape(f"{where}: {ratio_text}{d.why}"), highlight=False,
+                          soft_wrap=True)
 
 
 def _render(rows, failed, bounds, console: Console, models: list[str]) -> None:
