@@ -1,4 +1,5 @@
-"""The nightly recipe's one choice no other command makes: which runs are "the previous revision".
+"""The nightly recipe's choices no other command makes: which runs are "the previous revision",
+and the gate's default bounds (DEFAULT_BOUNDS, also what `bench gate` measures).
 
 `run` keeps an experiment's results by revision: the current runs in `<exp>/<run-id>/`, and every
 run that newer code replaced in `<exp>/.history/<code-key>/<run-id>[-N]/` (harness.store). The
@@ -19,6 +20,10 @@ from typing import Any
 
 from harness.identity import code_key
 from harness.store import COMPLETE, HISTORY_DIR
+
+#: The gate's bounds unless --fail-if is given: P99 TTFT up 10%, SLO attainment down 2 points of
+#: its value, goodput down 5% (the bounds of the nightly recipe the README has shown since its start).
+DEFAULT_BOUNDS: tuple[str, ...] = ("p99_ttft_s:+10%", "slo_attainment:-2%", "goodput_rps:-5%")
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,7 @@ from rich.console import Console
 from harness import experiment, nightly
 from harness.argtypes import path_arg, positive_int
 from harness.contracts.errors import EXIT_INCONCLUSIVE
-
-#: The gate's bounds unless --fail-if is given: P99 TTFT up 10%, SLO attainment down 2 points of
-#: its value, goodput down 5% (the bounds of the nightly recipe the README has shown since its start).
-DEFAULT_BOUNDS: tuple[str, ...] = ("p99_ttft_s:+10%", "slo_attainment:-2%", "goodput_rps:-5%")
+from harness.nightly import DEFAULT_BOUNDS
 
 EPILOG = """\
 exit codes: 0 = the gate holds, or is inconclusive (the seeds cannot decide: a note, not a
