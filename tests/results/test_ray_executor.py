@@ -59,14 +59,17 @@ def records(exp_dir: Path) -> dict[str, dict[str, object]]:
     return out
 
 
-def test_ray_writes_the_records_the_local_pool_writes_and_resumes(tmp_path) -> None:
-    config, path = experiment.load("nightly", quick=True)
+@pytest.mark.parametrize("quick", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["quick", "full"])
+def test_ray_writes_the_records_the_local_pool_writes_and_resumes(tmp_path, quick) -> None:
+    """`nightly --quick` (4 runs), and in the slow set the full preset (4 systems x 10 seeds)."""
+    config, path = experiment.load("nightly", quick=quick)
+    n = len(experiment.grid(config))
     local_dir, local = experiment.run(config, tmp_path / "local", jobs=2, source=path)
     with ray_session(jobs=2) as pool:
         assert int(ray.cluster_resources()["CPU"]) == 2
         started = []
         ray_dir, remote = experiment.run(config, tmp_path / "ray", jobs=pool, source=path, on_start=started.append)
-        assert [o.status for o in remote] == ["complete"] * 4 and len(started) == 4
+        assert [o.status for o in remote] == ["complete"] * n and len(started) == n >= 4
         mine, theirs = records(ray_dir), records(local_dir)
         assert list(mine) == [o.spec.run_id for o in sorted(local, key=lambda o: o.spec.run_id)]
         for run_id, files in theirs.items():
@@ -76,11 +79,11 @@ def test_ray_writes_the_records_the_local_pool_writes_and_resumes(tmp_path) -> N
         assert [o.summary for o in remote] == [o.summary for o in local]
 
         _, again = experiment.run(config, tmp_path / "ray", jobs=pool, source=path)
-        assert [o.status for o in again] == ["skipped"] * 4
+        assert [o.status for o in again] == ["skipped"] * n
         cut = ray_dir / remote[1].spec.run_id
         (cut / "requests.parquet").write_bytes(b"truncated")  # no longer a result to reuse
         _, resumed = experiment.run(config, tmp_path / "ray", jobs=pool, source=path)
-    assert [o.status for o in resumed] == ["skipped", "complete", "skipped", "skipped"]
+    assert [o.status for o in resumed] == ["skipped"] + ["complete"] + ["skipped"] * (n - 2)
     assert records(ray_dir)[cut.name] == theirs[cut.name]
     kept = list((ray_dir / ".history").glob(f"*/{cut.name}/requests.parquet"))
     assert [p.read_bytes() for p in kept] == [b"truncated"]  # the old attempt is kept, not deleted
