@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 VLLM_VENV := .venv-vllm
 ARGS ?=
 
-.PHONY: run test test-fast nightly vllm-env clean
+.PHONY: run check test test-fast nightly vllm-env clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,11 +34,16 @@ vllm-env: $(VLLM_VENV)/.installed
 run: $(BIN)/.installed
 	$(BIN)/python run.py $(ARGS)
 
-test: $(BIN)/.installed-ray $(VLLM_VENV)/.installed
+# Static checks, run first by `make test` (and so by .ci/run). Layers: the import-linter contracts
+# in pyproject.toml. Further checkers (ruff, mypy) go below as their own lines.
+check: $(BIN)/.installed
+	$(BIN)/lint-imports
+
+test: check $(BIN)/.installed-ray $(VLLM_VENV)/.installed
 	WARMBENCH_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python -m pytest -q $(ARGS)
 
 # Everything but the tests that start real servers.
-test-fast: $(BIN)/.installed-ray
+test-fast: check $(BIN)/.installed-ray
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 # Run the nightly preset into results/nightly (older revisions kept in its .history), write

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from harness.contracts.errors import InputError, WarmbenchError
-from harness.contracts.files import read_text
 
 if TYPE_CHECKING:
     from harness.experiment import RunSpec

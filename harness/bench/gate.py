@@ -34,7 +34,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from harness.commands.nightly import DEFAULT_BOUNDS  # the nightly recipe's bounds: the gate measured is its gate
+from harness.nightly import DEFAULT_BOUNDS  # the nightly recipe's bounds: the gate measured is its gate
 from harness.contracts.errors import WarmbenchError
 from harness.metrics import ALL_MODELS, Slo, summarize
 from harness.report import gate
@@ -56,7 +56,7 @@ def run_cli(args: argparse.Namespace) -> int:
     """`bench gate [--nights N] [--seeds N] [--fail-if B ...] [--quick] [--json]`; 0 unless bad input."""
     import json
 
-    from harness.store import strict
+    from harness.contracts.files import strict
 
     nights = args.nights or (QUICK_NIGHTS if args.quick else DEFAULT_NIGHTS)
     result = run(nights=nights, seeds=args.seeds, bounds=args.fail_if or list(DEFAULT_BOUNDS),

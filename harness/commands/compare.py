@@ -25,7 +25,7 @@ from harness.report import gate
 from harness.report.compare import compare, failures, known_metrics, notes, parse_bound, problems
 from harness.report.load import load_runs, missing_runs, point_label
 from harness.report.table import KEY_METRICS, fmt, print_tables
-from harness.store import strict
+from harness.contracts.files import strict
 
 EPILOG = """\
 the gate (default --mode interval): per system, sweep point, model and bound, the runs of the same

@@ -28,11 +28,11 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from harness.metrics import ALL_MODELS, metrics
 from harness.report.load import COMPLETE, RunInfo
 from harness.report.table import ratio
-from harness.result import REQUEST_COLUMNS, empty_table
+from harness.contracts.result import REQUEST_COLUMNS, empty_table
 
 _BOUND = re.compile(r"^(?P<metric>[a-z][a-z0-9_]*):(?P<sign>[+-])(?P<pct>[0-9]{1,6}(\.[0-9]{1,6})?)%?$")
 #: The largest rise a bound may allow (x101); a fall can be at most 99.999...% (to zero never "crosses").

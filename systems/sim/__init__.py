@@ -24,7 +24,7 @@ from systems.sim.core import CORE_OPTIONS, SimError, Simulator
 from systems.sim.specs import ClusterSpec, ModelSpec, model_spec, resolve_cluster
 
 if TYPE_CHECKING:
-    from harness.result import RunResult
+    from harness.contracts.result import RunResult
     from workloads.workload import Workload
 
 __all__ = ["simulate", "SYSTEMS", "SimError", "CORE_OPTIONS", "resolve_cluster", "model_spec", "split_options"]

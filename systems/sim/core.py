@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from harness.result import RunResult
+from harness.contracts.result import RunResult
 from systems.sim.entities import (  # noqa: F401  (re-exported: policies and tests import them from here)
     CATEGORIES, INIT, KV, LOADING, PREWARMED, READY, STOPPED, WEIGHTS, Flow, Gpu, Instance, Link, Prewarm,
     Request, SimError,

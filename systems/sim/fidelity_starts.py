@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from harness.result import event_fields
+from harness.contracts.result import event_fields
 from systems.sim.fidelity.table import UNITS, NotSimulated, Row
 from systems.sim.policy import Policy
 from systems.sim.specs import GPUS, MODELS, ClusterSpec, ModelSpec, NodeSpec, base_model_name

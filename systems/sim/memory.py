@@ -9,7 +9,7 @@ from __future__ import annotations
 from systems.sim.entities import Gpu, SimError
 from systems.sim.specs import ClusterSpec
 
-#: one row of the memory table (harness.result.MEMORY_COLUMNS): time_s, node, gpu, category, model, bytes
+#: one row of the memory table (harness.contracts.result.MEMORY_COLUMNS): time_s, node, gpu, category, model, bytes
 MemoryRow = tuple[float, int, int, str, str, int]
 
 

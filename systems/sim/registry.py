@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 from typing import Any, Callable, Mapping
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from systems.sim.policy import Policy
 
 Factory = Callable[[Mapping[str, Any]], Policy]

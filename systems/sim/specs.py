@@ -32,8 +32,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.errors import InputError, WarmbenchError
-from harness.validate import read_text
+from harness.contracts.errors import InputError, WarmbenchError
+from harness.contracts.files import read_text
 
 GIB = 1 << 30
 GB = 1_000_000_000

@@ -1,4 +1,4 @@
-"""The simulator's output: the RunResult tables (harness/result.py) built from a finished run."""
+"""The simulator's output: the RunResult tables (harness/contracts/result.py) built from a finished run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Mapping, Union
 import numpy as np
 import pandas as pd
 
-from harness.result import EVENT_COLUMNS, EVENT_FIELDS, MEMORY_COLUMNS, REQUEST_COLUMNS, RunResult
+from harness.contracts.result import EVENT_COLUMNS, EVENT_FIELDS, MEMORY_COLUMNS, REQUEST_COLUMNS, RunResult
 from systems.sim.entities import Request
 from systems.sim.memory import MemoryRow
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.result import event_fields
+from harness.contracts.result import event_fields
 
 from systems.sim.core import SimError
 from systems.sim.perf import PerfModel

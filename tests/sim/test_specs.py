@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import InputError, WarmbenchError
+from harness.contracts.errors import InputError, WarmbenchError
 from systems.sim.specs import CLUSTERS, GPUS, MODELS, model_spec, resolve_cluster
 
 PAPER_WEIGHTS = {"llama-2-7b": 13_476_831_232, "llama-2-13b": 26_032_558_080, "llama-2-70b": 137_961_209_856}

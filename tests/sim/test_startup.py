@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.result import event_fields
+from harness.contracts.result import event_fields
 from systems.sim import simulate
 from systems.sim.fidelity.table import PUBLISHED_CSV, NotSimulated, read_table
 from systems.sim.fidelity_starts import simulate_start_row, simulate_start_row_detail

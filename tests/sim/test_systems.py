@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.errors import WarmbenchError
-from harness.result import EVENT_COLUMNS, EVENT_FIELDS, MEMORY_COLUMNS, REQUEST_COLUMNS, event_fields
+from harness.contracts.errors import WarmbenchError
+from harness.contracts.result import EVENT_COLUMNS, EVENT_FIELDS, MEMORY_COLUMNS, REQUEST_COLUMNS, event_fields
 from systems.sim import SYSTEMS, simulate
 from systems.sim.perf import PerfModel
 from systems.sim.specs import GPUS, MODELS

@@ -7,7 +7,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from harness.result import START_KINDS, event_fields
+from harness.contracts.result import START_KINDS, event_fields
 from systems.sim import SYSTEMS, simulate
 from systems.sim.perf import PerfModel
 from systems.sim.specs import GPUS, MODELS
@@ -199,7 +199,7 @@ def test_muxserve_has_no_cold_starts_and_sustains_less_than_dedicated() -> None:
     ("warmserve", {"windw_s": 300}),
 ])
 def test_bad_options_are_user_errors(system: str, options: dict) -> None:
-    from harness.errors import WarmbenchError
+    from harness.contracts.errors import WarmbenchError
 
     with pytest.raises(WarmbenchError):
         simulate(periodic_bursty(duration_s=200.0), cluster(4), system, options=options)

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import InputError
+from harness.contracts.errors import InputError
 
 #: The table shipped with the package (bench fidelity's default).
 PUBLISHED_CSV = Path(__file__).with_name("published.csv")

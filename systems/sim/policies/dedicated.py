@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from systems.sim.policy import Policy
 from systems.sim.registry import register
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-from harness.errors import WarmbenchError
+from harness.contracts.errors import WarmbenchError
 from systems.sim.bounds import count, fraction
 from systems.sim.policy import BATCH_CAPACITY, Policy
 from systems.sim.registry import register
