@@ -52,4 +52,4 @@ nightly: $(BIN)/.installed
 	$(BIN)/python run.py nightly $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .import_linter_cache
