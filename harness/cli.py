@@ -32,7 +32,7 @@ COMMANDS: dict[str, str] = {
     "nightly": "run the nightly preset, write its history page, gate it against the previous revision "
                "(exit 1 only on a decided regression)",
     "presets": "list experiment, workload and cluster presets and simulated systems",
-    "bench": "speed benchmarks: reader, sim, loadgen",
+    "bench": "speed benchmarks: reader, sim, loadgen; simulator fidelity; the gate's false alarms and power",
     "reproduce": "run every claim of the WarmServe paper; writes REPRODUCTION.md / reproduction.html",
 }
 
