@@ -258,17 +258,16 @@ def _checked_inputs(args: argparse.Namespace):
 
 
 def _summary(result, out: Path, console: Console) -> None:
+    from harness.report.terminal import run_summary, ttft_line
+    from harness.store import read_summary
+
     req = result.requests
     ok = req[req["status"] == "ok"]
-    ttft = (ok["first_token_s"] - ok["scheduled_s"]).dropna()
     client = result.manifest.get("client", {})
     console.print(f"[bold]{result.manifest.get('status')}[/]: {len(req)} requests, {len(ok)} ok, "
                   f"{len(req) - len(ok)} failed -> {out}", highlight=False)
-    if len(ttft):
-        console.print(f"TTFT P50 {ttft.median() * 1000:.1f} ms, P99 {ttft.quantile(0.99) * 1000:.1f} ms "
-                      "(from scheduled send time)", highlight=False)
-    else:
-        console.print("TTFT: unavailable (no streamed first token)")
+    # the figures summary.json holds (harness.metrics), so the screen and the record agree
+    console.print(ttft_line(run_summary(read_summary(out))), highlight=False)
     if client.get("send_lag_p99_ms") is not None:
         console.print(f"client: send lag P99 {client['send_lag_p99_ms']:.2f} ms, "
                       f"CPU {client.get('cpu_percent') or 0:.0f}%", highlight=False)

@@ -7,14 +7,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 
 from harness.argtypes import path_arg, positive_float, seed_int
@@ -60,7 +58,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.metrics import summarize
     from harness.store import new_manifest, write_manifest, write_run
     from harness.validate import output_dir
     from systems.sim import simulate, split_options
@@ -108,11 +105,12 @@ def run(args: argparse.Namespace) -> int:
             write_manifest(args.out, {**manifest, "status": "failed", "ended_at": ended,
                                       "error": f"{type(exc).__name__}: {exc}"})
         raise
+    from harness.report.terminal import run_summary, split_line, ttft_line
+    from harness.store import read_summary
+
     console = Console()
     req = result.requests
     ok = req[req["status"] == "ok"]
-    ttft = (ok["first_token_s"] - ok["scheduled_s"])
-    kinds = ok["start_kind"].value_counts().to_dict()
     failed = req[req["status"] == "error"]
     console.print(f"[bold]{args.system}[/] on {cluster.name} ({cluster.num_gpus} GPUs): {len(req)} requests, "
                   f"{len(ok)} ok, {len(failed)} failed, {int((req['status'] == 'unfinished').sum())} unfinished; "
@@ -122,10 +120,9 @@ def run(args: argparse.Namespace) -> int:
         reasons = failed["error"].str.replace(r"\d+", "N", regex=True).value_counts()
         for reason, count in reasons.head(3).items():
             console.print(f"  failed: {count} x {reason}", markup=False)
-    if len(ok):
-        console.print(f"TTFT mean {ttft.mean():.3f} s, P99 {np.percentile(ttft, 99):.3f} s; split (mean): "
-                      f"queue {ok['queue_s'].mean():.3f} s, load {ok['load_s'].fillna(0).mean():.3f} s, "
-                      f"prefill {ok['prefill_s'].mean():.3f} s; start kinds " + json.dumps(kinds))
+    summary = run_summary(read_summary(out))  # what summary.json holds, so screen and record agree
+    console.print(ttft_line(summary), highlight=False)
+    console.print(split_line(summary), highlight=False)
     console.print(f"wrote {out}")
     if result.manifest["mostly_failed"]:
         s = result.manifest["requests_summary"]

@@ -136,3 +136,28 @@ def test_calibrate_fits_the_simulator_to_a_real_streaming_server(standin, tmp_pa
     bad = subprocess.run([sys.executable, "run.py", "calibrate", str(tmp_path / "sim"), "--gpu", "A100-80GB"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "calibrate needs a live one" in bad.stderr
+
+
+def test_printed_ttft_is_summary_jsons_with_failed_requests_counted(standin, tmp_path: Path) -> None:
+    # model b's stand-in answers slowly, then cuts every stream after its first tokens: those requests
+    # failed but have a TTFT. The screen must show what summary.json holds (harness.metrics: every
+    # request with a first token), not a P99 over the ok requests only (the fast model a's).
+    import json
+
+    from harness.report.table import fmt
+
+    path = tmp_path / "w.csv"
+    canonical_frame(np.linspace(0, 1, 12), ["a", "b"] * 6, np.full(12, 8), np.full(12, 8)).to_csv(path, index=False)
+    fast, slow = standin("--ttft-ms", "10", "--gap-ms", "1"), standin("--ttft-ms", "150", "--gap-ms", "1",
+                                                                    "--cut-model", "b")
+    out = tmp_path / "run"
+    proc = replay("--workload", str(path), "--system", "openai", "--endpoint", f"a={fast}",
+                  "--endpoint", f"b={slow}", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    req = read_run(out).requests
+    failed = req[req["status"] != "ok"]
+    assert len(failed) == 6 and failed["first_token_s"].notna().all()
+    summary = json.loads((out / "summary.json").read_text())["models"]["all"]
+    assert summary["p99_ttft_s"] > 0.1  # b's TTFTs count
+    printed = " ".join(proc.stderr.split())
+    assert f"P50 {fmt('x_s', summary['p50_ttft_s'])}, P99 {fmt('x_s', summary['p99_ttft_s'])}" in printed, printed

@@ -40,6 +40,23 @@ def test_sim_command_writes_a_run(tmp_path: Path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_sim_command_prints_what_summary_json_holds(tmp_path: Path, capsys):
+    # the terminal's TTFT, split and start kinds are summary.json's (harness.metrics), not a second
+    # computation over ok requests (which, e.g., counted a warm start's missing load as 0 s)
+    from harness.report.table import fmt
+
+    wl = write_workload(tmp_path / "wl.csv")
+    out = tmp_path / "run"
+    assert main(["sim", "--system", "serverlessllm", "--workload", str(wl), "--duration-s", "50",
+                 "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())["models"]["all"]
+    printed = " ".join(capsys.readouterr().out.split())
+    assert (f"TTFT mean {fmt('x_s', s['mean_ttft_s'])}, P50 {fmt('x_s', s['p50_ttft_s'])}, "
+            f"P99 {fmt('x_s', s['p99_ttft_s'])}") in printed, printed
+    assert f"load {fmt('x_s', s['mean_load_s'])}," in printed and f"cold {s['start_cold']:.0f}" in printed, printed
+    assert 0 < s["start_cold"] < s["requests"]
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--system", "nope"], "unknown system"),
     (["--system", "dedicated", "--option", "engine_init_s=slow"], "engine_init_s"),
