@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 from harness.contracts.errors import InputError
+from harness.contracts.files import write_json
 from harness.store import CAPACITY_FILE
 
 if TYPE_CHECKING:
@@ -310,7 +311,6 @@ def search(config: "ExperimentConfig", results_dir: Path, *, jobs: "int | Execut
     the experiment dir, the searches and capacity.json's content. Ctrl-C raises
     CapacityInterrupted after writing what is known (`complete: false`)."""
     from harness import experiment as ex
-    from harness.contracts.files import write_json
 
     cap = config.capacity
     assert cap is not None

@@ -30,9 +30,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PrivateAttr, ValidationError, field_validator
 
+import systems.sim
+import workloads
 from harness.capacity import CapacityConfig
 from harness.capacity import check as check_capacity
 from harness.contracts.errors import InputError, WarmbenchError
@@ -219,9 +220,7 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 def registered_systems() -> list[str]:
     """Every simulated system the registry knows."""
-    from systems.sim import registry
-
-    return list(registry.names())
+    return list(systems.sim.registry.names())
 
 
 #: Parameters whose value is a list by nature: a list there is one value, not a sweep axis
@@ -424,8 +423,6 @@ def _rows_match(table: Path, counts: Any) -> bool:
 
 def _workload_args(spec: RunSpec) -> tuple[dict[str, Any], bool]:
     """Parameters to resolve the run's workload with, and whether it is a preset."""
-    import workloads
-
     params = dict(spec.workload_params)
     is_preset = spec.workload_spec in workloads.PRESETS
     if spec.models and is_preset:
@@ -439,8 +436,6 @@ def resolve_workload(spec: RunSpec, source: str = ""):
     """The run's workload: a preset gets the experiment's models and the run's seed (so `seeds`
     gives independent draws of the workload, unless `workload.params.seed` pins one); a trace is
     filtered to the models. No requests left is an input error (`source`: the experiment file)."""
-    import workloads
-
     params, is_preset = _workload_args(spec)
     workload = workloads.resolve(spec.workload_spec, **params)
     if spec.models and not is_preset:
@@ -498,9 +493,7 @@ def execute(spec: RunSpec, run_dir: Path, code: dict[str, Any] | None = None, wo
                                 point=spec.point, workload_hash=workload_hash)
         write_manifest(run_dir, manifest)
         if spec.backend == "sim":
-            from systems.sim import simulate
-
-            result = simulate(workload, spec.cluster, spec.system, options=spec.options, seed=spec.seed,
+            result = systems.sim.simulate(workload, spec.cluster, spec.system, options=spec.options, seed=spec.seed,
                               duration_s=spec.duration_s)
         else:
             from harness.live import run_live
