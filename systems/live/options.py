@@ -1,4 +1,5 @@
-"""Options of `run_live`, validated once here (pydantic); plain values inside.
+"""Options of `run_live` as pydantic models (plain values inside), validated once by
+systems.live.registry.parse_options: the client's, and each live system's.
 
 Client options (any system): `time_scale` (arrival times are multiplied by it: 0.5 replays
 twice as fast), `timeout_s` (whole request, default 600), `connect_timeout_s` (10),
