@@ -107,6 +107,21 @@ def send_lag_s(requests: pd.DataFrame) -> np.ndarray:
     return _num(requests, "sent_s") - _num(requests, "scheduled_s")
 
 
+#: Send-lag percentiles the live manifest's `client` block records (the summary keeps P50 / P99).
+SEND_LAG_PERCENTILES: tuple[int, ...] = (50, 90, 99)
+
+
+def send_lag_stats_s(requests: pd.DataFrame) -> dict[str, float]:
+    """Send lag of the requests that were sent: `p50`, `p90`, `p99` and `max` in seconds, NaN when
+    none was. The one computation behind summary.json, the live manifest's `client` block (and its
+    overload flag), the distributed workers' reports and the loadgen bench."""
+    lag = send_lag_s(requests)
+    finite = lag[np.isfinite(lag)]
+    out = {f"p{q}": percentile(finite, q) for q in SEND_LAG_PERCENTILES}
+    out["max"] = float(finite.max()) if finite.size else math.nan
+    return out
+
+
 def percentile(values: np.ndarray, q: float) -> float:
     """Linear-interpolation percentile over the finite values; NaN when there are none."""
     finite = values[np.isfinite(values)]
@@ -171,11 +186,8 @@ def metrics(requests: pd.DataFrame, slo: Slo = Slo(), span: float | None = None)
     out["start_unknown"] = float(n - sum(out[f"start_{k}"] for k in ("warm", "prewarmed", "cold", "queued")))
     for part in ("queue", "load", "prefill"):  # TTFT split, where the system reports it
         out[f"mean_{part}_s"] = mean(_num(requests, f"{part}_s"))
-    lag = send_lag_s(requests)
-    out["p50_send_lag_s"] = percentile(lag, 50)
-    out["p99_send_lag_s"] = percentile(lag, 99)
-    finite_lag = lag[np.isfinite(lag)]
-    out["max_send_lag_s"] = float(finite_lag.max()) if finite_lag.size else math.nan
+    lag = send_lag_stats_s(requests)
+    out["p50_send_lag_s"], out["p99_send_lag_s"], out["max_send_lag_s"] = lag["p50"], lag["p99"], lag["max"]
     return out
 
 

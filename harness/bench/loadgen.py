@@ -41,6 +41,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from harness.metrics import percentile, send_lag_stats_s
+
 TTFT_MS = 20.0
 GAP_MS = 5.0
 TOKENS = 128
@@ -162,9 +164,7 @@ def ttft_errors(requests: pd.DataFrame, server: pd.DataFrame, t0_perf_s: float |
 
 
 def _pct_ms(values: Any, p: float) -> float:
-    arr = np.asarray(values, dtype=float) * 1000
-    arr = arr[~np.isnan(arr)]
-    return float(np.percentile(arr, p)) if len(arr) else float("nan")
+    return percentile(np.asarray(values, dtype=float), p) * 1000
 
 
 def _one_rate(url: str, rate_rps: float, duration_s: float, seed: int, server: subprocess.Popen,
@@ -190,14 +190,14 @@ def _one_rate(url: str, rate_rps: float, duration_s: float, seed: int, server: s
     clock = result.manifest.get("run_clock", {})
     shared_clock = "CLOCK_MONOTONIC" in str(clock.get("clock", ""))
     err = ttft_errors(req, server_log, clock.get("t0_perf_counter_s") if shared_clock else None)
-    lag = (req["sent_s"] - req["scheduled_s"]).dropna()
+    lag = send_lag_stats_s(req)  # as the run's manifest and summary have it
     tokens = int(ok["received_tokens"].sum())
     client = result.manifest["client"]
     wall_s = wall1 - wall0
     server_cpu_s = srv1 - srv0
     row = {
         "rate_rps": rate_rps, "requests": n, "ok": int(len(ok)), "server_logged": int(len(err)),
-        "send_lag_p50_ms": _pct_ms(lag, 50), "send_lag_p99_ms": _pct_ms(lag, 99),
+        "send_lag_p50_ms": lag["p50"] * 1000, "send_lag_p99_ms": lag["p99"] * 1000,
         # judged: the client's own error (client TTFT minus the TTFT the server delivered)
         "ttft_error_p50_ms": _pct_ms(err["own_error_s"], 50), "ttft_error_p99_ms": _pct_ms(err["own_error_s"], 99),
         "ttft_error_vs_nominal_p50_ms": _pct_ms(err["vs_nominal_s"], 50),

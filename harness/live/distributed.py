@@ -15,7 +15,6 @@ imported by `replay --master` / `--worker`.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from harness.contracts.endpoint import Endpoint
 from harness.contracts.errors import WarmbenchError
 from harness.contracts.files import write_json
 from harness.contracts.live import LiveSystem
-from harness.live.run import execute
+from harness.live.run import execute, send_lag_ms
 from harness.loadgen import Clock, ReplayConfig, StaticRouter, replay
 from harness.loadgen.client import wall_to_perf
 from harness.loadgen.recorder import JsonlRecorder
@@ -120,10 +119,7 @@ class _MasterReplayer:
             record = new_record(row)
             record["error"] = "not reported: its locust worker was lost"
             recorder.write(record)
-        lags = [r["sent_s"] - r["scheduled_s"] for r in recorder.records
-                if r["sent_s"] is not None and not math.isnan(r["sent_s"])]
-        return ReplayStats(send_lag_s=np.asarray(lags, dtype=float),
-                           cpu_s=sum(w.get("cpu_s", 0.0) for w in self.workers.values()),
+        return ReplayStats(cpu_s=sum(w.get("cpu_s", 0.0) for w in self.workers.values()),
                            wall_s=max((w.get("wall_s", 0.0) for w in self.workers.values()), default=0.0)
                            or time.perf_counter() - wall0,
                            stopped_early=stopped or any(w.get("lost") for w in self.workers.values()),
@@ -197,8 +193,8 @@ def _replay_shard(runner, data: dict[str, Any], stop: Event) -> None:
         flush()
     runner.send_message(MSG_DONE, {"stats": {"cpu_s": stats.cpu_s, "wall_s": stats.wall_s,
                                              "n_unsent": stats.n_unsent,
-                                             "send_lag_p99_ms": float(np.percentile(stats.send_lag_s, 99) * 1000)
-                                             if len(stats.send_lag_s) else None}})
+                                             "send_lag_p99_ms": send_lag_ms(pd.DataFrame(recorder.records))
+                                             ["send_lag_p99_ms"]}})
 
 
 __all__ = ["run_master", "run_worker"]

@@ -9,6 +9,7 @@ the drain of in-flight requests short).
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import signal
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import gevent
-import numpy as np
 import pandas as pd
 from gevent.event import Event
 
@@ -34,6 +34,7 @@ from harness.loadgen.bodies import probe_request
 from harness.loadgen.recorder import JsonlRecorder
 from harness.loadgen.replay import ReplayStats
 from harness.loadgen.telemetry import METRIC_COLUMNS, GpuMemory, Scraper
+from harness.metrics import send_lag_stats_s
 from harness.store import new_manifest, write_manifest, write_run
 from systems.live import registry
 from workloads.workload import Workload
@@ -64,13 +65,18 @@ def schedule(workload: Workload, time_scale: float) -> pd.DataFrame:
     return frame
 
 
-def client_health(stats: ReplayStats, threshold_ms: float) -> dict[str, Any]:
-    """Send-lag percentiles and the generator's CPU; `overloaded` when P99 lag > threshold."""
-    lag_ms = stats.send_lag_s * 1000
-    pct = {f"send_lag_p{p}_ms": (float(np.percentile(lag_ms, p)) if len(lag_ms) else None)
-           for p in (50, 90, 99)}
-    p99 = pct["send_lag_p99_ms"]
-    return {**pct, "send_lag_max_ms": float(lag_ms.max()) if len(lag_ms) else None,
+def send_lag_ms(requests: pd.DataFrame) -> dict[str, float | None]:
+    """`send_lag_p50_ms` ... `send_lag_max_ms` (harness.metrics.send_lag_stats_s in ms); None when
+    no request was sent."""
+    return {f"send_lag_{k}_ms": (v * 1000 if math.isfinite(v) else None)
+            for k, v in send_lag_stats_s(requests).items()}
+
+
+def client_health(stats: ReplayStats, requests: pd.DataFrame, threshold_ms: float) -> dict[str, Any]:
+    """Send-lag percentiles of `requests` and the generator's CPU; `overloaded` when P99 lag > threshold."""
+    lag = send_lag_ms(requests)
+    p99 = lag["send_lag_p99_ms"]
+    return {**lag,
             "cpu_s": stats.cpu_s, "wall_s": stats.wall_s,
             "cpu_percent": 100 * stats.cpu_s / stats.wall_s if stats.wall_s > 0 else None,
             "overload_threshold_ms": threshold_ms,
@@ -248,10 +254,11 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
             sig.cancel()
             signal.signal(signal.SIGINT, old_handler)
     incomplete = stats is None or stats.stopped_early
+    requests = requests_table(recorder.records)
     manifest.update(
         status="incomplete" if incomplete else "complete", interrupted=bool(interrupts),
         ended_at=datetime.now(timezone.utc).isoformat(),
-        client=client_health(stats, client.overload_threshold_ms),
+        client=client_health(stats, requests, client.overload_threshold_ms),
         scrape_failures=scraper.failures if scraper else {},
         metrics_table="metrics.parquet",
     )
@@ -261,7 +268,6 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
             f"{client.overload_threshold_ms:g} ms; latencies include the client's own delay")
     if not gpu.available:
         manifest.setdefault("warnings", []).append(f"GPU memory: {gpu.reason}")
-    requests = requests_table(recorder.records)
     manifest.setdefault("warnings", []).extend(stream_warnings(requests) + length_warnings(requests, system))
     result = RunResult(
         requests=requests,

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import gevent
-import numpy as np
 import pandas as pd
 from gevent.event import Event
 from gevent.pool import Group
@@ -73,9 +72,9 @@ class ReplayConfig:
 
 @dataclass
 class ReplayStats:
-    """What the client itself did: how late it sent and how busy it was."""
+    """How busy the client was and whether it stopped early (its send lag is in the records:
+    harness.metrics.send_lag_stats_s)."""
 
-    send_lag_s: np.ndarray
     cpu_s: float
     wall_s: float
     stopped_early: bool
@@ -171,7 +170,6 @@ def replay(requests: pd.DataFrame, router: Router, recorder: JsonlRecorder, cloc
     pool = ClientPool(config.timeout_s, config.connect_timeout_s, config.max_connections)
     group = Group()
     rows = list(requests.sort_values("scheduled_s", kind="stable").itertuples(index=False))
-    lags: list[float] = []
     usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     sent = 0  # requests handed to a greenlet
     # What exists before the replay (modules, pandas, the schedule) is not garbage: frozen, a
@@ -201,10 +199,8 @@ def replay(requests: pd.DataFrame, router: Router, recorder: JsonlRecorder, cloc
         pool.close()
         gc.unfreeze()
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
-    lags = [r["sent_s"] - r["scheduled_s"] for r in recorder.records if not math.isnan(r["sent_s"])]
     n_unsent = sum(1 for r in recorder.records if math.isnan(r["sent_s"]))
     return ReplayStats(
-        send_lag_s=np.asarray(lags, dtype=float),
         cpu_s=(usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime),
         wall_s=time.perf_counter() - wall0, stopped_early=stop.is_set(), n_unsent=n_unsent)
 

@@ -128,6 +128,11 @@ def test_client_overload_flag_follows_the_threshold(standin, tmp_path: Path) -> 
                       tmp_path / "run")
     client = result.manifest["client"]
     assert client["overloaded"] is True and client["send_lag_p99_ms"] > 0.000001
+    # one send-lag computation: the manifest's client block is summary.json's, in ms
+    lag = json.loads((tmp_path / "run" / "summary.json").read_text())["models"]["all"]
+    assert client["send_lag_p50_ms"] == pytest.approx(lag["p50_send_lag_s"] * 1000)
+    assert client["send_lag_p99_ms"] == pytest.approx(lag["p99_send_lag_s"] * 1000)
+    assert client["send_lag_max_ms"] == pytest.approx(lag["max_send_lag_s"] * 1000)
     assert any("client overloaded" in w for w in result.manifest["warnings"])
     assert "GPU memory: not measured (no GPU)" in result.manifest["warnings"] or result.manifest["gpu_memory"] == "measured (NVML)"
 

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from harness.metrics import PAPER_UNFINISHED_TTFT_S, Slo, by_start_kind, jsonable, paired_ratio_ci, summarize
+from harness.metrics import (PAPER_UNFINISHED_TTFT_S, Slo, by_start_kind, jsonable, paired_ratio_ci,
+                             send_lag_stats_s, summarize)
 from tests.results.factory import NAN, requests
 
 # r0 ttft .05 tpot .05 e2e .25 | r1 ttft .5 tpot .5 e2e 1.5 | r2 ttft 2 (1 token) e2e 2
@@ -68,6 +69,15 @@ def test_start_kinds_and_send_lag(summary: dict) -> None:
     assert (s["start_warm"], s["start_cold"], s["start_queued"], s["start_prewarmed"], s["start_unknown"]) == (1, 1, 1, 0, 2)
     assert s["p99_send_lag_s"] == pytest.approx(0.192)  # 0 0 0 0 .2, index 3.96
     assert s["max_send_lag_s"] == pytest.approx(0.2)
+
+
+def test_send_lag_stats_of_sent_requests_and_nan_when_none_was_sent() -> None:
+    lag = send_lag_stats_s(requests(TABLE))  # 0 0 0 0 .2
+    assert lag == pytest.approx({"p50": 0.0, "p90": 0.12, "p99": 0.192, "max": 0.2})  # p90: index 3.6
+    unsent = requests([dict(model="a", scheduled_s=1.0, status="unfinished", received_tokens=0)])
+    unsent["sent_s"] = NAN  # never sent (the factory would fill in the scheduled time)
+    assert all(math.isnan(v) for v in send_lag_stats_s(unsent).values())
+    assert math.isnan(summarize(unsent)["all"]["p99_send_lag_s"])  # not measured: NaN, never 0
 
 
 def test_per_model_groups_use_the_whole_run_span(summary: dict) -> None:
