@@ -41,7 +41,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from harness.metrics import percentile, send_lag_stats_s
+from harness.metrics import percentile, send_lag_s, send_lag_stats_s, ttft_s
 
 TTFT_MS = 20.0
 GAP_MS = 5.0
@@ -151,13 +151,13 @@ def ttft_errors(requests: pd.DataFrame, server: pd.DataFrame, t0_perf_s: float |
     merged = ok.merge(server.rename(columns={"received_s": "srv_received_s", "first_token_s": "srv_first_s"}),
                       on="request_id", how="inner")
     out = pd.DataFrame({"request_id": merged["request_id"]})
-    out["client_ttft_s"] = merged["first_token_s"] - merged["scheduled_s"]
+    out["client_ttft_s"] = ttft_s(merged)  # harness.metrics' TTFT: from the scheduled time
     out["server_ttft_s"] = merged["srv_first_s"] - merged["srv_received_s"]
     out["own_error_s"] = out["client_ttft_s"] - out["server_ttft_s"]
     out["vs_nominal_s"] = out["client_ttft_s"] - TTFT_MS / 1000
     out["lateness_s"] = out["server_ttft_s"] - TTFT_MS / 1000
     if t0_perf_s is not None:
-        out["send_lag_s"] = merged["sent_s"] - merged["scheduled_s"]
+        out["send_lag_s"] = send_lag_s(merged)
         out["trip_s"] = (merged["srv_received_s"] - t0_perf_s) - merged["sent_s"]
         out["read_delay_s"] = merged["first_token_s"] - (merged["srv_first_s"] - t0_perf_s)
     return out

@@ -109,12 +109,12 @@ def run(args: argparse.Namespace) -> int:
     from harness.store import read_summary
 
     console = Console()
-    req = result.requests
-    ok = req[req["status"] == "ok"]
-    failed = req[req["status"] == "error"]
-    console.print(f"[bold]{args.system}[/] on {cluster.name} ({cluster.num_gpus} GPUs): {len(req)} requests, "
-                  f"{len(ok)} ok, {len(failed)} failed, {int((req['status'] == 'unfinished').sum())} unfinished; "
+    counts = result.manifest["requests_summary"]  # the manifest's counts (store.requests_summary)
+    console.print(f"[bold]{args.system}[/] on {cluster.name} ({cluster.num_gpus} GPUs): {counts['total']} requests, "
+                  f"{counts['ok']} ok, {counts['failed']} failed, {counts['unfinished']} unfinished; "
                   f"simulated {result.manifest['simulated_s']:.1f} s in {wall_s:.2f} s wall")
+    req = result.requests
+    failed = req[~req["status"].isin(["ok", "unfinished"])]
     if len(failed):
         # one line per kind of failure (numbers stripped), so "why" is on screen, not only in the tables
         reasons = failed["error"].str.replace(r"\d+", "N", regex=True).value_counts()
@@ -125,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(split_line(summary), highlight=False)
     console.print(f"wrote {out}")
     if result.manifest["mostly_failed"]:
-        s = result.manifest["requests_summary"]
-        Console(stderr=True).print(f"[red]mostly failed:[/] {s['total'] - s['ok']} of {s['total']} requests not ok "
-                                   f"({s['failed']} failed, {s['unfinished']} unfinished)", highlight=False)
+        Console(stderr=True).print(f"[red]mostly failed:[/] {counts['total'] - counts['ok']} of {counts['total']} "
+                                   f"requests not ok ({counts['failed']} failed, {counts['unfinished']} unfinished)",
+                                   highlight=False)
         return 1
     return 0

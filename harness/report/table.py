@@ -7,13 +7,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.metrics import ALL_MODELS, lower_is_better, paired_ratio_ci
+from harness.metrics import ALL_MODELS, lower_is_better, mean, paired_ratio_ci
 from harness.report.load import RunInfo
 
 #: (metric, column title) shown in every key table; the terminal leaves out TERMINAL_SKIP to stay narrow.
@@ -127,10 +128,8 @@ def point_means(runs: list[RunInfo], point: str, model: str = ALL_MODELS) -> dic
     out = {}
     for system, summaries in per_system.items():
         out[system] = {}
-        for metric, _ in KEY_METRICS:
-            vals = [s.get(metric, math.nan) for s in summaries]
-            finite = [v for v in vals if v is not None and not math.isnan(v)]
-            out[system][metric] = sum(finite) / len(finite) if finite else math.nan
+        for metric, _ in KEY_METRICS:  # harness.metrics.mean: over the seeds that measured it
+            out[system][metric] = mean(np.array([s.get(metric, math.nan) for s in summaries], dtype=float))
     return out
 
 
