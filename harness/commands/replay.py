@@ -259,13 +259,14 @@ def _checked_inputs(args: argparse.Namespace):
 
 def _summary(result, out: Path, console: Console) -> None:
     from harness.report.terminal import run_summary, ttft_line
-    from harness.store import read_summary
+    from harness.store import read_summary, requests_summary
 
     req = result.requests
     ok = req[req["status"] == "ok"]
     client = result.manifest.get("client", {})
-    console.print(f"[bold]{result.manifest.get('status')}[/]: {len(req)} requests, {len(ok)} ok, "
-                  f"{len(req) - len(ok)} failed -> {out}", highlight=False)
+    counts = result.manifest.get("requests_summary") or requests_summary(req)  # as the manifest counts them
+    console.print(f"[bold]{result.manifest.get('status')}[/]: {counts['total']} requests, {counts['ok']} ok, "
+                  f"{counts['failed']} failed, {counts['unfinished']} unfinished -> {out}", highlight=False)
     # the figures summary.json holds (harness.metrics), so the screen and the record agree
     console.print(ttft_line(run_summary(read_summary(out))), highlight=False)
     if client.get("send_lag_p99_ms") is not None:

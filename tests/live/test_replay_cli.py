@@ -161,3 +161,6 @@ def test_printed_ttft_is_summary_jsons_with_failed_requests_counted(standin, tmp
     assert summary["p99_ttft_s"] > 0.1  # b's TTFTs count
     printed = " ".join(proc.stderr.split())
     assert f"P50 {fmt('x_s', summary['p50_ttft_s'])}, P99 {fmt('x_s', summary['p99_ttft_s'])}" in printed, printed
+    counts = read_run(out).manifest["requests_summary"]  # the counts are the manifest's
+    assert counts == {"total": 12, "ok": 6, "failed": 6, "unfinished": 0}
+    assert "12 requests, 6 ok, 6 failed, 0 unfinished" in printed, printed
