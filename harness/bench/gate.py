@@ -26,6 +26,7 @@ import argparse
 import math
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -34,9 +35,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from harness.nightly import DEFAULT_BOUNDS  # the nightly recipe's bounds: the gate measured is its gate
 from harness.contracts.errors import WarmbenchError
 from harness.metrics import ALL_MODELS, Slo, summarize
+from harness.nightly import DEFAULT_BOUNDS  # the nightly recipe's bounds: the gate measured is its gate
 from harness.report import gate
 from harness.report.compare import Bound, known_metrics, parse_bound, problems
 from harness.report.load import RunInfo
@@ -68,7 +69,7 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(*, nights: int, seeds: int | None = None, bounds: list[str] = DEFAULT_BOUNDS, jobs: int = 1,
+def run(*, nights: int, seeds: int | None = None, bounds: Sequence[str] = DEFAULT_BOUNDS, jobs: int = 1,
         confidence: float = gate.DEFAULT_CONFIDENCE) -> dict[str, Any]:
     """Simulate 2 x nights x seeds seeds of the nightly shape; the gate's outcome shares per scenario."""
     from harness import experiment

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,12 +19,12 @@ from rich.table import Table
 
 from harness.argtypes import path_arg
 from harness.contracts.errors import EXIT_INCONCLUSIVE, WarmbenchError
+from harness.contracts.files import strict
 from harness.metrics import ALL_MODELS
 from harness.report import gate
 from harness.report.compare import compare, failures, known_metrics, notes, parse_bound, problems
 from harness.report.load import load_runs, missing_runs, point_label
 from harness.report.table import KEY_METRICS, fmt, print_tables
-from harness.contracts.files import strict
 
 EPILOG = """\
 the gate (default --mode interval): per system, sweep point, model and bound, the runs of the same

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -103,12 +104,12 @@ def decide(base: list[float], candidate: list[float], bound: Bound | None, *,
                     f"{span} straddles {limit:.3f}: the seeds cannot decide (more seeds narrow it)")
 
 
-def decisions(base: list[RunInfo], candidate: list[RunInfo], bounds: list[Bound], metrics: list[str] = (), *,
+def decisions(base: list[RunInfo], candidate: list[RunInfo], bounds: list[Bound], metrics: Sequence[str] = (), *,
               confidence: float = DEFAULT_CONFIDENCE, min_seeds: int = MIN_SEEDS) -> list[Decision]:
     """A Decision per (system, point, model, bound) and an undecided row per other metric in `metrics`."""
     by_metric: dict[str, list[Bound | None]] = {}
-    for bound in bounds:
-        by_metric.setdefault(bound.metric, []).append(bound)
+    for rule in bounds:
+        by_metric.setdefault(rule.metric, []).append(rule)
     for metric in metrics:
         by_metric.setdefault(metric, [None])
     out = []
