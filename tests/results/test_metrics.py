@@ -74,7 +74,7 @@ def test_start_kinds_and_send_lag(summary: dict) -> None:
 def test_send_lag_stats_of_sent_requests_and_nan_when_none_was_sent() -> None:
     lag = send_lag_stats_s(requests(TABLE))  # 0 0 0 0 .2
     assert lag == pytest.approx({"p50": 0.0, "p90": 0.12, "p99": 0.192, "max": 0.2})  # p90: index 3.6
-    unsent = requests([dict(model="a", scheduled_s=1.0, status="unfinished", received_tokens=0)])
+    unsent = requests([{"model": "a", "scheduled_s": 1.0, "status": "unfinished", "received_tokens": 0}])
     unsent["sent_s"] = NAN  # never sent (the factory would fill in the scheduled time)
     assert all(math.isnan(v) for v in send_lag_stats_s(unsent).values())
     assert math.isnan(summarize(unsent)["all"]["p99_send_lag_s"])  # not measured: NaN, never 0
