@@ -170,7 +170,7 @@ def _check_sim(spec: "RunSpec", label: str, source: str | None, raw: dict[str, A
     models = _known_models(spec)
     if models:
         try:
-            check_fits({m: model_spec(m) for m in models}, cluster, core["gpu_memory_utilization"])
+            check_fits({m: model_spec(m) for m in models}, cluster, core.gpu_memory_utilization)
         except WarmbenchError as exc:
             raise _fail(str(exc), source, "models") from None
 

@@ -64,3 +64,27 @@ def _minimal_args(name: str) -> list[str]:
         "history": ["results"],
         "calibrate": ["run_dir", "--gpu", "H100-80GB"],
     }.get(name, [])
+
+
+def test_presets_lists_the_simulator_options_from_their_models() -> None:
+    """`presets` shows each option's default, accepted values and meaning as the options models
+    declare them; an ablation lists only the defaults it changes."""
+    from harness.commands.presets import _options_table
+
+    table = _options_table()
+    rows = list(zip(*(column._cells for column in table.columns)))
+    by_option: dict[tuple[str, str], tuple[str, ...]] = {}
+    system = ""
+    for row in rows:
+        system = row[0] or system
+        by_option[(system, row[1])] = row[2:]
+    assert by_option[("(any)", "engine_init_s")][:2] == ("auto", "a number >= 0 and <= 86400, or auto")
+    assert by_option[("(any)", "cuda_graphs")][:2] == ("true", "a boolean")
+    assert by_option[("warmserve", "window_s")][:2] == ("300", "a number >= 1 and <= 86400")
+    assert by_option[("vllm-ondemand", "scale_up")][:2] == ("0.8", "a number > 0 and <= 100")
+    assert by_option[("muxserve", "min_kv_fraction")][:2] == ("0.1", "a number >= 0 and < 1")
+    assert by_option[("warmserve", "warm_engine_init_s")][2] == "Engine start with device + engine prewarming (an assumption)"
+    ablation = [key for key in by_option if key[0] == "warmserve-no-prewarm (as warmserve)"]
+    assert ablation == [("warmserve-no-prewarm (as warmserve)", "prewarm")]
+    assert by_option[ablation[0]][0] == "false"
+    assert ("dedicated", "(none)") in by_option

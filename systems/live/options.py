@@ -47,8 +47,9 @@ import re
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
+from harness.contracts.options import Options
 from harness.contracts.redact import is_secret_key, redact_text, register_basic_auth, register_secret
 
 #: Upper bound of every duration option: about 4 months (larger ones overflow the event loop's timers).
@@ -109,8 +110,8 @@ def _check_url(value: str | None) -> str | None:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class _Strict(Options):
+    """The shared options base (harness/contracts/options.py): unknown names, NaN and inf refused."""
 
 
 class ClientOptions(_Strict):

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from harness.contracts.endpoint import Endpoint
 from harness.contracts.errors import WarmbenchError
 from harness.contracts.live import EventLog, LiveSystem
+from harness.contracts.options import validate
 from systems.live import openai, vllm
 from systems.live.options import ClientOptions, OpenAIOptions, ServerlessLLMOptions, VllmOptions, WarmServeOptions
 from systems.live.static import StaticSystem, auto_id_offset, endpoint_map
@@ -67,12 +68,10 @@ def parse_options(system: str, options: dict | None) -> tuple[ClientOptions, Any
     options = dict(options or {})
     client_keys = set(ClientOptions.model_fields)
     client = {k: options.pop(k) for k in list(options) if k in client_keys}
-    try:
-        return ClientOptions(**client), _REGISTRY[system].options(**options)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise WarmbenchError(f"live system {system!r}: option {where!r}: {first['msg']}") from None
+    # values may be credentials (api_key, headers, URLs with a password): errors never quote them
+    what, known = f"live system {system!r}: ", [*client_keys, *_REGISTRY[system].options.model_fields]
+    return (validate(ClientOptions, client, what=what, show_input=False, known=known),
+            validate(_REGISTRY[system].options, options, what=what, show_input=False, known=known))
 
 
 def build(system: str, options: Any, ctx: Context) -> LiveSystem:

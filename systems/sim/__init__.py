@@ -3,8 +3,8 @@
     simulate(workload, cluster, system, *, options=None, seed=0, duration_s=None, debug=False) -> RunResult
 
 `cluster` is a ClusterSpec, a preset name (`paper-16gpu`, `paper-16gpu-h100`, `sim-512gpu`) or a TOML path;
-`system` a registered name (`SYSTEMS`); `options` the core's CORE_OPTIONS (e.g.
-`engine_init_s`) plus the system's own `Policy.OPTIONS`; `duration_s` keeps arrivals before
+`system` a registered name (`SYSTEMS`); `options` the core's `CoreOptions` (e.g.
+`engine_init_s`) plus the system's own `Policy.Options` (options.py); `duration_s` keeps arrivals before
 it; `debug` checks memory and engine invariants after every event. Modules: specs (hardware,
 models), perf (roofline), engine (each instance's batch scheduler), memory / loading / lifecycle
 (GPU and host memory, load flows, instance and prewarm lives), core (time, events, requests, the
@@ -19,29 +19,32 @@ import gc
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
+from harness.contracts.options import validate
 from systems.sim import registry
-from systems.sim.core import CORE_OPTIONS, SimError, Simulator
+from systems.sim.core import SimError, Simulator
+from systems.sim.options import CoreOptions, SimOptions
 from systems.sim.specs import ClusterSpec, ModelSpec, model_spec, resolve_cluster
 
 if TYPE_CHECKING:
     from harness.contracts.result import RunResult
     from workloads.workload import Workload
 
-__all__ = ["simulate", "SYSTEMS", "SimError", "CORE_OPTIONS", "resolve_cluster", "model_spec", "split_options"]
+__all__ = ["simulate", "SYSTEMS", "SimError", "CoreOptions", "resolve_cluster", "model_spec", "split_options"]
 
 
 def split_options(system: str, options: Mapping[str, Any] | None, *,
-                  file: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Core options (with defaults) and the policy's own, each coerced to its declared type and
-    checked against its bounds (systems/sim/bounds.py); an unknown name or a bad value is an
-    InputError naming the option (and `file`, when the options came from one)."""
-    from systems.sim.bounds import CORE_BOUNDS, check_options
-
-    policy_bounds = registry.option_bounds(system)
-    checked = check_options(options or {}, {**CORE_BOUNDS, **policy_bounds}, where=f"system {system!r}: ",
-                            file=file)
-    core = {**CORE_OPTIONS, **{k: v for k, v in checked.items() if k in CORE_BOUNDS}}
-    mine = {k: v for k, v in checked.items() if k in policy_bounds}
+                  file: str | None = None) -> tuple[CoreOptions, SimOptions]:
+    """The core's options and the policy's own, each validated by its model (systems/sim/options.py):
+    coerced, defaults filled in, bounds checked; an unknown name or a bad value is an InputError
+    naming the option (and `file`, when the options came from one)."""
+    model = registry.options_model(system)
+    values = dict(options or {})
+    known = [*CoreOptions.model_fields, *model.model_fields]
+    what = f"system {system!r}: "
+    core = validate(CoreOptions, {k: v for k, v in values.items() if k in CoreOptions.model_fields},
+                    what=what, file=file, known=known)
+    mine = validate(model, {k: v for k, v in values.items() if k not in CoreOptions.model_fields},
+                    what=what, file=file, known=known)
     return core, mine
 
 
@@ -70,7 +73,7 @@ def simulate(workload: "Workload", cluster: ClusterSpec | str, system: str, *, o
     result.manifest.update({
         "kind": "sim",
         "system": system,
-        "options": {**core_opts, **policy.options},
+        "options": {**core_opts.model_dump(), **policy.options.model_dump()},
         "cluster": spec.name,
         "cluster_gpus": spec.num_gpus,
         "cluster_coefficients": [list(c) for c in spec.coefficients],  # calibrated overrides, if any

@@ -35,45 +35,15 @@ from systems.sim.specs import ClusterSpec, ModelSpec, check_fits, model_spec
 from systems.sim.tables import EventFields, EventRow, format_fields, run_result
 
 if TYPE_CHECKING:
+    from systems.sim.options import CoreOptions
     from systems.sim.policy import Policy
     from workloads.workload import Workload
-
-#: Options the core itself reads (policies declare theirs in Policy.OPTIONS).
-CORE_OPTIONS: dict[str, Any] = {
-    # engine init after the weights are resident; None: derived from its parts (startup.py: fixed
-    # + profile run + CUDA graph capture, grounded in vllm-pr-11005); a number replaces that
-    "engine_init_s": None,
-    # engine process start (Python, imports) before init: 0, as the WarmServe paper pre-spawns
-    # engine processes and CUDA contexts for every system it compares (PAPER.md s.2)
-    "process_start_s": 0.0,
-    "gpu_memory_utilization": 0.9,   # share of GPU memory an instance may use (weights + KV) by default
-    "block_size": 16,                # KV block size in tokens
-    "max_num_seqs": 256,             # engine batch limit
-    # prefill token budget per iteration, and the tokens of vLLM's profile run at engine init
-    # (startup.profile_tokens): the WarmServe reference starts every engine with
-    # --max-num-batched-tokens=100000 (LLMServe/WarmServe prewarm_manager.py create_engine,
-    # muxserve_utils.py); a system whose engines run with other args declares its own budget
-    # (start_instance(max_num_batched_tokens=), e.g. serverlessllm: vLLM's default)
-    "max_num_batched_tokens": 100_000,
-    "chunked_prefill_tokens": 0,     # > 0: chunked prefill with this token budget per iteration
-    # prompt + output limit, as vLLM's --max-model-len (the paper's setting, and the live vllm
-    # adapter's default): a longer request is rejected on arrival, as vLLM answers HTTP 400; 0 = none
-    "max_model_len": 2048,
-    "max_drain_s": 600.0,            # after the last arrival, how long to let requests finish
-    # engine mode: decode steps replay CUDA graphs (vLLM's default; its published latency tests run
-    # so) or run eager (`--enforce-eager`, the WarmServe paper's setting): systems/sim/perf.py
-    "cuda_graphs": True,
-    # TESTING ONLY: multiplies every engine iteration (prefill and decode) of this run, the planted
-    # regression that `warmbench bench gate` and tests/results/test_gate_stats.py measure the gate with
-    "test_slowdown": 1.0,
-}
-
 
 class Simulator:
     """Virtual-time cluster driven by one policy; `run()` returns the RunResult tables."""
 
     def __init__(self, workload: "Workload", cluster: ClusterSpec, policy: "Policy", *,
-                 options: dict[str, Any], seed: int = 0, duration_s: float | None = None, debug: bool = False,
+                 options: CoreOptions, seed: int = 0, duration_s: float | None = None, debug: bool = False,
                  models: Mapping[str, ModelSpec] | None = None) -> None:
         self.cluster, self.policy = cluster, policy
         self.options = options
@@ -86,16 +56,15 @@ class Simulator:
         self._next_id = 0
         self._events: list[EventRow] = []
         # options the core and its parts read
-        init = options.get("engine_init_s")
-        self.engine_init_s = None if init is None else float(init)
-        self.process_start_s = float(options.get("process_start_s", 0.0))
-        self.gpu_util = float(options["gpu_memory_utilization"])
-        self.block_size = int(options["block_size"])
-        self.max_num_seqs = int(options["max_num_seqs"])
-        self.max_batched_tokens = int(options["max_num_batched_tokens"])
-        self.chunk_budget = int(options["chunked_prefill_tokens"])
-        self.max_model_len = int(options["max_model_len"])
-        self.cuda_graphs = bool(options["cuda_graphs"])
+        self.engine_init_s = options.engine_init_s
+        self.process_start_s = options.process_start_s
+        self.gpu_util = options.gpu_memory_utilization
+        self.block_size = options.block_size
+        self.max_num_seqs = options.max_num_seqs
+        self.max_batched_tokens = options.max_num_batched_tokens
+        self.chunk_budget = options.chunked_prefill_tokens
+        self.max_model_len = options.max_model_len
+        self.cuda_graphs = options.cuda_graphs
         # resources
         self.memory = Memory(cluster)
         self.gpus: list[Gpu] = self.memory.gpus
@@ -108,7 +77,7 @@ class Simulator:
         if duration_s is not None:
             frame = frame[frame["arrival_s"] < duration_s]
         self.duration_s = float(duration_s) if duration_s is not None else (float(frame["arrival_s"].max()) if len(frame) else 0.0)
-        self.horizon_s = self.duration_s + float(options["max_drain_s"])
+        self.horizon_s = self.duration_s + options.max_drain_s
         self._frame = frame.reset_index(drop=True)
         #: what policies see: the workload truncated to the arrivals this run simulates
         self.workload = workload if duration_s is None else replace(workload, requests=self._frame)
@@ -144,7 +113,7 @@ class Simulator:
         pm = self._perf.get(key)
         if pm is None:
             pm = self._perf[key] = PerfModel(spec, gspec, tp, coefficients_for(gspec, self.cluster.coefficients),
-                                             cuda_graphs=self.cuda_graphs, test_slowdown=self.options["test_slowdown"])
+                                             cuda_graphs=self.cuda_graphs, test_slowdown=self.options.test_slowdown)
         return pm
 
     def node_gpus(self, node: int) -> list[int]:

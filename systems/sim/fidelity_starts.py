@@ -193,14 +193,15 @@ class _ColdStart(Policy):
 
 def _run_cold_start(spec: ModelSpec, tp: int, gpu: str, ssd_bytes_per_s: float, loader: str,
                     options: dict[str, Any]) -> Any:
-    from systems.sim.core import CORE_OPTIONS, Simulator
+    from systems.sim.core import Simulator
+    from systems.sim.options import CoreOptions
     from workloads.workload import Workload, canonical_frame
 
     node = NodeSpec(GPUS[gpu], gpus_per_node=max(tp, 1), ssd_bytes_per_s=ssd_bytes_per_s,
                     pcie_bytes_per_s=HOST_LINK_BYTES_PER_S.get(gpu, NodeSpec(GPUS[gpu]).pcie_bytes_per_s))
     cluster = ClusterSpec(f"fidelity-{gpu}", (node,))
     frame = canonical_frame(np.zeros(1), spec.name, np.array([16]), np.array([1]))
-    opts = {**CORE_OPTIONS, **options}
+    opts = CoreOptions.model_validate(options)
     sim = Simulator(Workload(frame, {"source": "fidelity"}), cluster, _ColdStart(loader, tp), options=opts,
                     models={spec.name: spec})
     return sim.run().events

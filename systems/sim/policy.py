@@ -1,8 +1,9 @@
 """The base class of a simulated serving system, and the typed cluster API it drives.
 
 A system is a `Policy` subclass in one module of `systems/sim/policies/` that registers
-itself: `registry.register("name", MyPolicy)` (the class is the factory; its `OPTIONS` declare
-the options it takes, `BOUNDS` their types and ranges). The core knows nothing of any policy.
+itself: `registry.register("name", MyPolicy)` (the class is the factory; its `Options`, a pydantic
+model of systems/sim/options.py, declares the options it takes: name, default, bounds, meaning).
+The core knows nothing of any policy.
 Every hook receives `sim`, a `ClusterAPI` (what the simulator core offers a policy, nothing
 more), and runs at `sim.now_s`; none may block. Requests, instances and prewarms
 (systems/sim/entities.py) are read-only to a policy except through the API's operations.
@@ -24,7 +25,7 @@ Hooks (override what you need; defaults route least-in-flight-with-room and retr
 Start kinds are set by the core: `warm` (dispatched on arrival to a ready instance), `queued`
 (parked first, then a ready instance), else the instance's start kind `cold` / `prewarmed`
 (dispatched while it was starting). Options: `simulate(..., options=)` passes one dict; the core
-takes CORE_OPTIONS (core.py) and the policy its own `OPTIONS`; an unknown name is a user error.
+takes `CoreOptions` (options.py) and the policy its own `Options`; an unknown name is a user error.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Protocol, Sequence
 
+from harness.contracts.options import validate
+from systems.sim.options import NoOptions, SimOptions
+
 if TYPE_CHECKING:
-    from systems.sim.bounds import Bound
     from systems.sim.entities import Gpu, Instance, Prewarm, Request
     from systems.sim.perf import PerfModel
     from systems.sim.specs import ClusterSpec, ModelSpec
@@ -143,10 +146,10 @@ class ClusterAPI(Protocol):
 class Policy:
     """Default behaviour: route to the least-loaded instance with room, never start anything."""
 
-    #: option name -> default value; values from the CLI arrive as str/int/float/bool.
-    OPTIONS: ClassVar[dict[str, Any]] = {}
-    #: option name -> declared type and bounds (systems/sim/bounds.py); one per OPTIONS entry.
-    BOUNDS: ClassVar[dict[str, "Bound"]] = {}
+    #: the options model: one field per option, with its default and bounds (systems/sim/options.py)
+    Options: ClassVar[type[SimOptions]] = NoOptions
+    #: the validated options (a subclass narrows the type to its own model)
+    options: SimOptions
     #: period of `on_tick` in seconds; None: no ticks.
     tick_s: float | None = None
     #: concurrent requests an instance takes before it counts as full
@@ -157,12 +160,15 @@ class Policy:
     #: the loader of its prewarms (weights loaded without an engine), where it makes any.
     PREWARM_LOADER: ClassVar[str] = "dma"
 
-    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
-        from systems.sim.bounds import check_options
-
-        merged = dict(self.OPTIONS)
-        merged.update(options or {})
-        self.options = check_options(merged, self.BOUNDS, where=f"{type(self).__name__}: ")
+    def __init__(self, options: SimOptions | Mapping[str, Any] | None = None) -> None:
+        """`options`: values by name (validated here: coerced, defaults filled in, bounds checked)
+        or an instance of `Options` already validated (systems.sim.split_options)."""
+        if isinstance(options, SimOptions):
+            if not isinstance(options, self.Options):
+                raise TypeError(f"{type(self).__name__} takes {self.Options.__name__}, not {type(options).__name__}")
+            self.options = options
+        else:
+            self.options = validate(self.Options, options, what=f"{type(self).__name__}: ")
 
     # ---- hooks -----------------------------------------------------------------------
     def setup(self, sim: "ClusterAPI") -> None:

@@ -1,35 +1,45 @@
-"""Name -> policy factory. Every module under `systems/sim/policies/` is imported once and
-registers its systems with `register(name, factory)`, where `factory(options) -> Policy`.
-
-The factory is usually the Policy subclass itself; its `OPTIONS` (name -> default) declare the
-options it accepts (a factory function may carry an `OPTIONS` attribute for the same purpose).
+"""Name -> (policy class, options model). Every module under `systems/sim/policies/` is imported
+once and registers its systems with `register(name, PolicyClass)`; the class's `Options` (a
+pydantic model, systems/sim/options.py) is the one declaration of the options it takes.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 from harness.contracts.errors import WarmbenchError
+from systems.sim.options import CoreOptions, SimOptions
 from systems.sim.policy import Policy
 
-Factory = Callable[[Mapping[str, Any]], Policy]
 
-_FACTORIES: dict[str, Factory] = {}
+@dataclass(frozen=True)
+class Entry:
+    policy: type[Policy]
+    options: type[SimOptions]
+
+
+_REGISTRY: dict[str, Entry] = {}
 _discovered = False
 
 
-def register(name: str, factory: Factory) -> Factory:
-    """Make `name` available to `simulate` and the CLI; returns the factory (usable as a decorator helper)."""
-    if name in _FACTORIES and _FACTORIES[name] is not factory:
+def register(name: str, policy: type[Policy]) -> type[Policy]:
+    """Make `name` available to `simulate` and the CLI; returns the class."""
+    new = Entry(policy, getattr(policy, "Options", None))  # type: ignore[arg-type]
+    if name in _REGISTRY and _REGISTRY[name] != new:
         raise ValueError(f"system {name!r} is registered twice")
-    options = set(getattr(factory, "OPTIONS", {}) or {})
-    bounded = set(getattr(factory, "BOUNDS", {}) or {})
-    if options != bounded:  # every option declares its type and bounds (systems/sim/bounds.py)
-        raise ValueError(f"system {name!r}: OPTIONS and BOUNDS differ in {sorted(options ^ bounded)}")
-    _FACTORIES[name] = factory
-    return factory
+    if not (isinstance(new.options, type) and issubclass(new.options, SimOptions)):
+        raise ValueError(f"system {name!r}: its Options must be a systems.sim.options.SimOptions model")
+    shared = sorted(set(new.options.model_fields) & set(CoreOptions.model_fields))
+    if shared:  # one value would set both: the core's and the policy's
+        raise ValueError(f"system {name!r}: options {shared} are the core's (systems/sim/options.py CoreOptions)")
+    stale = [attr for attr in ("OPTIONS", "BOUNDS") if hasattr(policy, attr)]
+    if stale:  # the options are declared once, in the model: no second table to drift from it
+        raise ValueError(f"system {name!r}: declare options in its Options model, not {', '.join(stale)}")
+    _REGISTRY[name] = new
+    return policy
 
 
 def discover() -> None:
@@ -47,28 +57,23 @@ def discover() -> None:
 
 def names() -> tuple[str, ...]:
     discover()
-    return tuple(sorted(_FACTORIES))
+    return tuple(sorted(_REGISTRY))
 
 
-def _factory(name: str) -> Factory:
-    """The registered factory of system `name`; an unknown name is a user error listing the known ones."""
+def entry(name: str) -> Entry:
+    """The registered entry of system `name`; an unknown name is a user error listing the known ones."""
     discover()
-    factory = _FACTORIES.get(name)
-    if factory is None:
-        raise WarmbenchError(f"unknown system {name!r}; registered: {', '.join(sorted(_FACTORIES)) or 'none'}")
-    return factory
+    found = _REGISTRY.get(name)
+    if found is None:
+        raise WarmbenchError(f"unknown system {name!r}; registered: {', '.join(sorted(_REGISTRY)) or 'none'}")
+    return found
 
 
-def create(name: str, options: Mapping[str, Any]) -> Policy:
-    """Build the policy of system `name` with its options."""
-    return _factory(name)(options)
+def create(name: str, options: SimOptions | Mapping[str, Any] | None) -> Policy:
+    """Build the policy of system `name` with its options (validated by its model if not yet)."""
+    return entry(name).policy(options)
 
 
-def option_defaults(name: str) -> dict[str, Any]:
-    """The policy's declared options (name -> default), without building it."""
-    return dict(getattr(_factory(name), "OPTIONS", {}) or {})
-
-
-def option_bounds(name: str) -> dict[str, Any]:
-    """The policy's declared option bounds (name -> systems.sim.bounds.Bound)."""
-    return dict(getattr(_factory(name), "BOUNDS", {}) or {})
+def options_model(name: str) -> type[SimOptions]:
+    """The options model of system `name`: its fields, defaults and bounds, without building it."""
+    return entry(name).options

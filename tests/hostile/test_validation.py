@@ -4,14 +4,18 @@ file, no traceback, and nothing runs or gets written (issue 12, "validation at t
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
+from pydantic import Field, ValidationError
 
 from harness.cli import main
 from harness.contracts.errors import InputError
-from systems.sim import CORE_OPTIONS, registry
-from systems.sim.bounds import CORE_BOUNDS, check_options
+from harness.contracts.options import validate
+from systems.sim import CoreOptions, registry, split_options
+from systems.sim.options import Count, SimOptions
+from systems.sim.policy import Policy
 
 BAD_NUMBERS = ["-1", "nan", "inf", "-inf", "1e30", "99999999999999999999999", "abc", "", "[1]"]
 
@@ -36,30 +40,57 @@ def sim(tmp_path: Path, *extra: str, system: str = "vllm-ondemand") -> list[str]
 
 # ---------------------------------------------------------------- option bounds
 
+def _option_models() -> list[type[SimOptions]]:
+    return [CoreOptions, *(registry.options_model(name) for name in registry.names())]
+
+
 def test_every_option_of_every_system_declares_bounds_its_default_meets() -> None:
-    assert set(CORE_BOUNDS) == set(CORE_OPTIONS)
-    check_options(CORE_OPTIONS, CORE_BOUNDS)
     assert len(registry.names()) >= 9  # the README's systems: the loop below is not vacuous
+    for model in _option_models():
+        model()  # defaults are validated: raises if a default breaks its own bound
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name}: say what the option is (a docstring)"
+
+    class BadDefault(SimOptions):
+        size: Count = Field(0, ge=1)
+        """A size whose default breaks its bound."""
+
+    with pytest.raises(ValidationError, match="size"):
+        BadDefault()
+
+
+def test_a_policy_declares_its_options_once() -> None:
+    """One options model per system (name, default, bounds, meaning), registered with the class;
+    no second table (the old OPTIONS + BOUNDS pair) to drift from it: `register` refuses one."""
     for name in registry.names():
-        factory = registry._FACTORIES[name]
-        check_options(factory.OPTIONS, factory.BOUNDS)  # raises if a default breaks its own bound
+        entry = registry.entry(name)
+        assert entry.options is entry.policy.Options and issubclass(entry.options, SimOptions)
+        assert not hasattr(entry.policy, "OPTIONS") and not hasattr(entry.policy, "BOUNDS"), name
 
-
-def test_the_registry_refuses_options_without_bounds_and_a_name_taken_twice() -> None:
-    """Why every registered system's OPTIONS and BOUNDS agree: `register` refuses otherwise."""
-    class Unbounded:
+    class Twice(Policy):
         OPTIONS = {"speed": 1.0}
-        BOUNDS: dict = {}
 
-    with pytest.raises(ValueError, match="OPTIONS and BOUNDS differ in \\['speed'\\]"):
-        registry.register("h16-probe-unbounded", Unbounded)  # type: ignore[arg-type]
-    assert "h16-probe-unbounded" not in registry.names()
+    class NotAModel(Policy):
+        Options = dict  # type: ignore[assignment]
+
+    class ClashOptions(SimOptions):
+        block_size: Count = Field(8, ge=1)
+        """The core's option again."""
+
+    class Clash(Policy):
+        Options = ClashOptions
+
+    for policy, why in ((Twice, "declare options in its Options model, not OPTIONS"),
+                        (NotAModel, "must be a systems.sim.options.SimOptions model"), (Clash, "the core's")):
+        with pytest.raises(ValueError, match=why):
+            registry.register("h16-probe", policy)
+    assert "h16-probe" not in registry.names()
     taken = registry.names()[0]
     with pytest.raises(ValueError, match="registered twice"):
-        registry.register(taken, Unbounded)  # type: ignore[arg-type]
+        registry.register(taken, Twice)
 
 
-@pytest.mark.parametrize("option", sorted(CORE_OPTIONS))
+@pytest.mark.parametrize("option", sorted(CoreOptions.model_fields))
 @pytest.mark.parametrize("value", BAD_NUMBERS)
 def test_core_option_bad_values(option: str, value: str, tmp_path: Path, capsys) -> None:
     rc, err = cli(sim(tmp_path, "--option", f"{option}={value}"), capsys)
@@ -95,9 +126,33 @@ def test_unknown_option_lists_the_known_ones(tmp_path: Path, capsys) -> None:
 
 
 def test_coerce_accepts_good_values() -> None:
-    out = check_options({"tick_s": "0.25", "capacity": 8.0, "window_s": 3}, registry.option_bounds("vllm-ondemand"))
-    assert out == {"tick_s": 0.25, "capacity": 8, "window_s": 3.0}
-    assert isinstance(out["capacity"], int) and isinstance(out["window_s"], float)
+    """The CLI gives strings and TOML numbers of either kind: both reach the model as its types."""
+    out = validate(registry.options_model("vllm-ondemand"), {"tick_s": "0.25", "capacity": 8.0, "window_s": 3})
+    assert (out.tick_s, out.capacity, out.window_s) == (0.25, 8, 3.0)
+    assert isinstance(out.capacity, int) and isinstance(out.window_s, float)
+    core, mine = split_options("warmserve", {"engine_init_s": "auto", "cuda_graphs": "off", "prewarm": "False",
+                                             "placement": 1, "block_size": "32", "max_model_len": "1e3"})
+    assert core.engine_init_s is None and core.cuda_graphs is False and core.block_size == 32
+    assert core.max_model_len == 1000 and isinstance(core.max_model_len, int)
+    assert mine.prewarm is False and mine.placement is True
+    assert split_options("dedicated", {"engine_init_s": " AUTO "})[0].engine_init_s is None
+    assert split_options("dedicated", {"engine_init_s": "4"})[0].engine_init_s == 4.0
+
+
+@pytest.mark.parametrize("option,value,why", [
+    ("cuda_graphs", True, None), ("block_size", True, "not a number (bool)"), ("tick_s", [1], "not a number (list)"),
+    ("capacity", "1.5", "not a whole number"), ("prewarm", 2, "not a boolean"), ("prewarm", "maybe", "not a boolean"),
+    ("engine_init_s", "automatic", "not a number"), ("tick_s", "1e400", "not finite"),
+])
+def test_coercion_refuses_what_it_cannot_read(option: str, value: object, why: str | None) -> None:
+    if why is None:
+        split_options("warmserve", {option: value})
+        return
+    with pytest.raises(InputError, match=re.escape(why)) as caught:
+        split_options("warmserve", {option: value}, file="exp.toml")
+    message = str(caught.value)
+    assert message.startswith(f"file exp.toml, field '{option}': system 'warmserve': option '{option}':"), message
+    assert len(message.splitlines()) == 1
 
 
 def test_policy_built_directly_checks_its_options() -> None:
@@ -342,10 +397,15 @@ def test_check_runs_accepts_the_shipped_presets() -> None:
 
 
 def test_nan_is_not_finite_anywhere() -> None:
-    for bound in CORE_BOUNDS.values():
-        if bound.kind is float:
-            with pytest.raises(InputError):
-                check_options({"x": math.nan}, {"x": bound})
+    numeric = 0
+    for model in _option_models():
+        for name, field in model.model_fields.items():
+            if field.annotation in (int, float, float | None):
+                numeric += 1
+                for nan in (math.nan, "nan", math.inf, "-inf"):
+                    with pytest.raises(InputError, match=name):
+                        validate(model, {name: nan})
+    assert numeric >= 30
 
 
 def test_model_a_policy_cannot_place_fails_with_a_reason() -> None:

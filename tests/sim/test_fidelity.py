@@ -171,8 +171,8 @@ def test_cuda_graphs_option_reaches_the_simulation():
     eager = serving_value(row, cuda_graphs=False)
     graphs = serving_value(row, cuda_graphs=True)
     assert eager > 1.15 * graphs
-    assert split_options("dedicated", {"cuda_graphs": "false"})[0]["cuda_graphs"] is False
-    assert split_options("dedicated", {})[0]["cuda_graphs"] is True       # vLLM's default
+    assert split_options("dedicated", {"cuda_graphs": "false"})[0].cuda_graphs is False
+    assert split_options("dedicated", {})[0].cuda_graphs is True       # vLLM's default
     with pytest.raises(InputError, match="cuda_graphs"):
         split_options("dedicated", {"cuda_graphs": "maybe"})
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from systems.sim import CORE_OPTIONS
+from systems.sim import CoreOptions
 from systems.sim.core import Simulator
 from systems.sim.policy import Policy
 from systems.sim.specs import ClusterSpec, NodeSpec, GPUS, resolve_cluster
@@ -34,9 +34,7 @@ def small_cluster(nodes: int = 1, gpus: int = 8, **node_kw: Any) -> ClusterSpec:
 def run_policy(wl: Workload, policy: Policy, cluster: ClusterSpec | str = "paper-16gpu",
                debug: bool = True, **options: Any) -> tuple[Simulator, Any]:
     """Run a policy object directly (no registry); returns the simulator and its RunResult."""
-    opts = dict(CORE_OPTIONS)
-    opts.update(options)
-    sim = Simulator(wl, resolve_cluster(cluster), policy, options=opts, debug=debug)
+    sim = Simulator(wl, resolve_cluster(cluster), policy, options=CoreOptions.model_validate(options), debug=debug)
     return sim, sim.run()
 
 

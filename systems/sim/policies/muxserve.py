@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+from pydantic import Field
 
 from harness.contracts.errors import WarmbenchError
-from systems.sim.bounds import count, fraction
+from systems.sim.options import Count, Fraction, SimOptions
 from systems.sim.policy import BATCH_CAPACITY, Policy
 from systems.sim.registry import register
 
@@ -124,23 +126,29 @@ def model_demand(sim: "ClusterAPI", model: str) -> float:
     return tokens * sim.model(model).weight_bytes
 
 
+class MuxServeOptions(SimOptions):
+    """Options of `muxserve`."""
+
+    group_size: Count = Field(0, ge=0, le=4096)
+    """GPUs per shared group; 0: see default_group_size."""
+    model_max_num_seqs: Count = Field(BATCH_CAPACITY, ge=1, le=1_000_000)
+    """Per model engine (bounded, as MuxServe's configs set it)."""
+    min_kv_fraction: Fraction = Field(0.1, lt=1.0)
+    """A group must keep this share of usable memory for KV."""
+
+
 class MuxServe(Policy):
     """Every model on its group for the whole run: warm at t = 0, compute and KV shared."""
 
     #: vLLM's default; never used here: no cold starts, the instances exist before t = 0
     LOADER = "safetensors"
 
-    OPTIONS: ClassVar[dict[str, Any]] = {
-        "group_size": 0,        # GPUs per shared group; 0: see default_group_size
-        "model_max_num_seqs": BATCH_CAPACITY,  # per model engine (bounded, as MuxServe's configs set it)
-        "min_kv_fraction": 0.1, # a group must keep this share of usable memory for KV
-    }
-    BOUNDS = {"group_size": count(0, 4096), "model_max_num_seqs": count(1, 1_000_000),
-              "min_kv_fraction": fraction(zero_ok=True, one_ok=False)}
+    Options = MuxServeOptions
+    options: MuxServeOptions
 
-    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, options: SimOptions | Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
-        self.max_num_seqs = self.options["model_max_num_seqs"]
+        self.max_num_seqs = self.options.model_max_num_seqs
         self.capacity = self.max_num_seqs
         self.unplaced: dict[str, str] = {}
 
@@ -148,14 +156,14 @@ class MuxServe(Policy):
         models = [MuxModel(m, sim.model(m).weight_bytes, sim.model(m).kv_bytes_per_token, sim.model(m).tp,
                            model_demand(sim, m)) for m in sim.workload_models]
         per_node = [n.gpus_per_node for n in sim.cluster.nodes]
-        size = int(self.options["group_size"]) or default_group_size(
+        size = self.options.group_size or default_group_size(
             len(models), max([m.min_tp for m in models] or [1]), per_node, [sim.model(m.name).heads for m in models])
         size = min(size, max(per_node))
         usable = int(sim.gpu_util * min(n.gpu.memory_bytes for n in sim.cluster.nodes))
         groups, unplaced = place_models(models, split_groups(per_node, size), usable,
-                                        float(self.options["min_kv_fraction"]))
+                                        self.options.min_kv_fraction)
         self.unplaced = {m: f"muxserve: model {m} fits no group of {size} GPUs beside the others "
-                            f"(min_kv_fraction {self.options['min_kv_fraction']:g}; try option group_size)"
+                            f"(min_kv_fraction {self.options.min_kv_fraction:g}; try option group_size)"
                          for m in unplaced}
         if unplaced:
             sim.log("placement", fields={"unplaced": ",".join(unplaced)})

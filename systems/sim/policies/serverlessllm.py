@@ -7,9 +7,11 @@ placement preferring a node caching the checkpoint. Leaves out: live migration, 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from systems.sim.bounds import MIN_TICK_S, count, seconds
+from pydantic import Field
+
+from systems.sim.options import MIN_TICK_S, Count, Integer, Seconds, SimOptions
 from systems.sim.policy import BATCH_CAPACITY, Policy
 from systems.sim.registry import register
 from systems.sim.startup import vllm_default_batched_tokens
@@ -19,34 +21,40 @@ if TYPE_CHECKING:
     from systems.sim.policy import ClusterAPI
 
 
+class ServerlessLLMOptions(SimOptions):
+    """Options of `serverlessllm`."""
+
+    keep_alive_s: Seconds = Field(30.0, le=1e7)
+    """Surplus (or idle) instances stop after this long."""
+    host_memory_bytes: Integer = Field(-1, ge=-1, le=2**50)
+    """Checkpoint cache per node; < 0: the node's host memory."""
+    capacity: Count = Field(BATCH_CAPACITY, ge=1, le=1_000_000)
+    """Concurrent requests per instance."""
+    tick_s: Seconds = Field(1.0, ge=MIN_TICK_S, le=3600.0)
+    """Keep-alive check period."""
+    engine_max_num_batched_tokens: Count = Field(0, ge=0, le=10**9)
+    """Its engines' max_num_batched_tokens (prefill budget and profile-run tokens); 0: vLLM's default,
+    max(max_model_len, 2048), as ServerlessLLM's vLLM backend passes no budget (ServerlessLLM
+    sllm/backends/vllm_backend.py: only max_model_len, TP, gpu_memory_utilization, enforce_eager,
+    prefix caching, dtype) and the paper ran ServerlessLLM itself (the reference's
+    trace-generator/request_generator.py SERVERLESSLLM path), not the reference's engine args."""
+
+
 class ServerlessLLM(Policy):
     #: its own checkpoint format and loader (sllm-store): from the host-memory pool it caches
     #: checkpoints in, else from SSD (systems/sim/startup.py)
     LOADER = "serverlessllm"
-    OPTIONS: ClassVar[dict[str, Any]] = {
-        "keep_alive_s": 30.0,       # surplus (or idle) instances stop after this long
-        "host_memory_bytes": -1,    # checkpoint cache per node; < 0: the node's host memory
-        "capacity": BATCH_CAPACITY, # concurrent requests per instance
-        "tick_s": 1.0,              # keep-alive check period
-        # its engines' max_num_batched_tokens (prefill budget and profile-run tokens); 0: vLLM's default,
-        # max(max_model_len, 2048), as ServerlessLLM's vLLM backend passes no budget (ServerlessLLM
-        # sllm/backends/vllm_backend.py: only max_model_len, TP, gpu_memory_utilization, enforce_eager,
-        # prefix caching, dtype) and the paper ran ServerlessLLM itself (the reference's
-        # trace-generator/request_generator.py SERVERLESSLLM path), not the reference's engine args
-        "engine_max_num_batched_tokens": 0,
-    }
-    BOUNDS = {"keep_alive_s": seconds(high=1e7), "host_memory_bytes": count(-1, 2**50),
-              "capacity": count(1, 1_000_000), "tick_s": seconds(low=MIN_TICK_S, high=3600.0),
-              "engine_max_num_batched_tokens": count(0, 10**9)}
+    Options = ServerlessLLMOptions
+    options: ServerlessLLMOptions
 
-    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, options: SimOptions | Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
         o = self.options
-        self.keep_alive_s = o["keep_alive_s"]
-        self.host_budget = o["host_memory_bytes"]
-        self.capacity = o["capacity"]
-        self.tick_s = o["tick_s"]
-        self.engine_budget = o["engine_max_num_batched_tokens"]
+        self.keep_alive_s = o.keep_alive_s
+        self.host_budget = o.host_memory_bytes
+        self.capacity = o.capacity
+        self.tick_s = o.tick_s
+        self.engine_budget = o.engine_max_num_batched_tokens
         self.idle_since: dict[int, float] = {}
         self._reclaiming = False
         self.surplus_since: dict[str, float] = {}

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
+from pydantic import Field
+
 from systems.sim.autoscale import Autoscaler
-from systems.sim.bounds import MIN_TICK_S, Bound, count, number, seconds
+from systems.sim.options import MIN_TICK_S, Count, Real, Seconds, SimOptions
 from systems.sim.policy import BATCH_CAPACITY, Policy
 from systems.sim.registry import register
 
@@ -20,21 +22,35 @@ if TYPE_CHECKING:
     from systems.sim.policy import ClusterAPI
 
 
+class VllmOnDemandOptions(SimOptions):
+    """Options of `vllm-ondemand`: the reference autoscaler's settings (docs/paper.md s.2)."""
+
+    capacity: Count = Field(BATCH_CAPACITY, ge=1, le=1_000_000)
+    """Concurrent requests per instance (the reference's BATCH_SIZE)."""
+    tick_s: Seconds = Field(0.5, ge=MIN_TICK_S, le=3600.0)
+    """Autoscaler period: the reference samples every 0.5 s."""
+    window_s: Seconds = Field(5.0, gt=0.0, le=3600.0)
+    """Averaging window of the in-flight samples: the reference's 5 s."""
+    scale_up: Real = Field(0.8, gt=0.0, le=100.0)
+    """Start an instance when the mean in-flight exceeds this share of the instances' capacity (0.8)."""
+    scale_down: Real = Field(0.5, ge=0.0, le=100.0)
+    """Stop one when it falls below this share (0.5)."""
+    min_age_s: Seconds = Field(5.0, le=86_400.0)
+    """Instances younger than this are kept (5 s)."""
+
+
 class VllmOnDemand(Policy):
     #: vLLM's default load format: safetensors, read from the node's SSD (nothing is cached)
     LOADER = "safetensors"
-    OPTIONS = {"capacity": BATCH_CAPACITY, "tick_s": 0.5, "window_s": 5.0, "scale_up": 0.8, "scale_down": 0.5, "min_age_s": 5.0}
-    BOUNDS = {"capacity": count(1, 1_000_000), "tick_s": seconds(low=MIN_TICK_S, high=3600.0),
-              "window_s": seconds(positive=True, high=3600.0), "scale_up": Bound(float, 0.0, 100.0, low_open=True),
-              "scale_down": number(0.0, 100.0), "min_age_s": seconds(high=86_400.0)}
+    Options = VllmOnDemandOptions
+    options: VllmOnDemandOptions
 
-    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, options: SimOptions | Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
         o = self.options
-        self.capacity = int(o["capacity"])
-        self.tick_s = float(o["tick_s"])
-        self.scaler = Autoscaler(float(o["window_s"]), float(o["scale_up"]), float(o["scale_down"]),
-                                 float(o["min_age_s"]), self.capacity)
+        self.capacity = o.capacity
+        self.tick_s = o.tick_s
+        self.scaler = Autoscaler(o.window_s, o.scale_up, o.scale_down, o.min_age_s, self.capacity)
 
     def start(self, sim: "ClusterAPI", model: str) -> "Instance | None":
         group = sim.first_free_group(sim.model(model).tp)

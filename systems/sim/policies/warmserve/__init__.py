@@ -1,13 +1,14 @@
 """WarmServe (PAPER.md s.2) and its ablations as simulator systems.
 
-Modules: `forecast` (CSP), `placement` (evict-aware prewarm placement), `load` (window
-concurrency, KV reservation), `policy` (the controller). Registered names: `warmserve`,
-`warmserve-no-kv-prewarm`, `warmserve-no-prewarm` (autoscaler only), `warmserve-no-placement`
-(round-robin); the window-size ablation is the `window_s` option.
+Modules: `placement` (evict-aware prewarm placement), `load` (window concurrency, KV
+reservation), `options` (its options and the ablations'), `policy` (the controller). Registered
+names: `warmserve`, `warmserve-no-kv-prewarm`, `warmserve-no-prewarm` (autoscaler only),
+`warmserve-no-placement` (round-robin); the window-size ablation is the `window_s` option.
 """
 
 from __future__ import annotations
 
+from systems.sim.policies.warmserve.options import NoKvPrewarmOptions, NoPlacementOptions, NoPrewarmOptions
 from systems.sim.policies.warmserve.policy import WarmServe
 from systems.sim.registry import register
 
@@ -15,19 +16,19 @@ from systems.sim.registry import register
 class WarmServeNoKvPrewarm(WarmServe):
     """Prewarms only on GPUs without an instance: dedicated instances keep all their KV."""
 
-    OPTIONS = {**WarmServe.OPTIONS, "kv_prewarm": False}
+    Options = NoKvPrewarmOptions
 
 
 class WarmServeNoPrewarm(WarmServe):
     """The autoscaler and router alone: no forecast, no prewarmed weights."""
 
-    OPTIONS = {**WarmServe.OPTIONS, "prewarm": False}
+    Options = NoPrewarmOptions
 
 
 class WarmServeNoPlacement(WarmServe):
     """Prewarm replicas placed round-robin instead of evict-aware."""
 
-    OPTIONS = {**WarmServe.OPTIONS, "placement": False}
+    Options = NoPlacementOptions
 
 
 register("warmserve", WarmServe)

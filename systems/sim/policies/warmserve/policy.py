@@ -9,16 +9,17 @@ Leaves out: CUDA VMM mapping costs and NCCL prewarming (folded into `warm_engine
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from systems.sim.autoscale import Autoscaler
 from workloads.forecast import Forecast, history_series, predict, rebin_is_exact
-from systems.sim.bounds import MIN_TICK_S, count, flag, seconds
+from systems.sim.options import SimOptions
 from systems.sim.policies.warmserve.load import ConcurrencyTracker, kv_reserved_bytes
+from systems.sim.policies.warmserve.options import WarmServeOptions
 from systems.sim.policies.warmserve.placement import (
     Demand, Replica, align_up, place, place_round_robin, rescore,
 )
-from systems.sim.policy import BATCH_CAPACITY, Policy
+from systems.sim.policy import Policy
 
 if TYPE_CHECKING:
     from systems.sim.entities import Instance, Prewarm, Request
@@ -37,46 +38,23 @@ class WarmServe(Policy):
     LOADER = "pinned"
     PREWARM_LOADER = "pinned"
 
-    OPTIONS: ClassVar[dict[str, Any]] = {
-        "window_s": 300.0,          # forecast and re-planning window
-        "capacity": BATCH_CAPACITY, # concurrent requests per instance (reference BATCH_SIZE)
-        "tick_s": 0.5,              # controller period (autoscaler, KV reservation, prewarm checks)
-        # engine start with device + engine prewarming (an assumption); it holds no profile run: the
-        # reference's workers hand the prewarm pool's free memory to determine_num_available_blocks,
-        # which then skips profile_run "for faster coldstart" (LLMServe/WarmServe controller/utils.py,
-        # vllm/worker/worker.py), and with unified memory every engine starts from a prewarm
-        "warm_engine_init_s": 0.5,
-        "prewarm": True,            # model prewarming (False: autoscaler only)
-        "kv_prewarm": True,         # lend unneeded KV of dedicated instances to prewarms
-        "placement": True,          # evict-aware placement (False: round-robin)
-        "host_cache": True,         # checkpoints of every model pinned in host memory where they fit
-        "replan_s": 5.0,            # after cluster changes, re-plan prewarms at most this often
-        "n_recent": 10,             # CSP correction windows
-        # the first window's prewarms are resident when the replay starts (the replay is a slice
-        # of a running day, as dedicated's instances and serverlessllm's host cache are); False
-        # loads them from t = 0, a cold cluster
-        "warm_start": True,
-    }
-    #: window_s >= 1 s: a tiny forecast window would mean millions of windows per run
-    BOUNDS = {"window_s": seconds(low=1.0, high=86_400.0), "capacity": count(1, 1_000_000),
-              "tick_s": seconds(low=MIN_TICK_S, high=3600.0), "warm_engine_init_s": seconds(high=86_400.0),
-              "prewarm": flag(), "kv_prewarm": flag(), "placement": flag(), "host_cache": flag(),
-              "replan_s": seconds(positive=True, high=86_400.0), "n_recent": count(1, 10_000), "warm_start": flag()}
+    Options = WarmServeOptions
+    options: WarmServeOptions
 
-    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, options: SimOptions | Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
         o = self.options
-        self.window_s = o["window_s"]
-        self.capacity = o["capacity"]
-        self.tick_s = o["tick_s"]
-        self.init_s = o["warm_engine_init_s"]
-        self.prewarm_on = o["prewarm"]
-        self.kv_on = o["kv_prewarm"] and self.prewarm_on
-        self.placement_on = o["placement"]
-        self.host_cache = o["host_cache"]
-        self.replan_s = o["replan_s"]
-        self.n_recent = o["n_recent"]
-        self.warm_start = o["warm_start"]
+        self.window_s = o.window_s
+        self.capacity = o.capacity
+        self.tick_s = o.tick_s
+        self.init_s = o.warm_engine_init_s
+        self.prewarm_on = o.prewarm
+        self.kv_on = o.kv_prewarm and self.prewarm_on
+        self.placement_on = o.placement
+        self.host_cache = o.host_cache
+        self.replan_s = o.replan_s
+        self.n_recent = o.n_recent
+        self.warm_start = o.warm_start
         self.scaler = Autoscaler(capacity=self.capacity)
         self.trackers: dict[str, ConcurrencyTracker] = {}
         self.history: dict[str, dict[int, tuple[float, float]]] = {}
