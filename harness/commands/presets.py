@@ -12,7 +12,8 @@ from harness import experiment
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("presets", help="list experiment, workload and cluster presets and simulated systems")
+    p = subparsers.add_parser("presets", help="list experiment, workload and cluster presets, simulated systems "
+                                              "and their options")
     p.set_defaults(handler=handle)
 
 

@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--duration-s", type=positive_float, help="simulate only arrivals before this time")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="core option (engine_init_s, block_size, ...) or the system's own; repeatable")
+                   help="core option (engine_init_s, block_size, ...) or the system's own; repeatable "
+                        "(`warmbench presets` lists them: default, accepted values, meaning)")
     p.add_argument("--debug", action="store_true", help="check memory and engine invariants after every event")
     p.add_argument("--out", type=path_arg, required=True, help="run directory to write")
     p.set_defaults(handler=run)
