@@ -161,6 +161,21 @@ def test_policy_built_directly_checks_its_options() -> None:
         VllmOnDemand({"tick_s": 0})
 
 
+def test_live_options_go_through_the_same_converter_and_never_quote_a_value() -> None:
+    """Live options are validated by the same layer (one line naming the option, InputError: exit
+    2), but their values may be credentials: the line names the option, never the value."""
+    from systems.live.registry import parse_options
+
+    secret = "sk-h16-do-not-print"
+    for options, needle in (({"timeout_s": secret}, "option 'timeout_s'"),
+                            ({"vocab_size": secret}, "option 'vocab_size'"),
+                            ({"port": secret}, "unknown option 'port'; known: api, api_key")):
+        with pytest.raises(InputError, match=re.escape(needle)) as caught:
+            parse_options("openai", options)
+        assert str(caught.value).startswith("live system 'openai': ")
+        assert secret not in str(caught.value) and len(str(caught.value).splitlines()) == 1
+
+
 # ---------------------------------------------------------------- CLI numbers and outputs
 
 @pytest.mark.parametrize("flag,value", [
