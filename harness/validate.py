@@ -16,7 +16,15 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+import workloads
 from harness.contracts.errors import InputError, WarmbenchError
+from systems.sim import registry, split_options
+from systems.sim.specs import check_fits, model_spec, resolve_cluster
+from workloads.params import check_preset_params
+from workloads.readers.common import check_file
+from workloads.readers.detect import detect_format
+from workloads.recipe import load_recipe
+from workloads.resolve import _check_types, _readers
 
 if TYPE_CHECKING:
     from harness.experiment import RunSpec
@@ -149,9 +157,6 @@ def _check_spec(spec: "RunSpec", source: str | None, raw: dict[str, Any], cluste
 
 def _check_sim(spec: "RunSpec", label: str, source: str | None, raw: dict[str, Any],
                clusters: dict[str, Any]) -> None:
-    from systems.sim import registry, split_options
-    from systems.sim.specs import check_fits, model_spec, resolve_cluster
-
     if spec.system not in registry.names():
         raise _fail(f"unknown system {spec.system!r}; registered: {', '.join(registry.names())}",
                     source, _system_key(raw, label))
@@ -190,7 +195,7 @@ def _relative(cluster: str, source: str | None) -> str:
 
 
 def _check_live(spec: "RunSpec", label: str, source: str | None, raw: dict[str, Any]) -> None:
-    from systems.live.registry import parse_options
+    from systems.live.registry import parse_options  # the live adapters (gevent): only for live runs
 
     try:
         parse_options(spec.system, dict(spec.options))
@@ -202,8 +207,6 @@ def _check_live(spec: "RunSpec", label: str, source: str | None, raw: dict[str, 
 
 def _known_models(spec: "RunSpec") -> list[str]:
     """Models the run will serve, where known without reading a trace."""
-    import workloads
-
     if spec.models:
         return list(spec.models)
     if spec.workload_spec in workloads.PRESETS:
@@ -217,9 +220,7 @@ def _known_models(spec: "RunSpec") -> list[str]:
 def _check_workload(spec: "RunSpec", source: str | None) -> None:
     """Preset parameters against the preset's model; a trace file present and readable, its
     parameters ones its reader takes. Nothing is generated or read in full here."""
-    import workloads
-    from harness.experiment import _workload_args
-    from workloads.params import check_preset_params
+    from harness.experiment import _workload_args  # the experiment module imports this one
 
     params, is_preset = _workload_args(spec)  # what the run will resolve the workload with
     if is_preset:
@@ -234,25 +235,21 @@ def _check_workload(spec: "RunSpec", source: str | None) -> None:
         raise _fail(f"no such workload file or preset {spec.workload_spec!r}; presets: {list(workloads.PRESETS)}",
                     source, "workload.spec")
     if path.is_file():
-        from workloads.readers.common import check_file
         try:
             check_file(path)
         except InputError as exc:
             raise _fail(str(exc), source, "workload.spec") from None
     if path.suffix.lower() == ".toml":
-        from workloads.recipe import load_recipe
         load_recipe(path)  # names the recipe file and key itself
         if params:
             raise _fail(f"a recipe takes no parameters, got {sorted(params)}", source, "workload.params")
         return
     fmt = params.pop("format", None)
-    from workloads.resolve import _readers
     readers = _readers()
     if fmt is None:
         if "columns" in params:
             fmt = "table"
         else:
-            from workloads.readers.detect import detect_format
             try:
                 fmt = detect_format(path)
             except InputError as exc:
@@ -269,7 +266,6 @@ def _check_accepts(fn: Any, what: str, params: dict[str, Any], source: str | Non
         names = [n for n, p in accepted.items() if p.kind == p.KEYWORD_ONLY]
         raise _fail(f"{what} does not take parameter(s) {unknown}; it takes {names}", source,
                     f"workload.params.{unknown[0]}")
-    from workloads.resolve import _check_types
     try:
         _check_types(fn, what, params)
     except InputError as exc:
