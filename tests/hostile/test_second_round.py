@@ -233,16 +233,16 @@ def test_report_model_that_no_run_has(tmp_path):
 
 def test_jobs_far_above_the_grid_forks_no_more_workers_than_runs(tmp_path, monkeypatch):
     """`--jobs 100000` on a 2-run grid forked 100000 processes (load average 475 on 2 cores)."""
-    from harness import experiment
+    from harness import executors
 
     sizes = []
-    real = experiment.ProcessPoolExecutor
+    real = executors.ProcessPoolExecutor
 
     def pool(max_workers, **kw):
         sizes.append(max_workers)
         return real(max_workers=max_workers, **kw)
 
-    monkeypatch.setattr(experiment, "ProcessPoolExecutor", pool)
+    monkeypatch.setattr(executors, "ProcessPoolExecutor", pool)
     (tmp_path / "w.csv").write_text("\n".join(ROWS) + "\n")
     (tmp_path / "exp.toml").write_text('name = "jobs"\nmodels = ["llama-2-7b"]\nsystems = ["dedicated", "ideal"]\n'
                                        '[workload]\nspec = "w.csv"\n')
