@@ -22,9 +22,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
@@ -54,7 +55,7 @@ class CapacityConfig(BaseModel):
     rule: Literal["every_seed", "mean"] = "every_seed"
 
     @model_validator(mode="after")
-    def _ordered(self) -> "CapacityConfig":
+    def _ordered(self) -> CapacityConfig:
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
             raise ValueError("low and high must be finite")
         if self.high <= self.low:
@@ -62,7 +63,7 @@ class CapacityConfig(BaseModel):
         return self
 
 
-def check(config: "ExperimentConfig") -> None:
+def check(config: ExperimentConfig) -> None:
     """The searched parameter is set in the file to one number (not a sweep list): errors name the key."""
     cap = config.capacity
     if cap is None:
@@ -86,7 +87,7 @@ def check(config: "ExperimentConfig") -> None:
                          file=source, field=cap.param)
 
 
-def with_rate(config: "ExperimentConfig", rate: float) -> "ExperimentConfig":
+def with_rate(config: ExperimentConfig, rate: float) -> ExperimentConfig:
     """A copy of the experiment with the searched parameter set to `rate`."""
     cap = config.capacity
     assert cap is not None
@@ -99,7 +100,7 @@ def with_rate(config: "ExperimentConfig", rate: float) -> "ExperimentConfig":
     return out
 
 
-def point_key(config: "ExperimentConfig") -> str:
+def point_key(config: ExperimentConfig) -> str:
     """The name the rate has in a probe's point and run id: `total_rps`, or the full dotted
     parameter where a swept axis already has that short name."""
     from harness.experiment import grid
@@ -110,7 +111,7 @@ def point_key(config: "ExperimentConfig") -> str:
     return config.capacity.param if clash else short
 
 
-def probe_specs(config: "ExperimentConfig", rate: float, key: str | None = None) -> list["RunSpec"]:
+def probe_specs(config: ExperimentConfig, rate: float, key: str | None = None) -> list[RunSpec]:
     """Every run of a probe at `rate` (all systems, points and seeds); the rate is part of the point."""
     from harness.experiment import grid, run_id
 
@@ -123,7 +124,7 @@ def probe_specs(config: "ExperimentConfig", rate: float, key: str | None = None)
     return out
 
 
-def group_of(spec: "RunSpec", key: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+def group_of(spec: RunSpec, key: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
     """(system label, the other swept values): one search each."""
     return spec.point["system"], tuple((k, v) for k, v in spec.point.items() if k not in ("system", key, "seed"))
 
@@ -218,7 +219,7 @@ class Search:
         return {"above_high": f"> {self.high:g}", "below_low": f"< {self.low:g}"}.get(status, status)
 
 
-def probe_outcome(rate: float, outcomes: list["RunOutcome"], target: float, rule: str) -> Probe:
+def probe_outcome(rate: float, outcomes: list[RunOutcome], target: float, rule: str) -> Probe:
     """Judge one probe from its seeds' runs (complete or skipped: their summary's slo_attainment)."""
     runs, values = [], []
     ok = bool(outcomes)
@@ -239,6 +240,7 @@ def probe_outcome(rate: float, outcomes: list["RunOutcome"], target: float, rule
 def ratio(cand: Search, base: Search) -> tuple[float | None, str]:
     """Capacity of `cand` over `base`: a number when both were found, else a bound ("> 2.5x") or n/a."""
     if cand.status == "found" and base.status == "found":
+        assert cand.passed is not None and base.passed is not None  # "found": some rate passed
         r = cand.passed / base.passed
         return r, f"{r:.2f}x"
     (c_lo, c_hi), (b_lo, b_hi) = cand.bounds(), base.bounds()
@@ -255,7 +257,7 @@ def ratio(cand: Search, base: Search) -> tuple[float | None, str]:
     return None, "n/a"
 
 
-def searches_for(config: "ExperimentConfig") -> list[Search]:
+def searches_for(config: ExperimentConfig) -> list[Search]:
     """One search per system and other sweep point, in the grid's order."""
     cap = config.capacity
     assert cap is not None
@@ -267,12 +269,12 @@ def searches_for(config: "ExperimentConfig") -> list[Search]:
     return list(out.values())
 
 
-def baseline_label(config: "ExperimentConfig", searches: list[Search]) -> str | None:
+def baseline_label(config: ExperimentConfig, searches: list[Search]) -> str | None:
     labels = list(dict.fromkeys(s.system for s in searches))
     return config.baseline if config.baseline in labels else (labels[0] if labels else None)
 
 
-def document(config: "ExperimentConfig", searches: list[Search], *, complete: bool,
+def document(config: ExperimentConfig, searches: list[Search], *, complete: bool,
              baseline: str | None = None) -> dict[str, Any]:
     """What `capacity.json` holds: the search's settings, then one entry per system and point."""
     cap = config.capacity
@@ -301,9 +303,9 @@ class CapacityInterrupted(KeyboardInterrupt):
         self.grid, self.document = grid, document
 
 
-def search(config: "ExperimentConfig", results_dir: Path, *, jobs: "int | Executor" = 1, source: Path | None = None,
-           on_start: Callable[["RunSpec"], None] = lambda s: None,
-           on_done: Callable[["RunOutcome"], None] = lambda o: None,
+def search(config: ExperimentConfig, results_dir: Path, *, jobs: int | Executor = 1, source: Path | None = None,
+           on_start: Callable[[RunSpec], None] = lambda s: None,
+           on_done: Callable[[RunOutcome], None] = lambda o: None,
            on_round: Callable[[list[Search]], None] = lambda s: None,
            baseline: str | None = None) -> tuple[Path, list[Search], dict[str, Any]]:
     """Run every system's search into `results_dir/<name>/`; all searches probe in lockstep, each
@@ -327,8 +329,8 @@ def search(config: "ExperimentConfig", results_dir: Path, *, jobs: "int | Execut
     points: dict[str, Any] = {}  # run id -> point, in the order the runs were first probed
     with ex._exclusive(exp_dir):
         while True:
-            wanted = [(s, s.next_rate()) for s in searches]
-            wanted = [(s, r) for s, r in wanted if r is not None]
+            next_rates = [(s, s.next_rate()) for s in searches]
+            wanted = [(s, r) for s, r in next_rates if r is not None]
             if not wanted:
                 break
             by_rate: dict[float, list[RunSpec]] = {}
@@ -362,7 +364,7 @@ def search(config: "ExperimentConfig", results_dir: Path, *, jobs: "int | Execut
 _WHERE = re.compile(r"^file .*?(, row \d+)?(, field '[^']*')?: ")
 
 
-def check_bounds(config: "ExperimentConfig", source: Path | str | None) -> None:
+def check_bounds(config: ExperimentConfig, source: Path | str | None) -> None:
     """Every run at `low` and at `high` is a valid run (system, options, workload bounds): a rate in
     between then is too. An error names `capacity.low` / `capacity.high`."""
     from harness.validate import check_runs

@@ -289,7 +289,10 @@ def ray_session(address: str | None = None, jobs: int | None = None) -> Iterator
             import systems
             import workloads
 
-            modules = [str(Path(m.__file__).parent) for m in (harness, systems, workloads)]
+            modules = []
+            for package in (harness, systems, workloads):
+                assert package.__file__ is not None  # regular packages: an __init__.py each
+                modules.append(str(Path(package.__file__).parent))
             ray.init(address=address, runtime_env={"py_modules": modules}, **options)
         else:
             ray.init(num_cpus=jobs, **options)

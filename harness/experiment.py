@@ -25,10 +25,11 @@ import signal
 import time
 import tomllib
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PrivateAttr, ValidationError, field_validator
 
@@ -116,7 +117,8 @@ class ExperimentConfig(_Strict):
     @field_validator("models")
     @classmethod
     def _models_once(cls, value: list[str] | None) -> list[str] | None:
-        twice = sorted({m for m in value or [] if value.count(m) > 1})
+        models = value or []
+        twice = sorted({m for m in models if models.count(m) > 1})
         if twice:  # one stream under two names merges into one: a copy needs its own name
             raise ValueError(f"models {twice} appear twice; name a distinct copy `{twice[0]}#1`")
         return value
@@ -268,10 +270,11 @@ def grid(config: ExperimentConfig) -> list[RunSpec]:
     if config.baseline is not None and config.baseline not in labels:
         raise InputError(f"baseline {config.baseline!r} is not one of the systems {labels}",
                          file=config._source or None, field="baseline")
-    shared_axes = [("cluster", config.cluster if isinstance(config.cluster, list) else [config.cluster]),
+    cluster_axis = config.cluster if isinstance(config.cluster, list) else [config.cluster]
+    shared_axes = [("cluster", cluster_axis),
                    ("duration_s", config.duration_s if isinstance(config.duration_s, list) else [config.duration_s]),
                    *_axes(config.workload.params, "workload."), *_axes(config.options, "options.")]
-    clusters = {c: _cluster_file(c, config._source) for c in shared_axes[0][1]}
+    clusters = {c: _cluster_file(c, config._source) for c in cluster_axis}
     specs = []
     for entry, label in zip(entries, labels):
         axes = shared_axes + _axes(entry.options, "system_options.")
@@ -432,7 +435,7 @@ def _workload_args(spec: RunSpec) -> tuple[dict[str, Any], bool]:
     return params, is_preset
 
 
-def resolve_workload(spec: RunSpec, source: str = ""):
+def resolve_workload(spec: RunSpec, source: str = "") -> workloads.Workload:
     """The run's workload: a preset gets the experiment's models and the run's seed (so `seeds`
     gives independent draws of the workload, unless `workload.params.seed` pins one); a trace is
     filtered to the models. No requests left is an input error (`source`: the experiment file)."""
@@ -541,7 +544,7 @@ def _write_best_effort(run_dir: Path, manifest: dict[str, Any], spec: RunSpec) -
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------- the grid
@@ -576,7 +579,7 @@ def write_experiment_file(exp_dir: Path, config: ExperimentConfig, source: Path 
 
 
 @contextlib.contextmanager
-def _exclusive(exp_dir: Path):
+def _exclusive(exp_dir: Path) -> Iterator[None]:
     """One `run` at a time per experiment folder: two would move and overwrite each other's runs."""
     with open(exp_dir / ".lock", "a+") as fh:
         try:
@@ -611,8 +614,7 @@ def _run_grid(specs: list[RunSpec], exp_dir: Path, code: dict[str, Any], workloa
             on_done(outcomes[-1])
         else:
             todo.append(spec)
-    local = isinstance(jobs, int)
-    if backend == "live" or local and (jobs <= 1 or len(todo) <= 1):  # live runs would disturb each other
+    if backend == "live" or isinstance(jobs, int) and (jobs <= 1 or len(todo) <= 1):  # live runs would disturb each other
         for i, spec in enumerate(todo):
             on_start(spec)
             try:
@@ -650,7 +652,8 @@ def _run_pool(todo: list[RunSpec], exp_dir: Path, code: dict[str, Any], workload
     """Runs on `pool` (local worker processes or Ray tasks, see harness.executors), submitted as
     slots free up (so "running" is true)."""
     slots = pool.open(len(todo))
-    queue, running = list(todo), {}
+    queue = list(todo)
+    running: dict[Any, RunSpec] = {}  # executor handle -> its run
     try:
         while queue or running:
             while queue and len(running) < slots:

@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import socket
+from datetime import UTC
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -188,9 +189,9 @@ def archive_run(run_dir: Path) -> Path | None:
 
 
 def _now_iso() -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def summary_of(result: RunResult) -> dict[str, Any]:

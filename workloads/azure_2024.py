@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -260,7 +261,7 @@ def recipe_from_bins(series: BinSeries, service: str, *, models: Sequence[str] =
     return workload
 
 
-_CACHE: dict[tuple, Workload] = {}
+_CACHE: dict[tuple[Any, ...], Workload] = {}
 
 
 def azure_2024(service: str, *, models: list[str] | tuple[str, ...] = PAPER_MODELS, total_rps: float = 5.0,

@@ -7,7 +7,8 @@ parameter in one line instead of failing (or silently inverting shares) deep in 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -56,7 +57,7 @@ class SyntheticParams(_Params):
         return value
 
     @model_validator(mode="after")
-    def _size(self) -> "SyntheticParams":
+    def _size(self) -> SyntheticParams:
         expected = self.total_rps * (self.duration_s + self.history_days * DAY_S)
         if expected > MAX_GENERATED_REQUESTS:
             raise ValueError(f"total_rps x (duration_s + history_days days) is about {expected:.3g} requests, "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -60,7 +60,7 @@ class WindowStep(_Strict):
     end_s: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "WindowStep":
+    def _ordered(self) -> WindowStep:
         if self.end_s is not None and self.end_s <= self.start_s:
             raise ValueError(f"end_s {self.end_s} must be after start_s {self.start_s}")
         return self
@@ -90,7 +90,7 @@ class ClipStep(_Strict):
     max_output_tokens: int = Field(transform.MAX_OUTPUT_TOKENS, gt=0, le=10**9)
 
 
-Step = Annotated[Union[WindowStep, ScaleStep, ResampleStep, GammaStep, ClipStep], Field(discriminator="kind")]
+Step = Annotated[WindowStep | ScaleStep | ResampleStep | GammaStep | ClipStep, Field(discriminator="kind")]
 
 
 class Recipe(_Strict):
@@ -101,7 +101,7 @@ class Recipe(_Strict):
     transforms: list[Step] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _one_mapping(self) -> "Recipe":
+    def _one_mapping(self) -> Recipe:
         if self.warmserve is not None and self.zipf is not None:
             raise ValueError("use either [warmserve] or [zipf], not both")
         return self

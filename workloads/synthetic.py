@@ -12,8 +12,9 @@ days (Wednesday to Monday) include a weekend.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
@@ -126,10 +127,10 @@ def synthetic_week(*, models: list[str] | tuple[str, ...] = PAPER_MODELS, total_
     return memoised(_CACHE, key, lambda: _generate(*key), cv=cv, seed=seed)
 
 
-_CACHE: dict[tuple, Workload] = {}
+_CACHE: dict[tuple[Any, ...], Workload] = {}
 
 
-def memoised(cache: dict[tuple, Workload], key: tuple, build: Callable[[], Workload], *, cv: float | None,
+def memoised(cache: dict[tuple[Any, ...], Workload], key: tuple[Any, ...], build: Callable[[], Workload], *, cv: float | None,
              seed: int) -> Workload:
     """A copy of the preset's workload for `key` (built once; the cache keeps the last 8), then `cv`
     applied (Gamma inter-arrival times over the replay, seeded by `seed`; recorded in its params)."""
@@ -185,7 +186,7 @@ def model_arrivals(rng: np.random.Generator, kind: str, replay_rps: float, cal: 
     return arrival[arrival < cal.span_s]
 
 
-def _generate(models: tuple[str, ...], total_rps: float, alpha: float, duration_s: float, seed: int,
+def _generate(models: Sequence[str], total_rps: float, alpha: float, duration_s: float, seed: int,
               start_hour: float, history_days: int, window_s: float, clip: bool) -> Workload:
     """Replay `duration_s` from `start_hour` of the last day; earlier traffic becomes `history`.
 

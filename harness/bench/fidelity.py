@@ -17,11 +17,11 @@ import argparse
 import importlib
 import json
 import math
-import sys
-from pathlib import Path
-from typing import Any, Callable
-
 import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ import pandas as pd
 from harness import metrics as M
 from systems.sim.fidelity.serving import Coefficients, simulate_serving_requests
 from systems.sim.fidelity.table import BANDS, PUBLISHED_CSV, SERVING_GROUPS, UNITS, NotSimulated, Row, read_table
+
+if TYPE_CHECKING:
+    from rich.console import Console, JustifyMethod
 
 #: The start-cost model's module (another part of the simulator); its absence is reported per row.
 STARTS_MODULE = "systems.sim.fidelity_starts"
@@ -103,7 +106,7 @@ def run(table: Path | str | None = None) -> dict[str, Any]:
     path = Path(table) if table is not None else PUBLISHED_CSV
     rows = read_table(path)
     starts = _start_simulator()
-    out_rows = []
+    out_rows: list[dict[str, Any]] = []
     for row in rows:
         value, reason = simulate_row(row, starts)
         ratio = value / row.value if value is not None else None
@@ -142,7 +145,7 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def render(result: dict[str, Any], console) -> None:
+def render(result: dict[str, Any], console: Console) -> None:
     """One table per group (row, metric, published, simulated, ratio, in band), then the summary."""
     from rich import box
     from rich.table import Table
@@ -151,8 +154,10 @@ def render(result: dict[str, Any], console) -> None:
     for group, s in result["groups"].items():
         table = Table(title=f"{group} (band ±{s['band']:.0%})", box=box.SIMPLE, padding=(0, 1), show_edge=False,
                       title_justify="left")
-        for col, justify in (("row", "left"), ("metric", "left"), ("published", "right"), ("simulated", "right"),
-                             ("ratio", "right"), ("in band", "left")):
+        columns: tuple[tuple[str, JustifyMethod], ...] = (
+            ("row", "left"), ("metric", "left"), ("published", "right"), ("simulated", "right"), ("ratio", "right"),
+            ("in band", "left"))
+        for col, justify in columns:
             table.add_column(col, justify=justify, no_wrap=col != "simulated")
         for r in (r for r in result["rows"] if r["group"] == group):
             unit = r["unit"]

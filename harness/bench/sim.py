@@ -12,12 +12,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harness import metrics as M
 from workloads.workload import Workload, canonical_frame
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 BENCH_SYSTEMS: tuple[str, ...] = ("vllm-ondemand", "warmserve")
 TARGETS_S = {"a": 2.0, "b": 60.0}
@@ -100,7 +103,7 @@ COLUMNS = {"requests": ("reqs", "{:,}"), "simulated_s": ("sim s", "{:.0f}"), "wa
            "p99_ttft_s": ("P99 TTFT", "{:.2f}")}
 
 
-def render(result: dict[str, Any], console) -> None:
+def render(result: dict[str, Any], console: Console) -> None:
     from rich import box
     from rich.table import Table
 

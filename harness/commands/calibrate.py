@@ -16,13 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
 
 from harness.argtypes import path_arg, positive_int
 from harness.contracts.errors import WarmbenchError
+
+if TYPE_CHECKING:
+    from systems.sim.calibrate_live import LiveFit
+    from systems.sim.calibrate_table import TableFit
+
+_Fit = TypeVar("_Fit", "LiveFit", "TableFit")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -104,7 +112,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0 if fit.converged else 1
 
 
-def _write_fit(args: argparse.Namespace, fit, cluster_toml) -> dict:
+def _write_fit(args: argparse.Namespace, fit: _Fit, cluster_toml: Callable[[_Fit, int, int], str]) -> dict[str, Any]:
     """The fit as JSON; with --out, the cluster TOML carrying it is written and named under "written"."""
     out = fit.to_json()
     if args.out:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -22,7 +23,7 @@ from harness.contracts.errors import EXIT_INCONCLUSIVE, WarmbenchError
 from harness.contracts.files import strict
 from harness.metrics import ALL_MODELS
 from harness.report import gate
-from harness.report.compare import compare, failures, known_metrics, notes, parse_bound, problems
+from harness.report.compare import Bound, compare, failures, known_metrics, notes, parse_bound, problems
 from harness.report.load import load_runs, missing_runs, point_label
 from harness.report.table import KEY_METRICS, fmt, print_tables
 
@@ -195,7 +196,8 @@ def _render_interval(table: list[gate.Decision], console: Console, models: list[
                           soft_wrap=True)
 
 
-def _render(rows, failed, bounds, console: Console, models: list[str]) -> None:
+def _render(rows: list[dict[str, Any]], failed: list[dict[str, Any]], bounds: list[Bound], console: Console,
+            models: list[str]) -> None:
     shown = [m for m, _ in KEY_METRICS] + [b.metric for b in bounds if b.metric not in dict(KEY_METRICS)]
     bad = {(f["system"], json.dumps(f["point"], default=str), f["model"], f["metric"]) for f in failed}
     table = Table(title="compare (ratio = candidate / base; yellow = changed, red = bound crossed)",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -27,6 +28,10 @@ from rich.markup import escape
 from harness.argtypes import non_negative_float, path_arg, positive_float, positive_int
 from harness.contracts.errors import WarmbenchError
 from harness.contracts.redact import redact_text
+
+if TYPE_CHECKING:
+    from harness.contracts.result import RunResult
+    from workloads.workload import Workload
 
 
 def _pairs(values: list[str], flag: str, what: str = "MODEL=VALUE", secret: bool = False) -> dict[str, str]:
@@ -165,7 +170,7 @@ def options_from_args(args: argparse.Namespace) -> dict:
     return opts
 
 
-def load_workload(spec: str):
+def load_workload(spec: str) -> Workload:
     """Resolve a workload through workloads.resolve (presets, trace files, recipes)."""
     try:
         from workloads import resolve
@@ -203,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             result = run_live(workload, args.system, options, args.out, seed=args.seed, on_record=on_record)
         finally:
-            env.web_ui.stop()
+            if env.web_ui is not None:  # start_web_ui made it
+                env.web_ui.stop()
     else:
         from harness.live import run_live
 
@@ -223,7 +229,7 @@ def mostly_failed(manifest: dict) -> bool:
     return is_mostly_failed(manifest.get("requests_summary"))
 
 
-def _checked_inputs(args: argparse.Namespace):
+def _checked_inputs(args: argparse.Namespace) -> Workload:
     """Every flag, the options, the output folder and the workload checked before anything is
     created or started; returns the workload to replay."""
     from harness.live.run import check_out_dir
@@ -257,7 +263,7 @@ def _checked_inputs(args: argparse.Namespace):
     return workload
 
 
-def _summary(result, out: Path, console: Console) -> None:
+def _summary(result: RunResult, out: Path, console: Console) -> None:
     from harness.report.terminal import run_summary, ttft_line
     from harness.store import read_summary, requests_summary
 

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from harness import capacity, experiment
 from harness.contracts.errors import WarmbenchError
+from harness.store import CAPACITY_FILE
 
 
 def handle(args: argparse.Namespace, config: experiment.ExperimentConfig, source: Path, console: Console) -> int:
@@ -54,11 +55,11 @@ def handle(args: argparse.Namespace, config: experiment.ExperimentConfig, source
         except capacity.CapacityInterrupted as stop:
             progress.stop()
             console.print(f"[yellow]interrupted[/]: probes done are kept; rerun the same command to resume "
-                          f"({stop.grid.exp_dir / capacity.CAPACITY_FILE} holds what is known)", highlight=False)
+                          f"({stop.grid.exp_dir / CAPACITY_FILE} holds what is known)", highlight=False)
             print_table(console, stop.document)
             return 130
     print_table(console, doc)
-    console.print(f"capacity: [bold]{exp_dir / capacity.CAPACITY_FILE}[/]", soft_wrap=True)
+    console.print(f"capacity: [bold]{exp_dir / CAPACITY_FILE}[/]", soft_wrap=True)
     failed = [s for s in searches if s.status == "error"]
     for s in failed:
         console.print(f"[red]failed[/] {_name(s)}: {s.error}", highlight=False)

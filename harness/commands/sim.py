@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.duration_s is not None and not (workload.requests["arrival_s"] < args.duration_s).any():
         raise InputError(f"--duration-s {args.duration_s:g} keeps no requests: the first arrives at "
                          f"{workload.requests['arrival_s'].min():g} s", field="--duration-s")
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t0 = time.perf_counter()
     config = {"system": args.system, "options": options, "cluster": str(args.cluster), "seed": args.seed,
               "duration_s": args.duration_s, "workload": str(args.workload)}
@@ -92,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
                           duration_s=args.duration_s, debug=args.debug)
         wall_s = time.perf_counter() - t0
         result.manifest.update(manifest)
-        result.manifest.update(status="complete", ended_at=datetime.now(timezone.utc).isoformat(), wall_s=wall_s)
+        result.manifest.update(status="complete", ended_at=datetime.now(UTC).isoformat(), wall_s=wall_s)
         out = write_run(result, args.out)
     except BaseException as exc:
-        ended = datetime.now(timezone.utc).isoformat()
+        ended = datetime.now(UTC).isoformat()
         if isinstance(exc, WarmbenchError):  # bad input the simulator found (a model that fits no GPU): nothing ran
             (Path(args.out) / "manifest.json").unlink(missing_ok=True)
             if created:

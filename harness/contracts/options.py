@@ -7,8 +7,9 @@ Simulated systems (systems/sim/options.py) and live ones (systems/live/options.p
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from types import UnionType
-from typing import Annotated, Any, Iterable, Mapping, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, ValidationError

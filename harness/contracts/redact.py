@@ -84,7 +84,7 @@ def redact_text(text: str) -> str:
     return text
 
 
-def _scheme_credential(m: re.Match) -> str:
+def _scheme_credential(m: re.Match[str]) -> str:
     """`Bearer <any token>` masked; `Basic <x>` only when x looks like base64 (not "basic mode")."""
     scheme, token = m.group(1), m.group(2)
     if scheme.lower() == "basic" and (len(token) < 8 or not re.search(r"[0-9=+/]", token)):
@@ -175,7 +175,7 @@ def redact_frame(frame: pd.DataFrame) -> pd.DataFrame:
             mapping = {v: redact(v) for v in distinct if isinstance(v, str)}
             mapping = {k: v for k, v in mapping.items() if v != k}
             if mapping:
-                changed[col] = series.map(lambda v: mapping.get(v, v) if isinstance(v, str) else v)
+                changed[col] = series.map(lambda v, m=mapping: m.get(v, v) if isinstance(v, str) else v)
             continue
         cache: dict[str, str] = {}
         values = series.tolist()

@@ -20,23 +20,26 @@ from pathlib import Path
 from typing import Any
 
 import locust  # noqa: F401  (monkey-patches; must come before the rest)
+
+# isort: split
 import gevent
 import numpy as np
 import pandas as pd
 from gevent.event import Event
 from locust.env import Environment
-from locust.runners import STATE_MISSING
+from locust.rpc import Message
+from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from harness.contracts.endpoint import Endpoint
 from harness.contracts.errors import WarmbenchError
 from harness.contracts.files import write_json
 from harness.contracts.live import LiveSystem
+from harness.contracts.result import RunResult
 from harness.live.run import execute, send_lag_ms
 from harness.loadgen import Clock, ReplayConfig, StaticRouter, replay
 from harness.loadgen.client import wall_to_perf
 from harness.loadgen.recorder import JsonlRecorder
 from harness.loadgen.replay import ReplayStats, new_record, shard
-from harness.contracts.result import RunResult
 from workloads.workload import Workload
 
 MSG_SHARD = "warmbench_shard"
@@ -55,22 +58,26 @@ def _plain(value: Any) -> Any:
 class _MasterReplayer:
     """A `Replayer` that hands the schedule to locust workers and merges what they send back."""
 
-    def __init__(self, runner, expect_workers: int, start_delay_s: float, wait_workers_s: float) -> None:
+    def __init__(self, runner: MasterRunner, expect_workers: int, start_delay_s: float,
+                 wait_workers_s: float) -> None:
         self.runner, self.expect_workers = runner, expect_workers
         self.start_delay_s, self.wait_workers_s = start_delay_s, wait_workers_s
         self.workers: dict[str, dict[str, Any]] = {}
         self._done = Event()
         runner.register_message(MSG_RECORDS, self._on_records)
         runner.register_message(MSG_DONE, self._on_done)
-        self.recorder: JsonlRecorder | None = None
+        self.recorder: JsonlRecorder | None = None  # both set by __call__, before any shard is sent
+        self.pending: set[int] = set()
 
-    def _on_records(self, msg, **_kw) -> None:
+    def _on_records(self, msg: Message, **_kw: Any) -> None:
+        if self.recorder is None:  # no replay started: none of these requests is ours
+            return
         for record in msg.data["records"]:
             if record["request_id"] in self.pending:
                 self.pending.discard(record["request_id"])
                 self.recorder.write(record)
 
-    def _on_done(self, msg, **_kw) -> None:
+    def _on_done(self, msg: Message, **_kw: Any) -> None:
         self.workers[msg.node_id].update(msg.data["stats"], done=True)
         if all(w.get("done") for w in self.workers.values()):
             self._done.set()
@@ -154,7 +161,7 @@ def run_worker(master_host: str, master_port: int) -> int:
     stop = Event()
     jobs: list[gevent.Greenlet] = []
 
-    def on_shard(msg, **_kw) -> None:
+    def on_shard(msg: Message, **_kw: Any) -> None:
         jobs.append(gevent.spawn(_replay_shard, runner, msg.data, stop))
 
     runner.register_message(MSG_SHARD, on_shard)
@@ -167,7 +174,7 @@ def run_worker(master_host: str, master_port: int) -> int:
     return 0
 
 
-def _replay_shard(runner, data: dict[str, Any], stop: Event) -> None:
+def _replay_shard(runner: WorkerRunner, data: dict[str, Any], stop: Event) -> None:
     """Replay one shard on the common clock, sending records back every BATCH_PERIOD_S."""
     rows = pd.DataFrame(data["rows"], columns=list(SHARD_COLUMNS))
     endpoints = {m: Endpoint(**fields) for m, fields in data["endpoints"].items()}

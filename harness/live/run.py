@@ -17,9 +17,10 @@ import socket
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gevent
 import pandas as pd
@@ -192,7 +193,7 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
         config={"system": system, "options": run_options, "seed": seed},
         options=run_options, n_requests=len(workload), models=workload.models,
         platform=platform.platform(), argv=sys.argv,
-        started_at=datetime.now(timezone.utc).isoformat(),
+        started_at=datetime.now(UTC).isoformat(),
         gpu_memory="measured (NVML)" if gpu.available else gpu.reason,
         **(extra_manifest or {}),
     )
@@ -257,7 +258,7 @@ def execute(workload: Workload, system: str, options: dict | None, out_dir: Path
     requests = requests_table(recorder.records)
     manifest.update(
         status="incomplete" if incomplete else "complete", interrupted=bool(interrupts),
-        ended_at=datetime.now(timezone.utc).isoformat(),
+        ended_at=datetime.now(UTC).isoformat(),
         client=client_health(stats, requests, client.overload_threshold_ms),
         scrape_failures=scraper.failures if scraper else {},
         metrics_table="metrics.parquet",

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import locust  # noqa: F401  (monkey-patches; must come before the rest)
+
+# isort: split
 from locust.env import Environment
 
 

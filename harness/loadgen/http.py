@@ -258,7 +258,7 @@ class Pool:
             gsock.connect(address)
             # Send small writes at once: Nagle + the server's delayed ACK add tens of ms.
             gsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.tls:
+            if self._ssl_context is not None:  # set exactly when self.tls
                 tls_sock = self._ssl_context.wrap_socket(gsock, server_hostname=self.host)
                 tls_sock.settimeout(None)
                 return Connection(tls_sock, tls=True)
@@ -532,6 +532,7 @@ class _BodyReader:
         self.ended = Event()
         _Iteration.ensure()
         watcher = self.conn._rw
+        assert watcher is not None  # plain TCP: the connection made its read watcher
         watcher.priority = BULK_PRIORITY if self.bulk else 0
         watcher.start(self._readable)
         try:
@@ -563,7 +564,8 @@ class _BodyReader:
             self._end(exc)
 
     def _end(self, exc: BaseException | None) -> None:
-        self.conn._rw.stop()
+        if self.conn._rw is not None:  # always on plain TCP, the only path that reaches here
+            self.conn._rw.stop()
         self.error = exc
         if self.ended is not None:
             self.ended.set()

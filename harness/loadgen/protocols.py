@@ -210,7 +210,7 @@ class StreamReader:
             if not line or line.startswith(b":"):
                 continue  # event separator or SSE comment
             if not line.startswith(b"data:"):
-                if not line.split(b":", 1)[0] in (b"event", b"id", b"retry"):
+                if line.split(b":", 1)[0] not in (b"event", b"id", b"retry"):
                     self.bad_events += 1  # not an SSE field at all
                 continue
             events += self._parse_data(line[5:].strip())

@@ -41,8 +41,15 @@ import gevent
 from gevent.server import StreamServer
 
 from harness.loadgen.standin_stream import stream
-from harness.loadgen.standin_wire import (INTERNAL_ERROR, WARMSERVE_MAX_MODEL_LEN, sllm_answer, sllm_completion,
-                                          warmserve_parse, warmserve_prompt_tokens, warmserve_refused)
+from harness.loadgen.standin_wire import (
+    INTERNAL_ERROR,
+    WARMSERVE_MAX_MODEL_LEN,
+    sllm_answer,
+    sllm_completion,
+    warmserve_parse,
+    warmserve_prompt_tokens,
+    warmserve_refused,
+)
 
 
 @dataclass
@@ -89,7 +96,7 @@ def _count_prompt_tokens(prompt: object) -> int:
 class _Conn:
     """One keep-alive HTTP/1.1 connection: parse requests, write chunked responses."""
 
-    def __init__(self, sock, behaviour: Behaviour) -> None:
+    def __init__(self, sock: gevent.socket.socket, behaviour: Behaviour) -> None:
         self.sock, self.b, self.buf = sock, behaviour, b""
         self.headers: dict[str, str] = {}  # of the last request read, names lower-cased
 
@@ -178,7 +185,7 @@ def _metrics_text(b: Behaviour) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def handle(sock, _address, behaviour: Behaviour) -> None:
+def handle(sock: gevent.socket.socket, _address: tuple[str, int], behaviour: Behaviour) -> None:
     """Serve one connection until the client closes it (or a fault cuts it)."""
     # Like uvicorn / asyncio (what vLLM runs on): no Nagle, or a token written right after the
     # response head waits for the client's delayed ACK (tens of ms of false TTFT).

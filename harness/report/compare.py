@@ -25,14 +25,16 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from harness.contracts.errors import WarmbenchError
-from harness.metrics import ALL_MODELS, metrics
-from harness.report.load import COMPLETE, RunInfo
-from harness.report.table import ratio
 from harness.contracts.result import REQUEST_COLUMNS, empty_table
+from harness.metrics import ALL_MODELS, metrics
+from harness.report.load import RunInfo
+from harness.report.table import ratio
+from harness.store import COMPLETE
 
 _BOUND = re.compile(r"^(?P<metric>[a-z][a-z0-9_]*):(?P<sign>[+-])(?P<pct>[0-9]{1,6}(\.[0-9]{1,6})?)%?$")
 #: The largest rise a bound may allow (x101); a fall can be at most 99.999...% (to zero never "crosses").
@@ -148,7 +150,7 @@ def failures(rows: list[dict[str, Any]], bounds: list[Bound]) -> list[dict[str, 
 
 
 def problems(base: list[RunInfo], candidate: list[RunInfo], bounds: list[Bound], *,
-             candidate_grid_missing: list[str] = (), allow_workload_change: bool = False) -> list[Problem]:
+             candidate_grid_missing: Sequence[str] = (), allow_workload_change: bool = False) -> list[Problem]:
     """Everything that makes the candidate untrustworthy whatever its numbers (see the module docstring)."""
     pairs = pair_runs(base, candidate)
     paired = {id(b) for b, _ in pairs}
@@ -225,9 +227,9 @@ def _workload_hashes(b: RunInfo, c: RunInfo) -> tuple[str, str] | None:
     if (b.manifest.get("schema_version") or 1) != (c.manifest.get("schema_version") or 1):
         return None
     for path in WORKLOAD_HASH_KEYS:
-        pair = _dig(b.manifest, path), _dig(c.manifest, path)
-        if pair[0] and pair[1]:
-            return pair
+        base_hash, candidate_hash = _dig(b.manifest, path), _dig(c.manifest, path)
+        if base_hash and candidate_hash:
+            return base_hash, candidate_hash
     return None
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from harness.contracts.errors import InputError, WarmbenchError
 from harness.metrics import ALL_MODELS, CLIENT_LAG_LIMIT_S, by_start_kind
@@ -98,7 +99,7 @@ def _build(root: Path, baseline: str | None, memory_run: str | None) -> Report:
     fig_dir.mkdir(exist_ok=True)
     made: dict[str, tuple[Path, str]] = {}
 
-    def add(name: str, fig, caption: str) -> None:
+    def add(name: str, fig: Figure, caption: str) -> None:
         tight = name not in ("ttft_timeline", "gpu_memory")  # many axes, margins set by hand
         made[name] = (figures.save(fig, fig_dir / f"{name}.png", tight), caption)
 
@@ -142,7 +143,8 @@ def _memory_run(runs: list[RunInfo], results: dict, chosen: str | None, last: st
     at_last = [r for r in with_memory if r.label == last] or with_memory
     preferred = [r for r in at_last if r.system == "warmserve"]
     busiest = sorted(at_last, key=lambda r: -len(results[r.run_id].memory))  # most memory changes: most to see
-    return (preferred or busiest or [None])[0]
+    candidates = preferred or busiest
+    return candidates[0] if candidates else None
 
 
 def _model_frame(frame: pd.DataFrame, point: str) -> pd.DataFrame:
@@ -178,7 +180,8 @@ def _manifest_view(root: Path, runs: list[RunInfo]) -> dict:
     return runs[0].manifest if len(runs) == 1 else {r.run_id: r.manifest for r in runs}
 
 
-def _html(title: str, cap: dict | None, view: dict, runs, frame, baseline, made, warnings, kinds, last) -> str:
+def _html(title: str, cap: dict | None, view: dict, runs: list[RunInfo], frame: pd.DataFrame, baseline: str | None,
+          made: dict[str, tuple[Path, str]], warnings: list[str], kinds: pd.DataFrame, last: str) -> str:
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{_CSS}</style>"
              f"</head><body><h1>{esc(title)}</h1>",
@@ -228,7 +231,8 @@ def _bold(text: str) -> str:
     return html.escape(text)
 
 
-def _markdown(title: str, cap: dict | None, view: dict, runs, frame, baseline, made, warnings, kinds, last) -> str:
+def _markdown(title: str, cap: dict | None, view: dict, runs: list[RunInfo], frame: pd.DataFrame, baseline: str | None,
+              made: dict[str, tuple[Path, str]], warnings: list[str], kinds: pd.DataFrame, last: str) -> str:
     lines = [f"# {title}", "", f"{len(runs)} run(s), systems: {', '.join(systems(runs))}; baseline: {baseline}. "
              "Best value per column in bold; (×r) = ratio to the baseline.", ""]
     if warnings:

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.artist import Artist  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
 
@@ -102,7 +104,7 @@ def ttft_timeline(runs: list[RunInfo], results: dict[str, tuple[pd.DataFrame, pd
     fig, axes = plt.subplots(len(runs), 1, figsize=(10, 2.3 * len(runs) + 0.6), squeeze=False, sharex=True)
     names = sorted({m for r in runs for m in results[r.run_id][0]["model"].astype(str).unique()})
     colors = dict(zip(names, sns.color_palette("deep", max(len(names), 1))))
-    legend: dict[str, object] = {}
+    legend: dict[str, Artist] = {}
     for ax, run in zip(axes[:, 0], runs):
         req, events = results[run.run_id]
         ttft = ttft_s(req)
@@ -213,7 +215,7 @@ def model_p99_bars(frame: pd.DataFrame, point: str, runs: list[RunInfo]) -> Figu
     return fig
 
 
-def _plain_log_ticks(ax: plt.Axes) -> None:
+def _plain_log_ticks(ax: Axes) -> None:
     """Log axis labelled 0.1, 1, 10 rather than 10^-1 (and minor ticks labelled when the range is narrow)."""
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     ax.yaxis.set_major_formatter(plain)
@@ -221,10 +223,11 @@ def _plain_log_ticks(ax: plt.Axes) -> None:
     ax.yaxis.set_minor_formatter(plain if high / max(low, 1e-12) < 20 else NullFormatter())
 
 
-def _legend(fig: Figure, ax: plt.Axes) -> None:
+def _legend(fig: Figure, ax: Axes) -> None:
     handles, labels = ax.get_legend_handles_labels()
-    if ax.get_legend():
-        ax.get_legend().remove()
+    old = ax.get_legend()
+    if old:
+        old.remove()
     if handles:
         ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 

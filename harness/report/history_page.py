@@ -11,17 +11,18 @@ import html
 import io
 from pathlib import Path
 
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+
 from harness.contracts.errors import InputError
-from harness.report import figures
+from harness.report import figures  # also selects matplotlib's Agg backend before any figure is drawn
 from harness.report.changepoints import METHOD, Series
 from harness.report.document import _CSS as REPORT_CSS
 from harness.report.history import History
 from harness.report.table import fmt
 
-plt = figures.plt
 
-
-def trend_figure(history: History) -> figures.Figure:
+def trend_figure(history: History) -> Figure:
     """One panel per metric: each series' mean per revision with its 95% interval, change points marked."""
     names = list(dict.fromkeys(s.name(history.several_experiments) for s in history.series))
     colors = figures.palette(names)
@@ -58,7 +59,7 @@ def trend_figure(history: History) -> figures.Figure:
     return fig
 
 
-def png_base64(fig: figures.Figure) -> str:
+def png_base64(fig: Figure) -> str:
     """The figure as a base64 PNG (110 dpi, as the report's figures), and closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

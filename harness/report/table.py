@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ KEY_METRICS: tuple[tuple[str, str], ...] = (
 TERMINAL_SKIP: frozenset[str] = frozenset({"p99_ttft_paper_s"})
 
 
-def fmt(metric: str, value: float) -> str:
+def fmt(metric: str, value: float | None) -> str:
     """Human units: seconds as ms/s, shares as %, counts as integers; NaN as "n/a"."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -98,7 +99,7 @@ def key_cells(runs: list[RunInfo], point: str, baseline: str | None,
                 value=v, text=fmt(metric, v),
                 best=best_value is not None and not ties_all and v == best_value,
                 ratio=ratio(v, base) if base is not None else None,
-                spread=_spread(by_seed, system, baseline, metric) if base is not None else None)
+                spread=_spread(by_seed, system, baseline, metric) if base is not None and baseline is not None else None)
     return out
 
 
@@ -125,7 +126,7 @@ def point_means(runs: list[RunInfo], point: str, model: str = ALL_MODELS) -> dic
     for run in runs:
         if run.label == point and model in run.summary:
             per_system.setdefault(run.system, []).append(run.summary[model])
-    out = {}
+    out: dict[str, dict[str, float]] = {}
     for system, summaries in per_system.items():
         out[system] = {}
         for metric, _ in KEY_METRICS:  # harness.metrics.mean: over the seeds that measured it
@@ -205,7 +206,7 @@ def markdown_table(runs: list[RunInfo], point: str, baseline: str | None, model:
 TABLE_WIDTH = 128
 
 
-def print_tables(console: Console, tables: list[Table], gaps: list[str] = ()) -> None:
+def print_tables(console: Console, tables: list[Table], gaps: Sequence[str] = ()) -> None:
     """The tables, then `gaps`: the grid's runs they leave out or hold only in part (missing, failed, incomplete)."""
     wide = console if console.width >= TABLE_WIDTH else Console(file=console.file, width=TABLE_WIDTH,
                                                                  force_terminal=console.is_terminal)

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.report.capacity_table import read as read_capacity
 from harness.report.load import RunInfo, load_runs
@@ -258,8 +259,9 @@ def measure_headline(dirs: dict[str, Path]) -> list[Row]:
 
 def capacity_experiments() -> list[dict[str, Any]]:
     """The `capacity-muxserve` preset's search on the real conversation week."""
-    from harness.experiment import preset_path
     import tomllib
+
+    from harness.experiment import preset_path
 
     raw = tomllib.loads(preset_path("capacity-muxserve").read_text())
     raw["name"] = "repro-capacity-muxserve"
@@ -409,8 +411,9 @@ def measure_window(dirs: dict[str, Path]) -> list[Row]:
 
 
 def gpu512_experiments() -> list[dict[str, Any]]:
-    from harness.experiment import preset_path
     import tomllib
+
+    from harness.experiment import preset_path
 
     raw = tomllib.loads(preset_path("paper-512gpu").read_text())
     raw["name"] = "repro-512gpu"

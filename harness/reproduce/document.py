@@ -6,10 +6,13 @@ import base64
 import html
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.reproduce import claims as C
 from harness.reproduce.sensitivity import Effect, Study
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MD_FILE, HTML_FILE = "REPRODUCTION.md", "reproduction.html"
 COLUMNS = ("claim", "paper", "ours", "ratio", "verdict", "why")
@@ -83,15 +86,15 @@ def figures(rows: list[C.Row], dirs: dict[str, Path], sens: list[tuple[Study, fl
         ax.set_ylabel("% TTFT < 100 ms (seed range)")
         ax.legend(fontsize=7)
         made.append(("Forecast window sweep", F.save(fig, out / "window.png")))
-    for study, base, found in sens:
-        if base is None:
+    for study, base_value, found in sens:
+        if base_value is None:
             continue
-        fig = tornado(study, base, found)
+        fig = tornado(study, base_value, found)
         made.append((f"Sensitivity ({study.name}): {study.number}", F.save(fig, out / f"tornado-{study.name}.png")))
     return made
 
 
-def tornado(study: Study, base: float, found: list[Effect]):
+def tornado(study: Study, base: float, found: list[Effect]) -> Figure:
     """One bar per assumption from its lowest to its highest outcome, around the base value."""
     import matplotlib.pyplot as plt
 
@@ -102,7 +105,7 @@ def tornado(study: Study, base: float, found: list[Effect]):
             spans.append((e.assumption.label, min(vals + [base]), max(vals + [base])))
     spans.sort(key=lambda s: s[2] - s[1])
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(spans) + 1.2))
-    for i, (label, lo, hi) in enumerate(spans):
+    for i, (_label, lo, hi) in enumerate(spans):
         ax.barh(i, hi - lo, left=lo, color="#4c72b0")
     ax.set_yticks(range(len(spans)), [s[0] for s in spans], fontsize=7)
     ax.axvline(base, color="black", lw=1, label=f"base {base:.2f}")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import copy
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from harness.reproduce import claims as C
 from harness.report.load import RunInfo
+from harness.reproduce import claims as C
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def _within(paper: float) -> Callable[[float], bool]:
     return lambda v: abs(v - paper) <= C.SHARE_TOLERANCE_PP
 
 
-def _ablation_studies() -> list["Study"]:
+def _ablation_studies() -> list[Study]:
     out = [Study("ablation-full", "ablation: full", "full WarmServe's share of TTFT < 100 ms (%)", 100.0, " %",
                  _ablation_base, ABLATION, ablation_measure(None), _within(100.0))]
     for label, entry, paper in C.ABLATION[1:]:

@@ -8,9 +8,10 @@ Add a system: write its `LiveSystem` (harness/contracts/live.py), its options mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 

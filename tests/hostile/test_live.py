@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from gevent.server import StreamServer
 
-from harness.loadgen.protocols import StreamReader, prompt_token_ids, trusted_tokens
 from harness.contracts.redact import MASK, redact, redact_frame, redact_text, register_secret
+from harness.loadgen.protocols import StreamReader, prompt_token_ids, trusted_tokens
 from harness.store import read_run
 from tests.conftest import ROOT
 from tests.hostile.conftest import cli_result as cli

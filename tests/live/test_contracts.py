@@ -17,9 +17,9 @@ import pytest
 from geventhttpclient import HTTPClient
 
 from harness.contracts.endpoint import Endpoint
+from harness.live import run_live
 from harness.loadgen.protocols import build_request
 from harness.loadgen.telemetry import parse_prometheus
-from harness.live import run_live
 from workloads.workload import Workload, canonical_frame
 
 pytestmark = pytest.mark.contract

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.store import read_run
 from harness.loadgen.replay import shard
+from harness.store import read_run
 from tests.conftest import ROOT
 from tests.live.conftest import free_port
 from workloads.workload import canonical_frame

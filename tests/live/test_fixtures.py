@@ -15,9 +15,9 @@ import gevent
 import pytest
 from gevent.server import StreamServer
 
+from harness.contracts.endpoint import Endpoint
 from harness.loadgen.client import ClientPool, send
 from harness.loadgen.http import ChunkedDecoder
-from harness.contracts.endpoint import Endpoint
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
 FIXTURES = sorted(FIXTURES_DIR.glob("*/*.json"))

@@ -230,7 +230,7 @@ def test_after_its_first_token_a_stream_is_read_below_due_sends() -> None:
             ex.request("POST", "/v1/completions", b"{}", {})
             watcher = ex.conn._rw
             assert watcher.priority == 0
-            ex.read_body(lambda data, t: (priorities.append(watcher.priority), True)[1])
+            ex.read_body(lambda data, t, seen=priorities, w=watcher: (seen.append(w.priority), True)[1])
             ex.finish()
             assert priorities[0] == 0 and set(priorities[1:]) == {BULK_PRIORITY}
             assert watcher.priority == 0

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 from harness.contracts.errors import WarmbenchError
+from harness.live import run_live
 from harness.loadgen.telemetry import histogram_buckets, parse_prometheus
 from harness.store import read_run
-from harness.live import run_live
 from tests.conftest import ROOT
 from workloads.workload import Workload, canonical_frame
 

@@ -17,8 +17,13 @@ import pytest
 
 from harness.loadgen import standin
 from harness.loadgen.standin import Behaviour, serve
-from harness.loadgen.standin_wire import (SllmAnswer, sllm_answer, warmserve_parse, warmserve_prompt_tokens,
-                                          warmserve_refused)
+from harness.loadgen.standin_wire import (
+    SllmAnswer,
+    sllm_answer,
+    warmserve_parse,
+    warmserve_prompt_tokens,
+    warmserve_refused,
+)
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures").glob("*/*.json"))
 WS_MODEL = "/models/llama-7b/tp1_pp1/0"

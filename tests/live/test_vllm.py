@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.loadgen.telemetry import histogram_buckets
 from harness.live import read_metrics, run_live
+from harness.loadgen.telemetry import histogram_buckets
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

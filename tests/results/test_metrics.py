@@ -6,8 +6,15 @@ import math
 
 import pytest
 
-from harness.metrics import (PAPER_UNFINISHED_TTFT_S, Slo, by_start_kind, jsonable, paired_ratio_ci,
-                             send_lag_stats_s, summarize)
+from harness.metrics import (
+    PAPER_UNFINISHED_TTFT_S,
+    Slo,
+    by_start_kind,
+    jsonable,
+    paired_ratio_ci,
+    send_lag_stats_s,
+    summarize,
+)
 from tests.results.factory import NAN, requests
 
 # r0 ttft .05 tpot .05 e2e .25 | r1 ttft .5 tpot .5 e2e 1.5 | r2 ttft 2 (1 token) e2e 2

@@ -22,7 +22,7 @@ from tests.hostile.conftest import cli
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'warmbench[ray]')")
 
-from harness.executors import ray_session  # after importorskip: needs ray
+from harness.executors import ray_session  # noqa: E402  (after importorskip: needs ray)
 
 #: Manifest keys that differ between two runs of the same point: when and where it ran.
 VOLATILE = {"started_at", "ended_at", "wall_s", "host"}

@@ -77,6 +77,7 @@ def test_model_shapes_come_from_what_the_server_served(tmp_path: Path) -> None:
 
 def test_engine_starts_are_measured_from_the_runs_events() -> None:
     import pandas as pd
+
     from systems.sim.calibrate_live import engine_starts
 
     events = pd.DataFrame({

@@ -3,7 +3,6 @@
 import pytest
 
 from harness.contracts.result import event_fields
-
 from systems.sim.core import SimError
 from systems.sim.perf import PerfModel
 from systems.sim.policy import Policy

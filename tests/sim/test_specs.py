@@ -70,6 +70,7 @@ def test_cluster_toml_coefficients_change_the_perf_model_of_that_gpu_only(tmp_pa
 
 def test_model_spec_from_a_hugging_face_config(tmp_path: Path):
     import json
+
     from systems.sim.specs import model_spec_from_config
     cfg = {"num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32, "intermediate_size": 11008,
            "vocab_size": 32000, "torch_dtype": "float16"}

@@ -16,7 +16,11 @@ from systems.sim.fidelity.table import PUBLISHED_CSV, NotSimulated, read_table
 from systems.sim.fidelity_starts import simulate_start_row, simulate_start_row_detail
 from systems.sim.specs import MODELS
 from systems.sim.startup import (
-    GRAPH_CAPTURE_S_PER_LAYER_SIZE, LOADERS, PINNED_DMA_EFFICIENCY, WAKE_FIXED_S, capture_sizes,
+    GRAPH_CAPTURE_S_PER_LAYER_SIZE,
+    LOADERS,
+    PINNED_DMA_EFFICIENCY,
+    WAKE_FIXED_S,
+    capture_sizes,
 )
 from tests.sim.util import small_cluster, workload
 

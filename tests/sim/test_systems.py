@@ -160,8 +160,9 @@ def test_results_do_not_depend_on_hash_randomisation(tmp_path):
 
 
 def test_many_models_on_the_512_gpu_preset():
-    from harness.bench.sim import generate, scenarios
     import dataclasses
+
+    from harness.bench.sim import generate, scenarios
 
     sc = dataclasses.replace(scenarios(quick=False)[1], duration_s=10.0)   # 64 models, 300 req/s, 10 s
     wl = generate(sc)

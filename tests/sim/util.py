@@ -9,7 +9,7 @@ import numpy as np
 from systems.sim import CoreOptions
 from systems.sim.core import Simulator
 from systems.sim.policy import Policy
-from systems.sim.specs import ClusterSpec, NodeSpec, GPUS, resolve_cluster
+from systems.sim.specs import GPUS, ClusterSpec, NodeSpec, resolve_cluster
 from workloads.workload import Workload, canonical_frame
 
 

@@ -9,8 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from systems.sim.policies.warmserve.placement import (
-    CHUNK_BYTES, Demand, Replica, align_up, best_group, candidate_groups, nests, place,
-    place_round_robin, replica_counts, replica_scores, rescore,
+    CHUNK_BYTES,
+    Demand,
+    Replica,
+    align_up,
+    best_group,
+    candidate_groups,
+    nests,
+    place,
+    place_round_robin,
+    replica_counts,
+    replica_scores,
+    rescore,
 )
 
 GB = 2**30

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -27,7 +27,7 @@ TURNS = dict(background_rps=0.0, shift_s=120.0, burst_len_s=120.0, burst_size=24
              output_tokens=200)
 
 
-@lru_cache(maxsize=None)
+@cache
 def run(system: str, scenario: str, gpus: int = 4, **options):
     params = {"bursty": BURSTY, "dense": DENSE, "turns": TURNS}[scenario]
     return simulate(periodic_bursty(**params), cluster(gpus), system, options=options or None, debug=True)

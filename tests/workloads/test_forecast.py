@@ -8,7 +8,14 @@ import pytest
 
 from workloads.concurrency import history_frame
 from workloads.forecast import (
-    DAY_S, correction_weights, forecast_error, history_series, predict, rebin, rebin_is_exact, seasonal_baseline,
+    DAY_S,
+    correction_weights,
+    forecast_error,
+    history_series,
+    predict,
+    rebin,
+    rebin_is_exact,
+    seasonal_baseline,
 )
 from workloads.workload import canonical_frame
 

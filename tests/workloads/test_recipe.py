@@ -52,6 +52,7 @@ factor = 2.0
 
 def test_warmserve_section_over_a_week_long_canonical_file(tmp_path):
     import numpy as np
+
     from workloads.io import write_workload
     from workloads.workload import Workload, canonical_frame
     rng = np.random.default_rng(0)

@@ -10,8 +10,8 @@ The trace has no token counts: they are drawn from the Azure 2023 `lengths` tabl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa

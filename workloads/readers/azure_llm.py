@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-from workloads.readers.common import (check_file, finish, read_csv, relative_seconds, require_columns,
-                                      timestamp_column, token_column)
+from workloads.readers.common import (
+    check_file,
+    finish,
+    read_csv,
+    relative_seconds,
+    require_columns,
+    timestamp_column,
+    token_column,
+)
 from workloads.workload import Workload
 
 COLUMNS = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]

@@ -7,8 +7,8 @@ dropped by default and counted under `failed`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 

@@ -221,7 +221,7 @@ def request_frame(arrival_s: np.ndarray, model: np.ndarray | str, input_tokens: 
         models = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([model])).cast(pa.string())
     else:
         models = pa.array(take(np.asarray(model, dtype=object)), type=pa.string())
-    model_column = pd.array(models, dtype=_MODEL_DTYPE) if _MODEL_DTYPE != object else models.to_numpy(zero_copy_only=False)
+    model_column = pd.array(models, dtype=_MODEL_DTYPE) if _MODEL_DTYPE != np.dtype(object) else models.to_numpy(zero_copy_only=False)
     return pd.DataFrame({
         "request_id": np.arange(n, dtype=np.int64),
         "arrival_s": take(np.asarray(arrival_s, dtype=np.float64)),
