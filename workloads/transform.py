@@ -8,7 +8,8 @@ visible and reconciles.
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -137,6 +138,11 @@ def clip_lengths(workload: Workload, max_input_tokens: int = MAX_INPUT_TOKENS,
         "outputs_clipped": clipped_out})
 
 
+def _none_last(window_s: float | None) -> float:
+    """Sort key for window lengths where a history may not state one (None)."""
+    return float("inf") if window_s is None else window_s
+
+
 def merge(workloads: Sequence[Workload]) -> Workload:
     """Interleave several workloads (e.g. one per model) into one, by arrival; histories are concatenated."""
     if not workloads:
@@ -146,7 +152,7 @@ def merge(workloads: Sequence[Workload]) -> Workload:
     histories = [w.history for w in workloads if w.history is not None]
     windows = {w.meta.get("window_s") for w in workloads if w.history is not None}
     if len(windows) > 1:
-        raise WarmbenchError(f"cannot merge histories with different window lengths {sorted(windows)}")
+        raise WarmbenchError(f"cannot merge histories with different window lengths {sorted(windows, key=_none_last)}")
     meta: dict[str, Any] = {
         "source": "merge", "format": "merge", "sources": [copy.deepcopy(w.meta) for w in workloads],
         "rows_read": sum(int(w.meta.get("rows_read", len(w))) for w in workloads),

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import re
-import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
@@ -60,6 +60,8 @@ def histogram_buckets(samples: list[tuple[str, dict[str, str], float]], name: st
 def fetch_metrics(url: str, timeout_s: float = 5.0, headers: dict[str, str] | None = None) -> str:
     """GET a `/metrics` page (gevent-friendly) with the endpoint's headers (credentials)."""
     parts = urlsplit(url)
+    if parts.hostname is None:  # the client would fail with a TypeError, which the scraper does not expect
+        raise OSError("the metrics URL names no host")
     client = HTTPClient(parts.hostname, parts.port, connection_timeout=timeout_s,
                         network_timeout=timeout_s, ssl=parts.scheme == "https")
     try:
@@ -88,7 +90,7 @@ class Scraper:
             t = self.now()
             try:
                 text = fetch_metrics(url, headers=rest[0] if rest else None)
-            except (OSError, socket.error, gevent.Timeout) as exc:
+            except (OSError, gevent.Timeout) as exc:
                 self.failures[endpoint] = self.failures.get(endpoint, 0) + 1
                 del exc
                 continue

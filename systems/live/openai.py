@@ -13,7 +13,8 @@ and the run's events and manifest say which.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
@@ -32,6 +33,8 @@ def _ask(ep: Endpoint, probe_request: ProbeRequest, timeout_s: float) -> tuple[i
     """(HTTP status, error text) for the replay's request shape; status None if no answer came."""
     parts = urlsplit(ep.url)
     path, body = probe_request(ep)
+    if parts.hostname is None:
+        return None, "the endpoint URL names no host"
     client = HTTPClient(parts.hostname, parts.port, connection_timeout=timeout_s, network_timeout=timeout_s,
                         ssl=parts.scheme == "https",
                         headers={"Content-Type": "application/json", "X-Request-Id": "warmbench-probe",
@@ -80,8 +83,8 @@ def probe(ep: Endpoint, probe_request: ProbeRequest, token_ids: bool | None, ign
 class OpenAISystem(LiveSystem):
     name = "openai"
 
-    def __init__(self, *args, probe_request: ProbeRequest, probe_token_ids: bool = False,
-                 probe_ignore_eos: bool = False, **kw) -> None:
+    def __init__(self, *args: Any, probe_request: ProbeRequest, probe_token_ids: bool = False,
+                 probe_ignore_eos: bool = False, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.probe_request = probe_request
         self.probe_token_ids, self.probe_ignore_eos = probe_token_ids, probe_ignore_eos

@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.contracts.errors import InputError, WarmbenchError
-from workloads.transform import (assign_zipf, clip_lengths, gamma_cv, merge, resample_rate, scale_time,
-                                 select_window)
+from workloads.transform import assign_zipf, clip_lengths, gamma_cv, merge, resample_rate, scale_time, select_window
 from workloads.workload import Workload, canonical_frame
 
 
@@ -114,6 +113,15 @@ def test_merge_keeps_every_request_in_order(streams):
     assert out.requests["arrival_s"].is_monotonic_increasing
     assert out.requests["request_id"].tolist() == list(range(len(out)))
     assert out.requests["model"].value_counts().to_dict() == {f"m{i}": len(a) for i, a in enumerate(streams)}
+
+
+def test_merge_refuses_histories_of_different_windows_even_when_one_states_none():
+    """A history whose meta states no window (None) beside one of 300 s: the error names both
+    (it was a TypeError from sorting None with a float)."""
+    hist = pd.DataFrame({"model": ["m"], "window_start_s": [-300.0], "mean_concurrency": [1.0],
+                         "peak_concurrency": [1.0]})
+    with pytest.raises(WarmbenchError, match=r"different window lengths \[300.0, None\]"):
+        merge([make([1.0], history=hist), make([2.0], history=hist, window_s=None)])
 
 
 def test_assign_zipf_shares():
