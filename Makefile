@@ -35,9 +35,12 @@ run: $(BIN)/.installed
 	$(BIN)/python run.py $(ARGS)
 
 # Static checks, run first by `make test` (and so by .ci/run). Layers: the import-linter contracts
-# in pyproject.toml. Further checkers (ruff, mypy) go below as their own lines.
+# in pyproject.toml; lint (ruff) and types (mypy on harness, systems, workloads): their settings
+# are in pyproject.toml too.
 check: $(BIN)/.installed
 	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: check $(BIN)/.installed-ray $(VLLM_VENV)/.installed
 	WARMBENCH_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python -m pytest -q $(ARGS)
@@ -52,4 +55,4 @@ nightly: $(BIN)/.installed
 	$(BIN)/python run.py nightly $(ARGS)
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .import_linter_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .import_linter_cache .ruff_cache .mypy_cache

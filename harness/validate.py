@@ -13,8 +13,9 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import workloads
 from harness.contracts.errors import InputError, WarmbenchError
@@ -87,7 +88,7 @@ def output_file(path: Path | str, flag: str = "--out", suffixes: tuple[str, ...]
 
 # ---------------------------------------------------------------- experiment grids
 
-def check_runs(specs: "Iterable[RunSpec]", source_path: Path | str | None) -> None:
+def check_runs(specs: Iterable[RunSpec], source_path: Path | str | None) -> None:
     """Validate every run of a grid before any runs: system known, every option within its bounds,
     cluster resolvable, models known and fitting, workload present with valid parameters, seeds and
     durations in range. The first problem is an InputError naming the file and the dotted key."""
@@ -133,7 +134,7 @@ def _system_key(raw: dict[str, Any], system_label: str) -> str:
     return "systems"
 
 
-def _check_spec(spec: "RunSpec", source: str | None, raw: dict[str, Any], clusters: dict[str, Any],
+def _check_spec(spec: RunSpec, source: str | None, raw: dict[str, Any], clusters: dict[str, Any],
                 seen: set[str]) -> None:
     label = str(spec.point.get("system", spec.system))
     if spec.models is not None and not spec.models:
@@ -155,7 +156,7 @@ def _check_spec(spec: "RunSpec", source: str | None, raw: dict[str, Any], cluste
         _check_workload(spec, source)
 
 
-def _check_sim(spec: "RunSpec", label: str, source: str | None, raw: dict[str, Any],
+def _check_sim(spec: RunSpec, label: str, source: str | None, raw: dict[str, Any],
                clusters: dict[str, Any]) -> None:
     if spec.system not in registry.names():
         raise _fail(f"unknown system {spec.system!r}; registered: {', '.join(registry.names())}",
@@ -194,7 +195,7 @@ def _relative(cluster: str, source: str | None) -> str:
     return cluster
 
 
-def _check_live(spec: "RunSpec", label: str, source: str | None, raw: dict[str, Any]) -> None:
+def _check_live(spec: RunSpec, label: str, source: str | None, raw: dict[str, Any]) -> None:
     from systems.live.registry import parse_options  # the live adapters (gevent): only for live runs
 
     try:
@@ -205,7 +206,7 @@ def _check_live(spec: "RunSpec", label: str, source: str | None, raw: dict[str, 
         raise _fail(str(exc), source, key) from None
 
 
-def _known_models(spec: "RunSpec") -> list[str]:
+def _known_models(spec: RunSpec) -> list[str]:
     """Models the run will serve, where known without reading a trace."""
     if spec.models:
         return list(spec.models)
@@ -217,7 +218,7 @@ def _known_models(spec: "RunSpec") -> list[str]:
     return []
 
 
-def _check_workload(spec: "RunSpec", source: str | None) -> None:
+def _check_workload(spec: RunSpec, source: str | None) -> None:
     """Preset parameters against the preset's model; a trace file present and readable, its
     parameters ones its reader takes. Nothing is generated or read in full here."""
     from harness.experiment import _workload_args  # the experiment module imports this one

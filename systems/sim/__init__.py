@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import gc
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from harness.contracts.options import validate
 from systems.sim import registry
-from systems.sim.core import SimError, Simulator
+from systems.sim.core import Simulator
+from systems.sim.entities import SimError
 from systems.sim.options import CoreOptions, SimOptions
 from systems.sim.specs import ClusterSpec, ModelSpec, model_spec, resolve_cluster
 
@@ -48,9 +50,9 @@ def split_options(system: str, options: Mapping[str, Any] | None, *,
     return core, mine
 
 
-def simulate(workload: "Workload", cluster: ClusterSpec | str, system: str, *, options: Mapping[str, Any] | None = None,
+def simulate(workload: Workload, cluster: ClusterSpec | str, system: str, *, options: Mapping[str, Any] | None = None,
              seed: int = 0, duration_s: float | None = None, debug: bool = False,
-             models: Mapping[str, ModelSpec] | None = None) -> "RunResult":
+             models: Mapping[str, ModelSpec] | None = None) -> RunResult:
     """Run `system` on `cluster` over `workload` in virtual time; same inputs, same result.
 
     `models` gives specs for workload model names that are not presets (e.g. `model_spec_from_config`).

@@ -46,11 +46,11 @@ class Autoscaler:
     down: float = 0.5
     min_age_s: float = 5.0
     capacity: int = BATCH_CAPACITY
-    _ticks: deque = field(default_factory=deque)
-    _samples: dict[str, deque] = field(default_factory=dict)   # nonzero samples only
+    _ticks: deque[float] = field(default_factory=deque)
+    _samples: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)   # nonzero samples only: (time, load)
     _sums: dict[str, float] = field(default_factory=dict)
 
-    def tick(self, sim: "ClusterAPI") -> None:
+    def tick(self, sim: ClusterAPI) -> None:
         """Register a sampling instant (done by `sample` too)."""
         ticks, now = self._ticks, sim.now_s
         if not ticks or ticks[-1] != now:
@@ -59,11 +59,11 @@ class Autoscaler:
             while ticks[0] <= horizon:
                 ticks.popleft()
 
-    def idle(self, sim: "ClusterAPI", model: str) -> bool:
+    def idle(self, sim: ClusterAPI, model: str) -> bool:
         """No load now, none in the window and no instance: sampling it would change nothing."""
         return not sim.open_requests(model) and not self._samples.get(model) and not sim.instances(model)
 
-    def sample(self, sim: "ClusterAPI", model: str) -> float:
+    def sample(self, sim: ClusterAPI, model: str) -> float:
         """Record the model's load now; returns the mean over the window's sampling instants."""
         self.tick(sim)
         q = self._samples.get(model)
@@ -81,7 +81,7 @@ class Autoscaler:
         self._sums[model] = total
         return total / len(self._ticks)
 
-    def decide(self, sim: "ClusterAPI", model: str, mean_load: float) -> "tuple[int, list[Instance]]":
+    def decide(self, sim: ClusterAPI, model: str, mean_load: float) -> tuple[int, list[Instance]]:
         """(instances to start, instances to stop) for `model`, as the reference computes them:
         start ceil(load / up / capacity) - n, or stop n - ceil(load / down / capacity) of the least
         loaded instances older than `min_age_s` (n counts instances still starting)."""

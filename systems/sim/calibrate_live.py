@@ -18,9 +18,10 @@ per-model errors after the fit say how much that matters).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -149,7 +150,7 @@ def fit_live_run(requests: pd.DataFrame, gpu: str, model_sources: Mapping[str, s
     before = after = None
     prefill, decode = scales
     converged, iterations = False, 0
-    for iterations in range(1, MAX_ITERATIONS + 1):
+    for iterations in range(1, MAX_ITERATIONS + 1):  # noqa: B007 - read after the loop: how many ran
         prefill, decode = scales  # the fit reported is the last one simulated
         after = _paired(q, _simulated(workload, fit_cluster(gpu, specs, *scales), specs))
         before = after if before is None else before

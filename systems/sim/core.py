@@ -15,17 +15,31 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from heapq import heappush
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from harness.contracts.result import RunResult
 from systems.sim.entities import (  # noqa: F401  (re-exported: policies and tests import them from here)
-    CATEGORIES, INIT, KV, LOADING, PREWARMED, READY, STOPPED, WEIGHTS, Flow, Gpu, Instance, Link, Prewarm,
-    Request, SimError,
+    CATEGORIES,
+    INIT,
+    KV,
+    LOADING,
+    PREWARMED,
+    READY,
+    STOPPED,
+    WEIGHTS,
+    Flow,
+    Gpu,
+    Instance,
+    Link,
+    Prewarm,
+    Request,
+    SimError,
 )
 from systems.sim.lifecycle import Lifecycle
 from systems.sim.loading import LoadNetwork
@@ -42,7 +56,7 @@ if TYPE_CHECKING:
 class Simulator:
     """Virtual-time cluster driven by one policy; `run()` returns the RunResult tables."""
 
-    def __init__(self, workload: "Workload", cluster: ClusterSpec, policy: "Policy", *,
+    def __init__(self, workload: Workload, cluster: ClusterSpec, policy: Policy, *,
                  options: CoreOptions, seed: int = 0, duration_s: float | None = None, debug: bool = False,
                  models: Mapping[str, ModelSpec] | None = None) -> None:
         self.cluster, self.policy = cluster, policy

@@ -29,7 +29,8 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from systems.sim.entities import READY, SimError
 
@@ -49,14 +50,14 @@ class EngineHost(Protocol):
         """Virtual time now."""
     def push(self, t: float, fn: Callable[[Any], None], arg: Any) -> None:
         """Schedule `fn(arg)` at virtual time `t`."""
-    def kv_full(self, inst: "Instance") -> None:
+    def kv_full(self, inst: Instance) -> None:
         """The engine lacks KV blocks: the policy's on_kv_full hook may grow the cache."""
-    def request_done(self, inst: "Instance", req: "Request") -> None:
+    def request_done(self, inst: Instance, req: Request) -> None:
         """`req` left the engine (finished or failed, `req.end_s` set): count it, tell the policy."""
-    def engine_idle(self, inst: "Instance") -> None:
+    def engine_idle(self, inst: Instance) -> None:
         """Nothing left to run: a draining instance may stop now."""
     def log(self, kind: str, model: str = "", gpus: Iterable[int] = (), detail: str = "",
-            fields: "EventFields | None" = None) -> None:
+            fields: EventFields | None = None) -> None:
         """Add a control-plane event (`fields`: its typed payload)."""
 
 
@@ -75,7 +76,7 @@ class BatchEngine:
                  "stretch_seqs", "stretch_ctx0_tokens", "stretch_step_fixed_s", "stretch_ctx_slope_s",
                  "stretch_share")
 
-    def __init__(self, inst: "Instance", perf: "PerfModel", host: EngineHost, *, block_size: int,
+    def __init__(self, inst: Instance, perf: PerfModel, host: EngineHost, *, block_size: int,
                  max_num_seqs: int, max_num_batched_tokens: int, chunk_budget: int, compute_share: float) -> None:
         self.inst = inst                  # the instance it serves (its state gates iterations)
         self.perf = perf                  # iteration times (injected: one per model, GPU kind, TP)
@@ -136,7 +137,7 @@ class BatchEngine:
         return self.blocks_used + waiting + growth
 
     # ------------------------------------------------------------------ the core's entry points
-    def add(self, req: "Request") -> None:
+    def add(self, req: Request) -> None:
         """A request dispatched to this instance joins the waiting queue (runs once it is ready)."""
         self.waiting.append(req)
         if self.inst.state == READY:
@@ -154,7 +155,7 @@ class BatchEngine:
             else:
                 self.kick()
 
-    def clear(self) -> list["Request"]:
+    def clear(self) -> list[Request]:
         """The instance stops: drop every request (returned, for re-parking) and any pending event."""
         self.version += 1
         orphans = list(self.prefilling) + list(self.running) + list(self.waiting)
@@ -411,7 +412,7 @@ class BatchEngine:
         if self.inst.state == READY:
             self._next_iteration()
 
-    def _join(self, r: "Request", prefill_started_s: float) -> None:
+    def _join(self, r: Request, prefill_started_s: float) -> None:
         """A request's prefill finished: it has a token and joins the running batch (or is done)."""
         r.gen += 1
         if r.first_token_s != r.first_token_s:  # NaN: first time
@@ -454,7 +455,7 @@ class BatchEngine:
         self.host.log("preempt", inst.model, inst.gpus,
                       fields={"id": inst.id, "request": victim.id, "tokens": victim.input_tokens + gen})
 
-    def _finish(self, r: "Request", ok: bool) -> None:
+    def _finish(self, r: Request, ok: bool) -> None:
         r.end_s = self.host.now_s
         if not ok:
             r.gen = 0

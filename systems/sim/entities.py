@@ -7,8 +7,9 @@ lifecycle) and engine.BatchEngine (continuous batching). Policies read them, nev
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from systems.sim.specs import ModelSpec
 
@@ -32,7 +33,7 @@ class Gpu:
     node: int
     index: int
     capacity_bytes: int
-    usage: dict
+    usage: dict[tuple[str, str], int]
     used_bytes: int = 0
 
 
@@ -71,7 +72,7 @@ class Flow:
     __slots__ = ("id", "gpu", "bytes_total", "bytes_left", "rate", "last_s", "links", "version", "owner", "source",
                  "loader", "tp")
 
-    def __init__(self, fid: int, gpu: int, nbytes: float, links: list, owner: Any, source: str, now: float) -> None:
+    def __init__(self, fid: int, gpu: int, nbytes: float, links: list[Link], owner: Any, source: str, now: float) -> None:
         self.id, self.gpu, self.bytes_total, self.bytes_left = fid, gpu, nbytes, nbytes
         self.rate, self.last_s, self.links, self.version = 0.0, now, links, 0
         self.owner, self.source = owner, source
@@ -124,9 +125,9 @@ class Instance:
 
     The batch scheduler and its queues are `engine` (systems/sim/engine.BatchEngine)."""
 
-    engine: "BatchEngine"   # set by the core right after construction
+    engine: BatchEngine   # set by the core right after construction
 
-    def __init__(self, iid: int, model: str, spec: ModelSpec, node: int, gpus: tuple[int, ...], loader: "Loader") -> None:
+    def __init__(self, iid: int, model: str, spec: ModelSpec, node: int, gpus: tuple[int, ...], loader: Loader) -> None:
         self.id, self.model, self.spec, self.node, self.gpus, self.tp = iid, model, spec, node, gpus, len(gpus)
         # lifecycle
         self.state = LOADING            # loading -> init -> ready -> stopped

@@ -7,11 +7,25 @@ load, engine init, ready, drain and stop; prewarm, evict; KV resizing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from systems.sim.engine import BatchEngine
-from systems.sim.entities import INIT, KV, LOADING, PREWARMED, READY, STOPPED, WEIGHTS, Flow, Instance, Prewarm, SimError
-from systems.sim.startup import EngineInit, Loader, engine_init, loader as loader_named
+from systems.sim.entities import (
+    INIT,
+    KV,
+    LOADING,
+    PREWARMED,
+    READY,
+    STOPPED,
+    WEIGHTS,
+    Flow,
+    Instance,
+    Prewarm,
+    SimError,
+)
+from systems.sim.startup import EngineInit, Loader, engine_init
+from systems.sim.startup import loader as loader_named
 
 if TYPE_CHECKING:
     from systems.sim.core import Simulator
@@ -20,7 +34,7 @@ if TYPE_CHECKING:
 class Lifecycle:
     """The run's instances and prewarms, and every operation that starts, loads or stops them."""
 
-    def __init__(self, sim: "Simulator") -> None:
+    def __init__(self, sim: Simulator) -> None:
         self.sim = sim
         self.memory, self.loads = sim.memory, sim.loads
         self.instances: dict[int, Instance] = {}
@@ -241,7 +255,7 @@ class Lifecycle:
         """Drop a prewarm's weights (cancelling its loads); frees its memory at once."""
         if pw.evicted:
             return
-        for g, flow in list(pw.flows.items()):
+        for flow in list(pw.flows.values()):
             self.loads.cancel(flow)
         pw.flows.clear()
         for g in pw.gpus:

@@ -8,7 +8,8 @@ a CPU copy, pipelined loaders run at the slower link), recomputed whenever a flo
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from systems.sim.entities import Flow, Instance, Link, Prewarm
 from systems.sim.specs import ClusterSpec

@@ -28,7 +28,6 @@ from dataclasses import dataclass, fields, replace
 
 from systems.sim.specs import GpuSpec, ModelSpec
 
-
 #: Largest decode batch vLLM replays from a CUDA graph: its default capture sizes 1, 2, 4, 8, 16, ...,
 #: 256 (vLLM V0 `_BATCH_SIZES_TO_CAPTURE`, capped by max_num_seqs, default 256); a larger batch runs eager.
 CUDA_GRAPH_MAX_SEQS = 256
@@ -73,7 +72,7 @@ class Coefficients:
     prefill_scale: float = 1.0
     decode_scale: float = 1.0
 
-    def with_values(self, **values: float) -> "Coefficients":
+    def with_values(self, **values: float) -> Coefficients:
         known = {f.name for f in fields(self)}
         unknown = set(values) - known
         if unknown:

@@ -31,7 +31,8 @@ takes `CoreOptions` (options.py) and the policy its own `Options`; an unknown na
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Protocol, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from harness.contracts.options import validate
 from systems.sim.options import NoOptions, SimOptions
@@ -58,13 +59,13 @@ class ClusterAPI(Protocol):
     def now_s(self) -> float:
         """Virtual time of the event being handled, in seconds."""
     @property
-    def cluster(self) -> "ClusterSpec":
+    def cluster(self) -> ClusterSpec:
         """The simulated cluster's nodes and GPU kinds."""
     @property
-    def gpus(self) -> "Sequence[Gpu]":
+    def gpus(self) -> Sequence[Gpu]:
         """Every GPU (global id order): `id`, `node`, `index`, `capacity_bytes`."""
     @property
-    def workload(self) -> "Workload":
+    def workload(self) -> Workload:
         """The workload this run simulates (truncated to `duration_s`), with its meta and history."""
     @property
     def workload_models(self) -> list[str]:
@@ -78,9 +79,9 @@ class ClusterAPI(Protocol):
     @property
     def max_model_len(self) -> int:
         """Prompt + output token limit of every engine (core option; 0 = none)."""
-    def model(self, name: str) -> "ModelSpec":
+    def model(self, name: str) -> ModelSpec:
         """Spec of a workload model name."""
-    def perf(self, model: str, tp: int | None = None, gpu: int = 0) -> "PerfModel":
+    def perf(self, model: str, tp: int | None = None, gpu: int = 0) -> PerfModel:
         """Iteration-time model of `model` on `tp` GPUs (default: its TP) of `gpu`'s kind."""
     def node_gpus(self, node: int) -> list[int]:
         """Global GPU ids of `node`, in order (do not mutate)."""
@@ -102,35 +103,35 @@ class ClusterAPI(Protocol):
         """Drop `model`'s checkpoint from `node`'s host memory."""
 
     # ---- instances
-    def instances(self, model: str | None = None) -> "list[Instance]":
+    def instances(self, model: str | None = None) -> list[Instance]:
         """Live (not stopped) instances, of one model or all, in creation order (do not mutate)."""
     def start_instance(self, model: str, gpus: Iterable[int], *, kv_bytes_per_gpu: int | None = None,
                        max_num_seqs: int | None = None, compute_share: float = 1.0,
                        engine_init_s: float | None = None, already_warm: bool = False,
-                       loader: str | None = None, max_num_batched_tokens: int | None = None) -> "Instance":
+                       loader: str | None = None, max_num_batched_tokens: int | None = None) -> Instance:
         """Start an engine of `model` with TP over `gpus` (weights from the fastest tier holding them)."""
-    def stop_instance(self, inst: "Instance", *, drain: bool = True, keep_weights: bool = False) -> None:
+    def stop_instance(self, inst: Instance, *, drain: bool = True, keep_weights: bool = False) -> None:
         """Stop `inst` (after its requests with `drain`); `keep_weights` leaves them as a prewarm."""
-    def set_kv_bytes(self, inst: "Instance", kv_bytes_per_gpu: int) -> int:
+    def set_kv_bytes(self, inst: Instance, kv_bytes_per_gpu: int) -> int:
         """Resize `inst`'s KV cache per GPU (no lower than in use); returns the size applied."""
-    def kv_needed_bytes(self, inst: "Instance") -> int:
+    def kv_needed_bytes(self, inst: Instance) -> int:
         """KV bytes per GPU `inst` holds now plus its waiting prompts and decode stretch need."""
 
     # ---- weights without an instance
     def prewarm(self, model: str, gpus: Iterable[int], *, already_loaded: bool = False,
-                loader: str | None = None) -> "Prewarm":
+                loader: str | None = None) -> Prewarm:
         """Load `model`'s weights onto `gpus` without an engine."""
-    def evict(self, pw: "Prewarm") -> None:
+    def evict(self, pw: Prewarm) -> None:
         """Drop a prewarm's weights (cancelling its loads)."""
-    def prewarms(self, model: str | None = None) -> "list[Prewarm]":
+    def prewarms(self, model: str | None = None) -> list[Prewarm]:
         """Live prewarms, of one model or all."""
-    def prewarms_on(self, gpu: int) -> "list[Prewarm]":
+    def prewarms_on(self, gpu: int) -> list[Prewarm]:
         """Prewarms holding a shard on `gpu`."""
 
     # ---- requests and events
-    def dispatch(self, req: "Request", inst: "Instance") -> None:
+    def dispatch(self, req: Request, inst: Instance) -> None:
         """Send a parked request to `inst` (ready or still starting; not draining or stopped)."""
-    def parked(self, model: str) -> "deque[Request]":
+    def parked(self, model: str) -> deque[Request]:
         """Requests of `model` no instance has yet, oldest first (do not mutate)."""
     def parked_models(self) -> list[str]:
         """Models with parked requests, the oldest parked request's first."""
@@ -139,7 +140,7 @@ class ClusterAPI(Protocol):
     def fail_parked(self, model: str, reason: str) -> int:
         """Fail every parked request of `model` with `reason`; returns how many."""
     def log(self, kind: str, model: str = "", gpus: Iterable[int] = (), detail: str = "",
-            fields: "EventFields | None" = None) -> None:
+            fields: EventFields | None = None) -> None:
         """Add a control-plane event (forecast, scale...) at `now_s`: `fields` typed, `detail` for people."""
 
 
@@ -171,34 +172,34 @@ class Policy:
             self.options = validate(self.Options, options, what=f"{type(self).__name__}: ")
 
     # ---- hooks -----------------------------------------------------------------------
-    def setup(self, sim: "ClusterAPI") -> None:
+    def setup(self, sim: ClusterAPI) -> None:
         """Called once at t = 0."""
 
-    def on_request(self, sim: "ClusterAPI", req: "Request") -> None:
+    def on_request(self, sim: ClusterAPI, req: Request) -> None:
         inst = self.pick_instance(sim, req.model)
         if inst is not None:
             sim.dispatch(req, inst)
 
-    def on_tick(self, sim: "ClusterAPI") -> None:
+    def on_tick(self, sim: ClusterAPI) -> None:
         """Called every `tick_s` seconds."""
 
-    def on_finished(self, sim: "ClusterAPI", req: "Request", inst: "Instance") -> None:
+    def on_finished(self, sim: ClusterAPI, req: Request, inst: Instance) -> None:
         self.retry_parked(sim, req.model)
 
-    def on_ready(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def on_ready(self, sim: ClusterAPI, inst: Instance) -> None:
         self.retry_parked(sim, inst.model)
 
-    def on_prewarm_done(self, sim: "ClusterAPI", pw: "Prewarm") -> None:
+    def on_prewarm_done(self, sim: ClusterAPI, pw: Prewarm) -> None:
         """A prewarm finished loading."""
 
-    def on_stopped(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def on_stopped(self, sim: ClusterAPI, inst: Instance) -> None:
         self.retry_parked(sim, inst.model)
 
-    def on_kv_full(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def on_kv_full(self, sim: ClusterAPI, inst: Instance) -> None:
         """The engine of `inst` is short of KV blocks; default: let it queue or preempt."""
 
     # ---- helpers for subclasses -------------------------------------------------------
-    def pick_instance(self, sim: "ClusterAPI", model: str, *, include_starting: bool = True) -> "Instance | None":
+    def pick_instance(self, sim: ClusterAPI, model: str, *, include_starting: bool = True) -> Instance | None:
         """Least in-flight instance of `model` with fewer than `capacity` requests (ready ones first)."""
         best = None
         best_key = None
@@ -215,14 +216,14 @@ class Policy:
                 best, best_key = inst, key
         return best
 
-    def start(self, sim: "ClusterAPI", model: str) -> "Instance | None":
+    def start(self, sim: ClusterAPI, model: str) -> Instance | None:
         """Start an instance of `model` where this policy places it; None when it cannot (default)."""
         return None
 
-    def dispatched(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def dispatched(self, sim: ClusterAPI, inst: Instance) -> None:
         """Called after `route`/`serve_model` sent a request to `inst` (e.g. to resize its KV)."""
 
-    def route(self, sim: "ClusterAPI", req: "Request") -> None:
+    def route(self, sim: ClusterAPI, req: Request) -> None:
         """Reference router: least in-flight instance with room, else start one; else it stays
         parked. Older parked requests of the model go first."""
         if len(sim.parked(req.model)) > 1:
@@ -232,7 +233,7 @@ class Policy:
             sim.dispatch(req, inst)
             self.dispatched(sim, inst)
 
-    def serve_model(self, sim: "ClusterAPI", model: str) -> None:
+    def serve_model(self, sim: ClusterAPI, model: str) -> None:
         """Give `model`'s parked requests room on its instances, starting ones where `start` can."""
         parked = sim.parked(model)
         while parked:
@@ -242,12 +243,12 @@ class Policy:
             sim.dispatch(parked[0], inst)
             self.dispatched(sim, inst)
 
-    def serve_parked(self, sim: "ClusterAPI") -> None:
+    def serve_parked(self, sim: ClusterAPI) -> None:
         """Serve every model's parked requests, the model with the oldest one first."""
         for model in sim.parked_models():
             self.serve_model(sim, model)
 
-    def retry_parked(self, sim: "ClusterAPI", model: str) -> None:
+    def retry_parked(self, sim: ClusterAPI, model: str) -> None:
         """Dispatch parked requests of `model`, oldest first, while an instance has room."""
         parked = sim.parked(model)
         while parked:

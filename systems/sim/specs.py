@@ -208,7 +208,7 @@ def model_spec(name: str) -> ModelSpec:
     return spec if base == name else replace(spec, name=name)
 
 
-def check_fits(models: "dict[str, ModelSpec]", cluster: ClusterSpec, gpu_memory_utilization: float) -> None:
+def check_fits(models: dict[str, ModelSpec], cluster: ClusterSpec, gpu_memory_utilization: float) -> None:
     """Every model fits some node of the cluster at its TP (weights within the usable share of
     each GPU's memory, TP within the node); else an InputError before anything runs, since its
     requests could only wait until the end of the run."""

@@ -89,7 +89,7 @@ class Loader:
         return min(ssd_share, copy)
 
 
-LOADERS: dict[str, Loader] = {l.name: l for l in (
+LOADERS: dict[str, Loader] = {loader.name: loader for loader in (
     # Bytes over the links at their full fair share, nothing else: the core's model before loaders
     # were grounded; what a policy that declares no loader gets (and the lifecycle tests' baseline).
     Loader("dma", source="ideal link-speed transfer (no measurement)"),
@@ -193,7 +193,7 @@ def profile_tokens(max_num_batched_tokens: int, max_num_seqs: int, max_model_len
     return tokens, max(1, min(max_num_seqs, tokens))
 
 
-def engine_init(perf: "PerfModel", *, max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int,
+def engine_init(perf: PerfModel, *, max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int,
                 cuda_graphs: bool) -> EngineInit:
     """Engine init of `perf`'s model on its GPUs: fixed + one profile forward pass of the token
     budget + (with CUDA graphs) capture of every batch size for every layer."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from operator import attrgetter
 import json
-from typing import Any, Mapping, Union
+from collections.abc import Mapping
+from operator import attrgetter
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,9 +15,9 @@ from systems.sim.entities import Request
 from systems.sim.memory import MemoryRow
 
 #: an event's typed payload (the events table's EVENT_FIELDS column, as JSON)
-EventFields = Mapping[str, Union[int, float, str, bool]]
+EventFields = Mapping[str, int | float | str | bool]
 #: one row of the events table: EVENT_COLUMNS (time_s, kind, model, node, gpus, detail), then its fields
-EventRow = tuple[float, str, str, int, str, str, Union[EventFields, None]]
+EventRow = tuple[float, str, str, int, str, str, EventFields | None]
 
 
 def format_fields(fields: EventFields) -> str:

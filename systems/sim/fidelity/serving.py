@@ -17,8 +17,9 @@ first token leaves after the prefill *and* one decode step (`FIRST_TOKEN_AFTER_D
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd

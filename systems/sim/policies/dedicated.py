@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from systems.sim.policy import ClusterAPI
 
 
-def expected_concurrency(sim: "ClusterAPI", model: str) -> float:
+def expected_concurrency(sim: ClusterAPI, model: str) -> float:
     """Mean requests in service of `model` if each ran alone: sum of (prefill + decodes) / span."""
     frame = sim.workload.requests
     rows = frame[frame["model"] == model]
@@ -34,7 +34,7 @@ class Dedicated(Policy):
     #: vLLM's default; never used here: the instances exist before t = 0
     LOADER = "safetensors"
 
-    def setup(self, sim: "ClusterAPI") -> None:
+    def setup(self, sim: ClusterAPI) -> None:
         models = sorted(sim.workload.models, key=lambda m: (-sim.model(m).tp, m))
         demand = {m: expected_concurrency(sim, m) for m in models}
         count = {m: 0 for m in models}

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from systems.sim.policy import ClusterAPI
 
 
-def peak_concurrency(sim: "ClusterAPI", model: str) -> float:
+def peak_concurrency(sim: ClusterAPI, model: str) -> float:
     """Peak number of `model`'s requests in service if each ran alone on a warm instance."""
     frame = sim.workload.requests
     rows = frame[frame["model"] == model]
@@ -45,7 +45,7 @@ class Ideal(Policy):
     #: vLLM's default; never used here: the instances exist before t = 0
     LOADER = "safetensors"
 
-    def setup(self, sim: "ClusterAPI") -> None:
+    def setup(self, sim: ClusterAPI) -> None:
         models = sorted(sim.workload_models, key=lambda m: (-sim.model(m).tp, m))
         want = {m: max(1, math.ceil(peak_concurrency(sim, m) / self.capacity)) for m in models}
         have = {m: 0 for m in models}
@@ -74,7 +74,7 @@ class Ideal(Policy):
         sim.log("placement", "", (), detail + (" capacity-limited" if limited else ""),
                 fields={**{m: have[m] for m in sorted(models)}, "capacity_limited": limited})
 
-    def on_request(self, sim: "ClusterAPI", req: "Request") -> None:
+    def on_request(self, sim: ClusterAPI, req: Request) -> None:
         insts = sim.instances(req.model)
         if insts:
             sim.dispatch(req, min(insts, key=lambda i: (i.in_flight, i.id)))

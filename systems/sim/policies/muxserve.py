@@ -7,9 +7,9 @@ max_num_seqs, no cold starts. Leaves out: per-iteration prefill/decode multiplex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -118,7 +118,7 @@ def kv_split(models: Sequence[MuxModel], tp: int, free_bytes_per_gpu: int) -> di
     return {name: tokens * b for name, b in per_token.items()}
 
 
-def model_demand(sim: "ClusterAPI", model: str) -> float:
+def model_demand(sim: ClusterAPI, model: str) -> float:
     """Compute demand of a model over the workload: requests x tokens x weight bytes (FLOPs ~ 2 x params x tokens)."""
     frame = sim.workload.requests
     rows = frame[frame["model"] == model]
@@ -152,7 +152,7 @@ class MuxServe(Policy):
         self.capacity = self.max_num_seqs
         self.unplaced: dict[str, str] = {}
 
-    def setup(self, sim: "ClusterAPI") -> None:
+    def setup(self, sim: ClusterAPI) -> None:
         models = [MuxModel(m, sim.model(m).weight_bytes, sim.model(m).kv_bytes_per_token, sim.model(m).tp,
                            model_demand(sim, m)) for m in sim.workload_models]
         per_node = [n.gpus_per_node for n in sim.cluster.nodes]
@@ -186,7 +186,7 @@ class MuxServe(Policy):
                     " ".join(f"{n}:share={shares[n]:.2f},kv_gib={kv[n] / 2**30:.1f}" for n in g.models),
                     fields={**{f"share:{n}": shares[n] for n in g.models}, **{f"kv_bytes:{n}": kv[n] for n in g.models}})
 
-    def on_request(self, sim: "ClusterAPI", req: "Request") -> None:
+    def on_request(self, sim: ClusterAPI, req: Request) -> None:
         if req.model in self.unplaced:
             sim.fail_parked(req.model, self.unplaced[req.model])
             return

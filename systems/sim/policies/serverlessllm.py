@@ -7,7 +7,8 @@ placement preferring a node caching the checkpoint. Leaves out: live migration, 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -61,11 +62,11 @@ class ServerlessLLM(Policy):
         self.lru: list[dict[str, float]] = []
 
     # ---- host-memory checkpoint cache ------------------------------------------------------
-    def _budget(self, sim: "ClusterAPI", node: int) -> int:
+    def _budget(self, sim: ClusterAPI, node: int) -> int:
         own = sim.cluster.nodes[node].host_memory_bytes
         return own if self.host_budget < 0 else min(own, self.host_budget)
 
-    def _cache(self, sim: "ClusterAPI", node: int, model: str) -> None:
+    def _cache(self, sim: ClusterAPI, node: int, model: str) -> None:
         """Keep `model`'s checkpoint in node's host memory, evicting least recently used ones."""
         size = sim.model(model).weight_bytes
         budget = self._budget(sim, node)
@@ -86,7 +87,7 @@ class ServerlessLLM(Policy):
             sim.host_put(node, model)
             lru[model] = sim.now_s
 
-    def setup(self, sim: "ClusterAPI") -> None:
+    def setup(self, sim: ClusterAPI) -> None:
         self.lru = [{} for _ in sim.cluster.nodes]
         counts = sim.workload.requests["model"].value_counts()
         popular = sorted(sim.workload_models, key=lambda m: (-int(counts.get(m, 0)), m))
@@ -99,7 +100,7 @@ class ServerlessLLM(Policy):
                     self.lru[node][m] = 0.0
 
     # ---- placement -------------------------------------------------------------------------
-    def _free_group(self, sim: "ClusterAPI", node: int, tp: int) -> tuple[int, ...] | None:
+    def _free_group(self, sim: ClusterAPI, node: int, tp: int) -> tuple[int, ...] | None:
         ids = sim.node_gpus(node)
         for start in range(0, len(ids) - tp + 1, tp):
             group = tuple(ids[start:start + tp])
@@ -107,7 +108,7 @@ class ServerlessLLM(Policy):
                 return group
         return None
 
-    def start(self, sim: "ClusterAPI", model: str) -> "Instance | None":
+    def start(self, sim: ClusterAPI, model: str) -> Instance | None:
         """Locality first: a node caching the checkpoint, else any node (SSD); idle instances
         of other models are stopped to make room when no group is free."""
         tp = sim.model(model).tp
@@ -117,7 +118,7 @@ class ServerlessLLM(Policy):
             group = self._free_group(sim, n, tp)
             if group is not None:
                 return self._launch(sim, model, group)
-        idle: dict[int, list["Instance"]] = {}
+        idle: dict[int, list[Instance]] = {}
         for i in sim.instances():
             if i.ready and i.accepting and i.in_flight == 0:   # a draining one stops by itself
                 idle.setdefault(i.node, []).append(i)
@@ -135,7 +136,7 @@ class ServerlessLLM(Policy):
                     return self._launch(sim, model, group)
         return None
 
-    def _launch(self, sim: "ClusterAPI", model: str, group: tuple[int, ...]) -> "Instance":
+    def _launch(self, sim: ClusterAPI, model: str, group: tuple[int, ...]) -> Instance:
         node = sim.gpus[group[0]].node
         cached = model in sim.host_models(node)
         budget = self.engine_budget or vllm_default_batched_tokens(sim.max_model_len)
@@ -144,7 +145,7 @@ class ServerlessLLM(Policy):
         self._cache(sim, node, model)  # the loader stages the checkpoint through host memory
         return inst
 
-    def _reclaim(self, sim: "ClusterAPI", node: int, tp: int, idle: list["Instance"]) -> bool:
+    def _reclaim(self, sim: ClusterAPI, node: int, tp: int, idle: list[Instance]) -> bool:
         """Stop idle instances on `node` (longest idle first) until an aligned group of `tp` is free."""
         for inst in sorted(idle, key=lambda i: (self.idle_since.get(i.id, i.ready_s), i.id)):
             sim.log("keep_alive_evict", inst.model, inst.gpus, fields={"id": inst.id, "reason": "room"})
@@ -153,35 +154,35 @@ class ServerlessLLM(Policy):
                 return True
         return False
 
-    def _stop(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def _stop(self, sim: ClusterAPI, inst: Instance) -> None:
         self.idle_since.pop(inst.id, None)
         if inst.accepting:
             sim.stop_instance(inst, drain=True)
 
     # ---- routing and keep-alive ------------------------------------------------------------
-    def on_request(self, sim: "ClusterAPI", req: "Request") -> None:
+    def on_request(self, sim: ClusterAPI, req: Request) -> None:
         self.route(sim, req)
 
-    def dispatched(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def dispatched(self, sim: ClusterAPI, inst: Instance) -> None:
         self.idle_since.pop(inst.id, None)
 
-    def on_finished(self, sim: "ClusterAPI", req: "Request", inst: "Instance") -> None:
+    def on_finished(self, sim: ClusterAPI, req: Request, inst: Instance) -> None:
         if inst.in_flight == 0:
             self.idle_since[inst.id] = sim.now_s
         if sim.parked(req.model) or any(sim.parked(m) for m in sim.parked_models()):
             self.serve_parked(sim)
 
-    def on_ready(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def on_ready(self, sim: ClusterAPI, inst: Instance) -> None:
         if inst.in_flight == 0:
             self.idle_since[inst.id] = sim.now_s
         self.serve_parked(sim)
 
-    def on_stopped(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def on_stopped(self, sim: ClusterAPI, inst: Instance) -> None:
         self.idle_since.pop(inst.id, None)
         if not self._reclaiming:   # a stop made to free room is followed by the start that wanted it
             self.serve_parked(sim)
 
-    def on_tick(self, sim: "ClusterAPI") -> None:
+    def on_tick(self, sim: ClusterAPI) -> None:
         """Keep-alive: a model holding more instances than ceil(load / capacity) for `keep_alive_s`
         drains its least loaded one (so a model with no load scales to zero)."""
         now = sim.now_s

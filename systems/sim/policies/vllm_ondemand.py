@@ -8,7 +8,8 @@ profile_run over that budget at init (prewarm_manager.py create_engine)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -52,25 +53,25 @@ class VllmOnDemand(Policy):
         self.tick_s = o.tick_s
         self.scaler = Autoscaler(o.window_s, o.scale_up, o.scale_down, o.min_age_s, self.capacity)
 
-    def start(self, sim: "ClusterAPI", model: str) -> "Instance | None":
+    def start(self, sim: ClusterAPI, model: str) -> Instance | None:
         group = sim.first_free_group(sim.model(model).tp)
         return None if group is None else sim.start_instance(model, group)
 
-    def on_request(self, sim: "ClusterAPI", req: "Request") -> None:
+    def on_request(self, sim: ClusterAPI, req: Request) -> None:
         self.route(sim, req)
 
-    def on_finished(self, sim: "ClusterAPI", req: "Request", inst: "Instance") -> None:
+    def on_finished(self, sim: ClusterAPI, req: Request, inst: Instance) -> None:
         if sim.parked(req.model):
             self.serve_model(sim, req.model)
 
-    def on_ready(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def on_ready(self, sim: ClusterAPI, inst: Instance) -> None:
         if sim.parked(inst.model):
             self.serve_model(sim, inst.model)
 
-    def on_stopped(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def on_stopped(self, sim: ClusterAPI, inst: Instance) -> None:
         self.serve_parked(sim)
 
-    def on_tick(self, sim: "ClusterAPI") -> None:
+    def on_tick(self, sim: ClusterAPI) -> None:
         scaler = self.scaler
         scaler.tick(sim)
         for model in sim.workload_models:

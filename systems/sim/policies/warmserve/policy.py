@@ -9,17 +9,23 @@ Leaves out: CUDA VMM mapping costs and NCCL prewarming (folded into `warm_engine
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from systems.sim.autoscale import Autoscaler
-from workloads.forecast import Forecast, history_series, predict, rebin_is_exact
 from systems.sim.options import SimOptions
 from systems.sim.policies.warmserve.load import ConcurrencyTracker, kv_reserved_bytes
 from systems.sim.policies.warmserve.options import WarmServeOptions
 from systems.sim.policies.warmserve.placement import (
-    Demand, Replica, align_up, place, place_round_robin, rescore,
+    Demand,
+    Replica,
+    align_up,
+    place,
+    place_round_robin,
+    rescore,
 )
 from systems.sim.policy import Policy
+from workloads.forecast import Forecast, history_series, predict, rebin_is_exact
 
 if TYPE_CHECKING:
     from systems.sim.entities import Instance, Prewarm, Request
@@ -71,7 +77,7 @@ class WarmServe(Policy):
         self.forecasting = False                # any model has a forecast (else: purely reactive)
 
     # ---- setup and forecasting ------------------------------------------------------------
-    def setup(self, sim: "ClusterAPI") -> None:
+    def setup(self, sim: ClusterAPI) -> None:
         models = sim.workload_models
         self.free_per_node = [len(sim.node_gpus(n)) for n in range(len(sim.cluster.nodes))]
         self.free_gpus = sum(self.free_per_node)
@@ -93,7 +99,7 @@ class WarmServe(Policy):
             self._predict(sim)
             self._plan(sim)
 
-    def _predict(self, sim: "ClusterAPI") -> None:
+    def _predict(self, sim: ClusterAPI) -> None:
         for m in sim.workload_models:
             f = predict(self.history.get(m, {}), self.observed[m], self.window, window_s=self.window_s,
                         n_recent=self.n_recent)
@@ -105,7 +111,7 @@ class WarmServe(Policy):
                 sim.log("forecast", m, (), f"window={self.window} mean={f.mean:.2f} peak={f.peak:.2f}",
                         fields={"window": self.window, "mean": f.mean, "peak": f.peak})
 
-    def _roll_window(self, sim: "ClusterAPI") -> None:
+    def _roll_window(self, sim: ClusterAPI) -> None:
         while sim.now_s >= (self.window + 1) * self.window_s - 1e-9:
             end = (self.window + 1) * self.window_s
             for m, t in self.trackers.items():
@@ -116,7 +122,7 @@ class WarmServe(Policy):
                 self._predict(sim)
 
     # ---- prewarm planning -----------------------------------------------------------------
-    def _plan(self, sim: "ClusterAPI") -> None:
+    def _plan(self, sim: ClusterAPI) -> None:
         """Re-score existing prewarms and place the missing replicas (reference `Scheduler.prewarm`)."""
         self.dirty = False
         self.last_plan_s = sim.now_s
@@ -142,7 +148,7 @@ class WarmServe(Policy):
         if len(placed) < len(new):
             self._displace(sim, [r for r in new if not any(p is r or (p.model == r.model and p.score == r.score) for p in placed)])
 
-    def _displace(self, sim: "ClusterAPI", unplaced: list[Replica]) -> None:
+    def _displace(self, sim: ClusterAPI, unplaced: list[Replica]) -> None:
         """Memory is short: a replica may evict lower-scored prewarms on universal GPUs, lowest
         first, until it fits (the reference leaves eviction for room as a TODO)."""
         for r in sorted(unplaced, key=lambda r: -r.score):
@@ -162,7 +168,7 @@ class WarmServe(Policy):
                     self.scores[pw.id] = done[0].score
                     break
 
-    def _place(self, sim: "ClusterAPI", new: list[Replica], existing: list[Replica]) -> list[Replica]:
+    def _place(self, sim: ClusterAPI, new: list[Replica], existing: list[Replica]) -> list[Replica]:
         free = [self._prewarm_free(sim, g.id) for g in sim.gpus]
         occupied = [Replica(i.model, i.tp, 0, INSTANCE_SCORE, i.gpus) for i in sim.instances()]
         per_node = [n.gpus_per_node for n in sim.cluster.nodes]
@@ -170,7 +176,7 @@ class WarmServe(Policy):
             return place(new, free, per_node, existing + occupied)
         return place_round_robin(new, free, per_node, existing + occupied)
 
-    def _prewarm_free(self, sim: "ClusterAPI", gpu: int) -> int:
+    def _prewarm_free(self, sim: ClusterAPI, gpu: int) -> int:
         """Memory a prewarm may take on `gpu`: up to the utilisation cap; on an instance's GPU only
         the KV it lent (none without KV prewarming)."""
         cap = int(sim.gpu_util * sim.gpus[gpu].capacity_bytes)
@@ -179,11 +185,11 @@ class WarmServe(Policy):
         return max(0, min(cap - sim.used_bytes(gpu), sim.free_bytes(gpu)))
 
     @staticmethod
-    def _on_instance_gpus(sim: "ClusterAPI", pw: "Prewarm") -> bool:
+    def _on_instance_gpus(sim: ClusterAPI, pw: Prewarm) -> bool:
         return any(sim.used_bytes(g, "weights") > 0 for g in pw.gpus)
 
     # ---- instance start (reference `_get_available_workers`) -------------------------------
-    def start(self, sim: "ClusterAPI", model: str) -> "Instance | None":
+    def start(self, sim: ClusterAPI, model: str) -> Instance | None:
         tp = sim.model(model).tp
         if self.free_gpus < tp:
             return None
@@ -212,7 +218,7 @@ class WarmServe(Policy):
         self.dirty = True
         return inst
 
-    def _free_workers(self, sim: "ClusterAPI", tp: int, busy: set[int]) -> tuple[int, ...] | None:
+    def _free_workers(self, sim: ClusterAPI, tp: int, busy: set[int]) -> tuple[int, ...] | None:
         """`tp` free GPUs of one node with the fewest prewarmed models on them."""
         for node, n_free in enumerate(self.free_per_node):
             if n_free < tp:
@@ -224,24 +230,24 @@ class WarmServe(Policy):
         return None
 
     # ---- routing and autoscaling ----------------------------------------------------------
-    def on_request(self, sim: "ClusterAPI", req: "Request") -> None:
+    def on_request(self, sim: ClusterAPI, req: Request) -> None:
         self.trackers[req.model].change(sim.now_s, +1)
         self.route(sim, req)
 
-    def dispatched(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def dispatched(self, sim: ClusterAPI, inst: Instance) -> None:
         if self.kv_on:
             self._ensure_kv(sim, inst)
 
-    def on_finished(self, sim: "ClusterAPI", req: "Request", inst: "Instance") -> None:
+    def on_finished(self, sim: ClusterAPI, req: Request, inst: Instance) -> None:
         self.trackers[req.model].change(sim.now_s, -1)
         if sim.parked(req.model):
             self.serve_parked(sim)
 
-    def on_ready(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def on_ready(self, sim: ClusterAPI, inst: Instance) -> None:
         if sim.parked(inst.model):
             self.serve_parked(sim)
 
-    def on_stopped(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def on_stopped(self, sim: ClusterAPI, inst: Instance) -> None:
         self.full_kv.pop(inst.id, None)
         self.busy.difference_update(inst.gpus)
         self.free_per_node[inst.node] += len(inst.gpus)
@@ -249,11 +255,11 @@ class WarmServe(Policy):
         self.dirty = True
         self.serve_parked(sim)
 
-    def on_prewarm_done(self, sim: "ClusterAPI", pw: "Prewarm") -> None:
+    def on_prewarm_done(self, sim: ClusterAPI, pw: Prewarm) -> None:
         if sim.parked(pw.model):
             self.serve_parked(sim)
 
-    def on_tick(self, sim: "ClusterAPI") -> None:
+    def on_tick(self, sim: ClusterAPI) -> None:
         self._roll_window(sim)
         for model in sim.workload_models:
             self._autoscale(sim, model, self.scaler.sample(sim, model))
@@ -262,7 +268,7 @@ class WarmServe(Policy):
         if self.prewarm_on and self.dirty and sim.now_s - self.last_plan_s >= self.replan_s:
             self._plan(sim)
 
-    def _autoscale(self, sim: "ClusterAPI", model: str, mean: float) -> None:
+    def _autoscale(self, sim: ClusterAPI, model: str, mean: float) -> None:
         """Reference `_check_engines`: create ceil(load / 0.8 / B) - n instances above 0.8 x capacity,
         stop n - ceil(load / 0.5 / B) of the least loaded ones older than 5 s below 0.5 x."""
         start, stop = self.scaler.decide(sim, model, mean)
@@ -284,7 +290,7 @@ class WarmServe(Policy):
                 self.dirty = True
 
     # ---- KV reservation and lending -------------------------------------------------------
-    def _reserve_kv(self, sim: "ClusterAPI") -> None:
+    def _reserve_kv(self, sim: ClusterAPI) -> None:
         """Shrink each ready instance's KV to what it is predicted to need, lending the rest to
         prewarms; `on_kv_full` takes it back (evicting lent prewarms) when requests need it."""
         for inst in sim.instances():
@@ -298,13 +304,13 @@ class WarmServe(Policy):
                 sim.log("kv_lend", inst.model, inst.gpus, fields={"id": inst.id, "kv_bytes": after, "lent_bytes": before - after})
                 self.dirty = True
 
-    def on_kv_full(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def on_kv_full(self, sim: ClusterAPI, inst: Instance) -> None:
         """The engine needs blocks it lent: evict lent prewarms and give it all its KV back."""
         full = self.full_kv.get(inst.id, inst.kv_bytes_per_gpu)
         if self.kv_on and inst.kv_bytes_per_gpu < full:
             self._grow_kv(sim, inst, full)
 
-    def _ensure_kv(self, sim: "ClusterAPI", inst: "Instance") -> None:
+    def _ensure_kv(self, sim: ClusterAPI, inst: Instance) -> None:
         """After a dispatch: keep the reservation max(C*Q/B, T + C/B) ahead of the new load."""
         full = self.full_kv.get(inst.id)
         if full is None or inst.kv_bytes_per_gpu >= full:
@@ -313,7 +319,7 @@ class WarmServe(Policy):
         if target > inst.kv_bytes_per_gpu:
             self._grow_kv(sim, inst, min(full, target + full // 8))
 
-    def _grow_kv(self, sim: "ClusterAPI", inst: "Instance", want: int) -> None:
+    def _grow_kv(self, sim: ClusterAPI, inst: Instance, want: int) -> None:
         delta = want - inst.kv_bytes_per_gpu
         lent = sorted({p.id: p for g in inst.gpus for p in sim.prewarms_on(g)}.values(),
                       key=lambda p: (self.scores.get(p.id, 0.0), p.id))
