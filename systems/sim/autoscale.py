@@ -1,4 +1,4 @@
-"""The reference autoscaler (PAPER.md s.2), shared by the systems that scale on load.
+"""The reference autoscaler (docs/paper.md s.2), shared by the systems that scale on load.
 
 The autoscaler samples each model's in-flight requests (instances' plus parked) every
 `period_s`, averages them over `window_s`, and asks for one more instance when the mean

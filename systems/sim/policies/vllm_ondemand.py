@@ -1,5 +1,5 @@
 """`vllm-ondemand`: vanilla vLLM started on demand with the full cold start (SSD -> GPU + engine
-init), scaled by the reference autoscaler (PAPER.md s.2): every 0.5 s, mean in-flight over 5 s,
+init), scaled by the reference autoscaler (docs/paper.md s.2): every 0.5 s, mean in-flight over 5 s,
 up above 0.8 x capacity, down below 0.5 x (instances younger than 5 s kept), 32 per instance.
 Routing: least in-flight instance with room, else park the request and start an instance.
 Engines take the core's max_num_batched_tokens (100000): the reference starts its vanilla-vLLM

@@ -1,4 +1,4 @@
-"""WarmServe (PAPER.md s.2) and its ablations as simulator systems.
+"""WarmServe (docs/paper.md s.2) and its ablations as simulator systems.
 
 Modules: `placement` (evict-aware prewarm placement), `load` (window concurrency, KV
 reservation), `options` (its options and the ablations'), `policy` (the controller). Registered
