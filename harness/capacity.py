@@ -35,7 +35,8 @@ from harness.store import CAPACITY_FILE
 
 if TYPE_CHECKING:
     from harness.executors import Executor
-    from harness.experiment import ExperimentConfig, RunOutcome, RunSpec
+    from harness.experiment import ExperimentConfig, RunSpec
+    from harness.runner import RunOutcome
 
 SCHEMA_VERSION = 1
 #: Prefixes a searched parameter may have: a value shared by every run of the point.
@@ -312,7 +313,7 @@ def search(config: ExperimentConfig, results_dir: Path, *, jobs: int | Executor 
     round's runs in one pool; ratios are against `baseline` (default: the experiment's). Returns
     the experiment dir, the searches and capacity.json's content. Ctrl-C raises
     CapacityInterrupted after writing what is known (`complete: false`)."""
-    from harness import experiment as ex
+    from harness import runner
 
     cap = config.capacity
     assert cap is not None
@@ -320,14 +321,14 @@ def search(config: ExperimentConfig, results_dir: Path, *, jobs: int | Executor 
     exp_dir = Path(results_dir) / config.name
     searches = searches_for(config)
     key = point_key(config)
-    code = ex.current_code()
+    code = runner.current_code()
     try:
         exp_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot write the results there: {exc.strerror or exc}", file=str(exp_dir),
                          field="--results") from None
     points: dict[str, Any] = {}  # run id -> point, in the order the runs were first probed
-    with ex._exclusive(exp_dir):
+    with runner.exclusive(exp_dir):
         while True:
             next_rates = [(s, s.next_rate()) for s in searches]
             wanted = [(s, r) for s, r in next_rates if r is not None]
@@ -339,14 +340,14 @@ def search(config: ExperimentConfig, results_dir: Path, *, jobs: int | Executor 
                     by_rate[rate] = probe_specs(config, rate, key)
             specs = [spec for s, rate in wanted for spec in by_rate[rate] if group_of(spec, key) ==
                      (s.system, tuple(s.point.items()))]
-            workloads_by_id = ex.resolve_workloads(specs, src)
+            workloads_by_id = runner.resolve_workloads(specs, src)
             for spec in specs:
                 points.setdefault(spec.run_id, spec.point)
-            ex.write_experiment_file(exp_dir, config, source, points)
+            runner.write_experiment_file(exp_dir, config, source, points)
             try:
-                _, outcomes = ex._run_grid(specs, exp_dir, code, workloads_by_id, config.backend, jobs,
+                _, outcomes = runner.run_grid(specs, exp_dir, code, workloads_by_id, config.backend, jobs,
                                            on_start, on_done)
-            except ex.GridInterrupted as stop:
+            except runner.GridInterrupted as stop:
                 doc = document(config, searches, complete=False, baseline=baseline)
                 write_json(exp_dir / CAPACITY_FILE, doc)
                 raise CapacityInterrupted(stop, doc) from None

@@ -1,9 +1,9 @@
 """Where a grid's runs execute: `LocalPool` (worker processes on this machine, the default) or
 `RayPool` (Ray tasks, on a local Ray or a cluster). Both give the grid loop in
-`harness.experiment` the same four steps (open / submit / wait / outcome, and stop on Ctrl-C), so
+`harness.runner` the same four steps (open / submit / wait / outcome, and stop on Ctrl-C), so
 progress, resume, failure records and interrupts behave the same whichever runs the work.
 
-Ray runs ship their files back: a task does the run with the same `experiment.execute` into a
+Ray runs ship their files back: a task does the run with the same `runner.execute` into a
 temporary folder on its node and returns the folder's files (manifest, summary, the Parquet
 tables) as bytes; the driver archives the older attempt and places them under
 `results/<exp>/<run-id>/`. Why not let workers write to the results folder: a real cluster's nodes
@@ -26,8 +26,9 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness import experiment as ex
+from harness import runner
 from harness.contracts.errors import WarmbenchError
+from harness.experiment import RunSpec
 from harness.store import FAILED, INCOMPLETE, archive_run
 
 #: After Ctrl-C, how long the grid waits for runs in flight to record themselves incomplete.
@@ -40,17 +41,17 @@ class Executor(Protocol):
     def open(self, runs: int) -> int:
         """Get ready for `runs` runs; returns how many may be in flight at once."""
 
-    def submit(self, spec: ex.RunSpec, run_dir: Path, code: dict[str, Any], workload: Any,
+    def submit(self, spec: RunSpec, run_dir: Path, code: dict[str, Any], workload: Any,
                workload_hash: str) -> Any:
         """Start one run; returns a handle for `wait` / `outcome`."""
 
     def wait(self, handles: list[Any]) -> list[Any]:
         """Block until at least one handle is done; returns the done ones."""
 
-    def outcome(self, handle: Any, spec: ex.RunSpec, run_dir: Path) -> ex.RunOutcome:
+    def outcome(self, handle: Any, spec: RunSpec, run_dir: Path) -> runner.RunOutcome:
         """The finished run's outcome, its files in `run_dir`."""
 
-    def stop(self, running: dict[Any, ex.RunSpec], exp_dir: Path) -> list[ex.RunOutcome]:
+    def stop(self, running: dict[Any, RunSpec], exp_dir: Path) -> list[runner.RunOutcome]:
         """Interrupt the runs in flight and drop queued ones; the outcomes of those that had started."""
 
     def close(self) -> None:
@@ -91,11 +92,11 @@ def _worker_init(parent_pid: int) -> None:
     signal.signal(signal.SIGINT, interrupt_once)
 
 
-def _execute_in_worker(spec: ex.RunSpec, run_dir: str, code: dict[str, Any], workload: Any,
-                       workload_hash: str) -> ex.RunOutcome:
+def _execute_in_worker(spec: RunSpec, run_dir: str, code: dict[str, Any], workload: Any,
+                       workload_hash: str) -> runner.RunOutcome:
     _IN_RUN.set()
     try:
-        return ex.execute(spec, Path(run_dir), code, workload, workload_hash)
+        return runner.execute(spec, Path(run_dir), code, workload, workload_hash)
     finally:
         _IN_RUN.clear()
 
@@ -113,7 +114,7 @@ class LocalPool:
         self._pool = ProcessPoolExecutor(max_workers=slots, initializer=_worker_init, initargs=(os.getpid(),))
         return slots
 
-    def submit(self, spec: ex.RunSpec, run_dir: Path, code: dict[str, Any], workload: Any,
+    def submit(self, spec: RunSpec, run_dir: Path, code: dict[str, Any], workload: Any,
                workload_hash: str) -> Any:
         assert self._pool is not None
         return self._pool.submit(_execute_in_worker, spec, str(run_dir), code, workload, workload_hash)
@@ -122,10 +123,10 @@ class LocalPool:
         done, _ = wait(handles, return_when=FIRST_COMPLETED)
         return list(done)
 
-    def outcome(self, handle: Any, spec: ex.RunSpec, run_dir: Path) -> ex.RunOutcome:
+    def outcome(self, handle: Any, spec: RunSpec, run_dir: Path) -> runner.RunOutcome:
         return handle.result()
 
-    def stop(self, running: dict[Any, ex.RunSpec], exp_dir: Path) -> list[ex.RunOutcome]:
+    def stop(self, running: dict[Any, RunSpec], exp_dir: Path) -> list[runner.RunOutcome]:
         """SIGINT to every worker (each records its run incomplete), then kill what is left."""
         assert self._pool is not None
         pool, outcomes = self._pool, []
@@ -144,7 +145,7 @@ class LocalPool:
                 outcome = future.result(timeout=0) if future in done else None
             except BaseException:  # noqa: BLE001 - a worker that died: its manifest says incomplete
                 outcome = None
-            outcomes.append(outcome or ex.RunOutcome(spec, INCOMPLETE, error="interrupted", interrupted=True))
+            outcomes.append(outcome or runner.RunOutcome(spec, INCOMPLETE, error="interrupted", interrupted=True))
         for proc in processes:
             if proc.is_alive():
                 proc.kill()
@@ -169,13 +170,13 @@ def import_ray() -> Any:
     return ray
 
 
-def run_and_ship(spec: ex.RunSpec, code: dict[str, Any], workload: Any,
-                 workload_hash: str) -> tuple[ex.RunOutcome, dict[str, bytes]]:
-    """The Ray task: `experiment.execute` into a temporary folder on this node, then its files
+def run_and_ship(spec: RunSpec, code: dict[str, Any], workload: Any,
+                 workload_hash: str) -> tuple[runner.RunOutcome, dict[str, bytes]]:
+    """The Ray task: `runner.execute` into a temporary folder on this node, then its files
     (relative path -> bytes) for the driver to place. Failures are recorded by `execute` itself."""
     with tempfile.TemporaryDirectory(prefix="warmbench-run-") as tmp:
         run_dir = Path(tmp) / spec.run_id
-        outcome = ex.execute(spec, run_dir, code, workload, workload_hash)
+        outcome = runner.execute(spec, run_dir, code, workload, workload_hash)
         files = {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
     return outcome, files
 
@@ -206,7 +207,7 @@ class RayPool:
         cpus = int(self.ray.cluster_resources().get("CPU", 1))
         return max(1, min(self.jobs or cpus, runs))
 
-    def submit(self, spec: ex.RunSpec, run_dir: Path, code: dict[str, Any], workload: Any,
+    def submit(self, spec: RunSpec, run_dir: Path, code: dict[str, Any], workload: Any,
                workload_hash: str) -> Any:
         if id(workload) not in self._shared:
             self._shared[id(workload)] = (self.ray.put(workload), workload)  # keep it alive: ids are reused
@@ -216,7 +217,7 @@ class RayPool:
         done, _ = self.ray.wait(handles, num_returns=1)
         return done
 
-    def outcome(self, handle: Any, spec: ex.RunSpec, run_dir: Path) -> ex.RunOutcome:
+    def outcome(self, handle: Any, spec: RunSpec, run_dir: Path) -> runner.RunOutcome:
         """Place the shipped files; a task that raised or whose worker died becomes a failed record."""
         try:
             outcome, files = self.ray.get(handle)
@@ -225,11 +226,11 @@ class RayPool:
         try:
             place_files(run_dir, files)
         except OSError as exc:
-            return ex.RunOutcome(spec, FAILED, outcome.wall_s, error=f"cannot write {run_dir}: {exc}",
+            return runner.RunOutcome(spec, FAILED, outcome.wall_s, error=f"cannot write {run_dir}: {exc}",
                                  user_error=True, mostly_failed=True)
         return outcome
 
-    def stop(self, running: dict[Any, ex.RunSpec], exp_dir: Path) -> list[ex.RunOutcome]:
+    def stop(self, running: dict[Any, RunSpec], exp_dir: Path) -> list[runner.RunOutcome]:
         """Cancel every task (a running one gets KeyboardInterrupt: `execute` records it incomplete
         and it still ships its files); wait STOP_GRACE_S for them. A run that sent nothing back
         leaves its folder as it was and is reported incomplete."""
@@ -249,7 +250,7 @@ class RayPool:
                     continue  # cancelled before it started
                 except (self.ray.exceptions.RayError, OSError):
                     outcome = None
-            outcomes.append(outcome or ex.RunOutcome(spec, INCOMPLETE, error="interrupted", interrupted=True))
+            outcomes.append(outcome or runner.RunOutcome(spec, INCOMPLETE, error="interrupted", interrupted=True))
         return outcomes
 
     def close(self) -> None:
@@ -264,16 +265,16 @@ def _task_error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
-def failed_record(spec: ex.RunSpec, run_dir: Path, error: str) -> ex.RunOutcome:
+def failed_record(spec: RunSpec, run_dir: Path, error: str) -> runner.RunOutcome:
     """A run whose task raised outside `execute` (its worker died, its arguments could not be
     sent): recorded failed in `run_dir` by the driver, as `execute` records a run that raised."""
     try:
         archive_run(run_dir)
         run_dir.mkdir(parents=True)
-        ex._write_best_effort(run_dir, {"status": FAILED, "error": error, "ended_at": ex._iso(time.time())}, spec)
+        runner.write_best_effort(run_dir, {"status": FAILED, "error": error, "ended_at": runner.iso_utc(time.time())}, spec)
     except OSError as exc:
         error = f"{error}; and cannot write {run_dir}: {exc}"
-    return ex.RunOutcome(spec, FAILED, error=error, mostly_failed=True)
+    return runner.RunOutcome(spec, FAILED, error=error, mostly_failed=True)
 
 
 @contextlib.contextmanager

@@ -221,9 +221,9 @@ def _known_models(spec: RunSpec) -> list[str]:
 def _check_workload(spec: RunSpec, source: str | None) -> None:
     """Preset parameters against the preset's model; a trace file present and readable, its
     parameters ones its reader takes. Nothing is generated or read in full here."""
-    from harness.experiment import _workload_args  # the experiment module imports this one
+    from harness.runner import workload_args  # the runner imports this module
 
-    params, is_preset = _workload_args(spec)  # what the run will resolve the workload with
+    params, is_preset = workload_args(spec)  # what the run will resolve the workload with
     if is_preset:
         try:
             check_preset_params(spec.workload_spec, params)

@@ -133,7 +133,7 @@ def _labels(specs: list) -> list[str]:
 
 def _simulate_seed(task: tuple[list, int]) -> dict[tuple[str, float], RunInfo]:
     """Every system of the night's shape on workload draw `seed`, and PLANTED_SYSTEM slowed by each factor."""
-    from harness import experiment
+    from harness import runner
     from harness.store import is_mostly_failed, requests_summary
     from systems.sim import simulate
 
@@ -145,7 +145,7 @@ def _simulate_seed(task: tuple[list, int]) -> dict[tuple[str, float], RunInfo]:
         for factor in (1.0, *(PLANTED.values() if label == PLANTED_SYSTEM else ())):
             run = replace(spec, seed=seed, point={**spec.point, "seed": seed},
                           options={**spec.options, **({"test_slowdown": factor} if factor != 1.0 else {})})
-            workload = workload or experiment.resolve_workload(run)
+            workload = workload or runner.resolve_workload(run)
             result = simulate(workload, run.cluster, run.system, options=run.options, seed=seed,
                               duration_s=run.duration_s)
             counts = requests_summary(result.requests)

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness import experiment
+from harness import experiment, runner
 from harness.argtypes import path_arg, positive_int
 from harness.contracts.errors import WarmbenchError
 from harness.report.document import build
@@ -62,7 +62,7 @@ def handle(args: argparse.Namespace) -> int:
 
     # a local Ray gets --jobs CPUs (default 2, as the pool); a cluster is used whole unless --jobs caps it
     with ray_session(args.address, args.jobs or (None if args.address else DEFAULT_JOBS)) as pool:
-        args.jobs = pool  # experiment.run and capacity.search take a worker count or an executor
+        args.jobs = pool  # runner.run and capacity.search take a worker count or an executor
         return _handle(args, config, source)
 
 
@@ -88,7 +88,7 @@ def _handle(args: argparse.Namespace, config: experiment.ExperimentConfig, sourc
             progress.start_task(tasks[spec.run_id])
             progress.update(tasks[spec.run_id], state="running")
 
-        def on_done(outcome: experiment.RunOutcome) -> None:
+        def on_done(outcome: runner.RunOutcome) -> None:
             task = tasks[outcome.spec.run_id]
             progress.start_task(task)
             p99 = outcome.summary.get("p99_ttft_s")
@@ -100,9 +100,9 @@ def _handle(args: argparse.Namespace, config: experiment.ExperimentConfig, sourc
             progress.advance(overall)
 
         try:
-            exp_dir, outcomes = experiment.run(config, args.results, jobs=args.jobs, source=source,
+            exp_dir, outcomes = runner.run(config, args.results, jobs=args.jobs, source=source,
                                                on_start=on_start, on_done=on_done)
-        except experiment.GridInterrupted as stop:
+        except runner.GridInterrupted as stop:
             progress.stop()
             return _interrupted(console, stop)
     failed = [o for o in outcomes if o.status == "failed"]
@@ -128,7 +128,7 @@ def _handle(args: argparse.Namespace, config: experiment.ExperimentConfig, sourc
     return 1 if failed or incomplete or bad else 0
 
 
-def _why(outcome: experiment.RunOutcome) -> str:
+def _why(outcome: runner.RunOutcome) -> str:
     s = outcome.requests_summary or {}
     if not s.get("total"):
         return "the run has no requests"
@@ -136,7 +136,7 @@ def _why(outcome: experiment.RunOutcome) -> str:
             f"{s['unfinished']} unfinished); see its requests table for the errors")
 
 
-def _interrupted(console: Console, stop: experiment.GridInterrupted) -> int:
+def _interrupted(console: Console, stop: runner.GridInterrupted) -> int:
     """Ctrl-C: say which runs are done, which was cut short and which never started; exit 130."""
     done = [o for o in stop.outcomes if o.status in ("complete", "skipped")]
     cut = [o for o in stop.outcomes if o.status == "incomplete"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import experiment, identity
+from harness import experiment, identity, runner
 from harness.contracts.errors import InputError
 from harness.store import SCHEMA_VERSION, Manifest, find_runs, read_run, write_run
 from tests.conftest import ROOT
@@ -44,7 +44,7 @@ def trace_experiment(tmp_path: Path, *, models: str = '["llama-2-7b"]', systems:
 def code_r1(monkeypatch):
     """A fixed code identity: other agents edit this tree while the tests run."""
     code = {"revision": "a" * 40, "dirty": False, "diff_sha256": None}
-    monkeypatch.setattr(experiment, "current_code", lambda: dict(code))
+    monkeypatch.setattr(runner, "current_code", lambda: dict(code))
     return code
 
 
@@ -53,7 +53,7 @@ def code_r1(monkeypatch):
 def test_every_kind_of_run_writes_the_agreed_keys_and_one_workload_hash(tmp_path, code_r1) -> None:
     path = trace_experiment(tmp_path, models='["llama-2-7b", "llama-2-13b"]')
     config, _ = experiment.load(path)
-    exp_dir, (outcome,) = experiment.run(config, tmp_path / "results")
+    exp_dir, (outcome,) = runner.run(config, tmp_path / "results")
     code, _, err = cli("sim", "--system", "dedicated", "--workload", str(tmp_path / "mine.csv"),
                        "--out", str(tmp_path / "sim"))
     assert code == 0, err
@@ -147,7 +147,7 @@ def test_floats_that_print_alike_get_distinct_ids(tmp_path, code_r1) -> None:
     specs = experiment.grid(config)
     assert len({s.run_id for s in specs}) == 4
     assert specs[0].run_id == "dedicated_total_rps-0.5_seed-0"  # short where that is exact
-    exp_dir, outcomes = experiment.run(config, tmp_path / "results", jobs=2)
+    exp_dir, outcomes = runner.run(config, tmp_path / "results", jobs=2)
     assert sorted(p.name for p in find_runs(exp_dir)) == sorted(s.run_id for s in specs)
     assert {o.status for o in outcomes} == {"complete"}
 
@@ -165,35 +165,35 @@ def test_a_label_cannot_make_a_hidden_or_overlong_run_dir(tmp_path) -> None:
 
 def test_uncommitted_code_change_reruns_and_keeps_the_old_run(tmp_path, monkeypatch, code_r1) -> None:
     config, _ = experiment.load(trace_experiment(tmp_path))
-    exp_dir, (first,) = experiment.run(config, tmp_path / "results")
-    _, (again,) = experiment.run(config, tmp_path / "results")
+    exp_dir, (first,) = runner.run(config, tmp_path / "results")
+    _, (again,) = runner.run(config, tmp_path / "results")
     assert (first.status, again.status) == ("complete", "skipped")
     edited = {**code_r1, "dirty": True, "diff_sha256": "d" * 64}  # e.g. engine_init_s 2 -> 30, not committed
-    monkeypatch.setattr(experiment, "current_code", lambda: dict(edited))
-    _, (rerun,) = experiment.run(config, tmp_path / "results")
+    monkeypatch.setattr(runner, "current_code", lambda: dict(edited))
+    _, (rerun,) = runner.run(config, tmp_path / "results")
     assert rerun.status == "complete"
     kept = exp_dir / ".history" / ("a" * 12) / first.spec.run_id
     assert json.loads((kept / "manifest.json").read_text())["code"]["diff_sha256"] is None
     assert json.loads((exp_dir / first.spec.run_id / "manifest.json").read_text())["code"] == edited
     assert [p.name for p in find_runs(exp_dir)] == [first.spec.run_id]  # history is not a run of the experiment
     # back to the committed code: reruns again; the dirty run goes to its own history entry
-    monkeypatch.setattr(experiment, "current_code", lambda: dict(code_r1))
-    assert experiment.run(config, tmp_path / "results")[1][0].status == "complete"
+    monkeypatch.setattr(runner, "current_code", lambda: dict(code_r1))
+    assert runner.run(config, tmp_path / "results")[1][0].status == "complete"
     assert (exp_dir / ".history" / f"{'a' * 12}+{'d' * 12}" / first.spec.run_id).is_dir()
-    monkeypatch.setattr(experiment, "current_code", lambda: dict(edited))
-    experiment.run(config, tmp_path / "results")
+    monkeypatch.setattr(runner, "current_code", lambda: dict(edited))
+    runner.run(config, tmp_path / "results")
     assert (kept.parent / f"{first.spec.run_id}-2").is_dir() and kept.is_dir()  # never overwritten
 
 
 def test_an_edited_trace_file_reruns_and_an_unchanged_one_is_skipped(tmp_path, code_r1) -> None:
     config, _ = experiment.load(trace_experiment(tmp_path))
-    exp_dir, (first,) = experiment.run(config, tmp_path / "results")
+    exp_dir, (first,) = runner.run(config, tmp_path / "results")
     (tmp_path / "mine.csv").write_text("\n".join(TRACE_ROWS) + "\n")  # rewritten, same bytes
-    assert experiment.run(config, tmp_path / "results")[1][0].status == "skipped"
+    assert runner.run(config, tmp_path / "results")[1][0].status == "skipped"
     rows = TRACE_ROWS[:]
     rows[5] = rows[5].replace(",100,20", ",4000,20")  # one prompt longer
     (tmp_path / "mine.csv").write_text("\n".join(rows) + "\n")
-    (rerun,) = experiment.run(config, tmp_path / "results")[1]
+    (rerun,) = runner.run(config, tmp_path / "results")[1]
     assert rerun.status == "complete"
     old = json.loads(next((exp_dir / ".history").rglob("manifest.json")).read_text())
     new = json.loads((exp_dir / first.spec.run_id / "manifest.json").read_text())
@@ -202,19 +202,19 @@ def test_an_edited_trace_file_reruns_and_an_unchanged_one_is_skipped(tmp_path, c
     assert "llama-2-13b" in rows[4]
     rows[4] = rows[4].replace(",100,20", ",999,20")
     (tmp_path / "mine.csv").write_text("\n".join(rows) + "\n")
-    assert experiment.run(config, tmp_path / "results")[1][0].status == "skipped"
+    assert runner.run(config, tmp_path / "results")[1][0].status == "skipped"
 
 
 def test_manifests_from_before_the_schema_are_not_reused(tmp_path, code_r1) -> None:
     config, _ = experiment.load(trace_experiment(tmp_path))
-    exp_dir, (first,) = experiment.run(config, tmp_path / "results")
+    exp_dir, (first,) = runner.run(config, tmp_path / "results")
     path = exp_dir / first.spec.run_id / "manifest.json"
     old = json.loads(path.read_text())
     for key in ("code", "schema_version", "workload_sha256"):
         old.pop(key)
     old["git"] = {"revision": code_r1["revision"], "dirty": False}
     path.write_text(json.dumps(old))
-    assert experiment.run(config, tmp_path / "results")[1][0].status == "complete"
+    assert runner.run(config, tmp_path / "results")[1][0].status == "complete"
     assert (exp_dir / ".history" / ("a" * 12) / first.spec.run_id / "manifest.json").is_file()
 
 
@@ -267,7 +267,7 @@ def test_a_models_filter_that_removes_every_request_is_an_input_error(tmp_path, 
     path = trace_experiment(tmp_path, models='["qwen2.5-72b"]')
     config, _ = experiment.load(path)
     with pytest.raises(InputError) as info:
-        experiment.run(config, tmp_path / "results")
+        runner.run(config, tmp_path / "results")
     assert info.value.field == "models" and info.value.file == str(path)
     err = one_line_error(*cli("run", str(path), "--results", str(tmp_path / "r"))[::2])
     assert "'models'" in err and str(path) in err
@@ -474,7 +474,7 @@ def test_two_runs_of_one_experiment_cannot_write_at_once(tmp_path, code_r1) -> N
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "another `run` (pid 4242)" in " ".join(proc.stderr.split()), proc.stderr
     assert not find_runs_quiet(exp_dir)
-    assert experiment.run(config, tmp_path / "r")[1][0].status == "complete"  # released: runs
+    assert runner.run(config, tmp_path / "r")[1][0].status == "complete"  # released: runs
 
 
 def test_sim_never_overwrites_a_run(tmp_path) -> None:

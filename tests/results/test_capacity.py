@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import capacity, experiment
+from harness import capacity, experiment, runner
 from harness.contracts.errors import InputError
 from tests.results.test_experiment import cli, write
 
@@ -44,12 +44,12 @@ def fake_grid(monkeypatch, attainment, calls: list[str] | None = None, status: s
         for spec in specs:
             calls.append(spec.run_id)
             rate = spec.point["total_rps"]
-            outs.append(experiment.RunOutcome(spec, status, summary={
+            outs.append(runner.RunOutcome(spec, status, summary={
                 "slo_attainment": attainment(spec.point["system"], rate, spec.seed)}))
         return exp_dir, outs
 
-    monkeypatch.setattr(experiment, "_run_grid", run_grid)
-    monkeypatch.setattr(experiment, "resolve_workloads", lambda specs, src="": {s.run_id: None for s in specs})
+    monkeypatch.setattr(runner, "run_grid", run_grid)
+    monkeypatch.setattr(runner, "resolve_workloads", lambda specs, src="": {s.run_id: None for s in specs})
     return calls
 
 
@@ -125,8 +125,8 @@ def test_real_simulator_resumes_and_writes_capacity_json(tmp_path, monkeypatch) 
     text = BASE.replace('["warmserve", "muxserve"]', '["muxserve"]').replace('baseline = "muxserve"', "") \
         .replace('"paper-16gpu"', '"one.toml"').replace("tolerance = 0.05", "tolerance = 0.25")
     path = write(tmp_path, text)  # one A100 serving Llama-2-7B: 4 req/s pass, 8 do not (measured)
-    code_now = experiment.current_code()
-    monkeypatch.setattr(experiment, "current_code", lambda: code_now)  # others editing this tree between runs
+    code_now = runner.current_code()
+    monkeypatch.setattr(runner, "current_code", lambda: code_now)  # others editing this tree between runs
     code, out, _ = cli("run", str(path), "--results", str(tmp_path / "r"), "--jobs", "1", "--no-report")
     assert code == 0, out
     exp_dir = tmp_path / "r" / "cap"
@@ -153,7 +153,7 @@ def test_real_simulator_resumes_and_writes_capacity_json(tmp_path, monkeypatch) 
     def no_run(*args, **kwargs):
         raise AssertionError("a probe was rerun")
 
-    monkeypatch.setattr(experiment, "execute", no_run)
+    monkeypatch.setattr(runner, "execute", no_run)
     code, out, _ = cli("run", str(path), "--results", str(tmp_path / "r"), "--jobs", "1", "--no-report")
     assert code == 0, out
     again = json.loads((exp_dir / capacity.CAPACITY_FILE).read_text())["results"]
@@ -213,11 +213,11 @@ def test_ctrl_c_exits_130_and_keeps_what_is_known(tmp_path, monkeypatch) -> None
     def run_grid(specs, exp_dir, code, workloads, backend, jobs, on_start, on_done):
         rounds.append(specs)
         if len(rounds) == 2:
-            raise experiment.GridInterrupted(exp_dir, [], specs)
-        return exp_dir, [experiment.RunOutcome(s, "complete", summary={"slo_attainment": 0.5}) for s in specs]
+            raise runner.GridInterrupted(exp_dir, [], specs)
+        return exp_dir, [runner.RunOutcome(s, "complete", summary={"slo_attainment": 0.5}) for s in specs]
 
-    monkeypatch.setattr(experiment, "_run_grid", run_grid)
-    monkeypatch.setattr(experiment, "resolve_workloads", lambda specs, src="": {s.run_id: None for s in specs})
+    monkeypatch.setattr(runner, "run_grid", run_grid)
+    monkeypatch.setattr(runner, "resolve_workloads", lambda specs, src="": {s.run_id: None for s in specs})
     path = write(tmp_path, BASE)
     code, out, _ = cli("run", str(path), "--results", str(tmp_path / "r"), "--no-report")
     assert code == 130 and "interrupted" in out

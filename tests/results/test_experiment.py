@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import experiment
+from harness import experiment, identity, runner
 from harness.cli import main
 from harness.contracts.errors import InputError, WarmbenchError
 from harness.store import read_run
@@ -139,12 +139,12 @@ def test_default_preset_validates_and_covers_every_system() -> None:
 @pytest.fixture(autouse=True)
 def fixed_revision(monkeypatch):
     """Others commit to this tree while tests run; resume must not see that as new code."""
-    monkeypatch.setattr(experiment, "current_code", lambda: {"revision": "r1", "dirty": False, "diff_sha256": None})
+    monkeypatch.setattr(runner, "current_code", lambda: {"revision": "r1", "dirty": False, "diff_sha256": None})
 
 
 def test_run_writes_the_store_and_resumes(tmp_path, monkeypatch) -> None:
     config, path = experiment.load(write(tmp_path, TINY), quick=True)
-    exp_dir, outcomes = experiment.run(config, tmp_path / "results", jobs=1, source=path)
+    exp_dir, outcomes = runner.run(config, tmp_path / "results", jobs=1, source=path)
     assert [o.status for o in outcomes] == ["complete", "complete"]
     run = read_run(exp_dir / outcomes[0].spec.run_id)
     m = run.manifest
@@ -159,15 +159,15 @@ def test_run_writes_the_store_and_resumes(tmp_path, monkeypatch) -> None:
     assert summary["models"]["all"]["requests"] == len(run.requests)
     assert json.loads((exp_dir / "experiment.json").read_text())["runs"] == [o.spec.run_id for o in outcomes]
 
-    _, again = experiment.run(config, tmp_path / "results", jobs=1)
+    _, again = runner.run(config, tmp_path / "results", jobs=1)
     assert [o.status for o in again] == ["skipped", "skipped"]
     assert again[0].summary["p99_ttft_s"] == outcomes[0].summary["p99_ttft_s"]
 
     changed = experiment.parse({**__import__("tomllib").loads(TINY), "options": {"engine_init_s": 9.0}}, path, quick=True)
-    _, rerun = experiment.run(changed, tmp_path / "results", jobs=1)
+    _, rerun = runner.run(changed, tmp_path / "results", jobs=1)
     assert [o.status for o in rerun] == ["complete", "complete"]  # same run ids, new config: not skipped
-    monkeypatch.setattr(experiment, "current_code", lambda: {"revision": "r2", "dirty": False, "diff_sha256": None})
-    _, new_code = experiment.run(changed, tmp_path / "results", jobs=1)
+    monkeypatch.setattr(runner, "current_code", lambda: {"revision": "r2", "dirty": False, "diff_sha256": None})
+    _, new_code = runner.run(changed, tmp_path / "results", jobs=1)
     assert [o.status for o in new_code] == ["complete", "complete"]  # same config, new code: not skipped
 
 
@@ -177,8 +177,8 @@ def test_a_run_interrupted_midway_is_incomplete_and_rerun(tmp_path) -> None:
     run_dir = tmp_path / "results" / config.name / spec.run_id
     run_dir.mkdir(parents=True)
     (run_dir / "manifest.json").write_text(json.dumps({"status": "incomplete", "config_sha256": spec.config_sha256()}))
-    assert not experiment.is_done(spec, run_dir)
-    _, outcomes = experiment.run(config, tmp_path / "results", jobs=1)
+    assert not runner.is_done(spec, run_dir)
+    _, outcomes = runner.run(config, tmp_path / "results", jobs=1)
     assert outcomes[0].status == "complete"
 
 
@@ -186,7 +186,7 @@ def test_a_failing_run_is_recorded_and_the_grid_goes_on(tmp_path) -> None:
     text = TINY.replace('systems = ["dedicated", "vllm-ondemand"]',
                         'systems = ["dedicated", {name = "vllm-ondemand", options = {no_such_option = 1}}]')
     config, _ = experiment.load(write(tmp_path, text), quick=True)
-    exp_dir, outcomes = experiment.run(config, tmp_path / "results", jobs=1)
+    exp_dir, outcomes = runner.run(config, tmp_path / "results", jobs=1)
     assert [o.status for o in outcomes] == ["complete", "failed"]
     manifest = json.loads((exp_dir / outcomes[1].spec.run_id / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "no_such_option" in manifest["error"]
@@ -219,7 +219,7 @@ duration_s = 5.0
 history_days = 0
 """
     config, _ = experiment.load(write(tmp_path, text))
-    exp_dir, (outcome,) = experiment.run(config, tmp_path / "results", jobs=2)
+    exp_dir, (outcome,) = runner.run(config, tmp_path / "results", jobs=2)
     assert outcome.status == "complete", outcome.error
     run = read_run(exp_dir / outcome.spec.run_id)
     assert len(run.requests) == run.manifest["workload_requests"] > 0
@@ -250,7 +250,7 @@ spec = "traces/mine.csv"
 """
     config, _ = experiment.load(write(tmp_path, text))
     assert config.workload.spec == str(tmp_path / "traces" / "mine.csv")
-    exp_dir, (outcome,) = experiment.run(config, tmp_path / "results", jobs=1)
+    exp_dir, (outcome,) = runner.run(config, tmp_path / "results", jobs=1)
     assert outcome.status == "complete", outcome.error
     run = read_run(exp_dir / outcome.spec.run_id)
     assert len(run.requests) == 40 and set(run.requests["model"]) == {"llama-2-7b"}
@@ -262,12 +262,12 @@ def test_seeds_draw_independent_preset_workloads_unless_pinned(tmp_path) -> None
     text = TINY.replace("seeds = [0]", "seeds = [0, 1]").replace("total_rps = [2.0, 4.0]", "total_rps = 2.0")
     config, _ = experiment.load(write(tmp_path, text))
     specs = [s for s in experiment.grid(config) if s.system == "dedicated"]
-    hashes = {experiment.workload_sha256(experiment.resolve_workload(s).requests) for s in specs}
+    hashes = {identity.workload_sha256(runner.resolve_workload(s).requests) for s in specs}
     assert len(specs) == 2 and len(hashes) == 2
     pinned, _ = experiment.load(write(tmp_path, text.replace("history_days = 1", "history_days = 1\nseed = 7"),
                                       "pinned.toml"))
     specs = [s for s in experiment.grid(pinned) if s.system == "dedicated"]
-    hashes = {experiment.workload_sha256(experiment.resolve_workload(s).requests) for s in specs}
+    hashes = {identity.workload_sha256(runner.resolve_workload(s).requests) for s in specs}
     assert len(specs) == 2 and len(hashes) == 1
 
 

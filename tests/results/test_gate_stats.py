@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import experiment
+from harness import experiment, runner
 from harness.cli import main
 from harness.contracts.errors import EXIT_INCONCLUSIVE
 from harness.metrics import paired_ratio_ci
@@ -209,7 +209,7 @@ def test_test_slowdown_slows_the_run_it_is_given_and_nothing_else() -> None:
 
     config, _ = experiment.load("nightly", quick=True)
     spec = next(s for s in experiment.grid(config) if s.system == "warmserve")
-    workload = experiment.resolve_workload(spec)
+    workload = runner.resolve_workload(spec)
 
     def sim(**extra):
         return simulate(workload, spec.cluster, spec.system, options={**spec.options, **extra}, seed=spec.seed,

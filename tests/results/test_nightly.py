@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import experiment, nightly
+from harness import nightly, runner
 from tests.hostile.conftest import cli
 
 #: Two systems x two seeds, one minute of the synthetic week: a few seconds a night.
@@ -29,7 +29,7 @@ history_days = 0
 def night(tmp_path: Path, monkeypatch, revision: str, *, init: float = 10.0, seeds: str = "[0, 1]",
           extra: tuple[str, ...] = ()) -> tuple[int, str]:
     """One night at `revision` (the code identity every run records)."""
-    monkeypatch.setattr(experiment, "current_code", lambda: {"revision": revision, "dirty": False, "diff_sha256": None})
+    monkeypatch.setattr(runner, "current_code", lambda: {"revision": revision, "dirty": False, "diff_sha256": None})
     path = tmp_path / "night.toml"
     path.write_text(NIGHT.format(init=init, seeds=seeds))
     code, out, err = cli("nightly", "--experiment", str(path), "--results", str(tmp_path / "r"), "--jobs", "1", *extra)

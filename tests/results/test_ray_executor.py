@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import experiment
+from harness import experiment, runner
 from tests.conftest import ROOT
 from tests.hostile.conftest import cli
 
@@ -46,7 +46,7 @@ def ray_tmp(monkeypatch):
 @pytest.fixture(autouse=True)
 def fixed_revision(monkeypatch):
     """Others commit to this tree while tests run; resume must not see that as new code."""
-    monkeypatch.setattr(experiment, "current_code", lambda: {"revision": "r1", "dirty": False, "diff_sha256": None})
+    monkeypatch.setattr(runner, "current_code", lambda: {"revision": "r1", "dirty": False, "diff_sha256": None})
 
 
 def records(exp_dir: Path) -> dict[str, dict[str, object]]:
@@ -64,11 +64,11 @@ def test_ray_writes_the_records_the_local_pool_writes_and_resumes(tmp_path, quic
     """`nightly --quick` (4 runs), and in the slow set the full preset (4 systems x 10 seeds)."""
     config, path = experiment.load("nightly", quick=quick)
     n = len(experiment.grid(config))
-    local_dir, local = experiment.run(config, tmp_path / "local", jobs=2, source=path)
+    local_dir, local = runner.run(config, tmp_path / "local", jobs=2, source=path)
     with ray_session(jobs=2) as pool:
         assert int(ray.cluster_resources()["CPU"]) == 2
         started = []
-        ray_dir, remote = experiment.run(config, tmp_path / "ray", jobs=pool, source=path, on_start=started.append)
+        ray_dir, remote = runner.run(config, tmp_path / "ray", jobs=pool, source=path, on_start=started.append)
         assert [o.status for o in remote] == ["complete"] * n and len(started) == n >= 4
         mine, theirs = records(ray_dir), records(local_dir)
         assert list(mine) == [o.spec.run_id for o in sorted(local, key=lambda o: o.spec.run_id)]
@@ -78,11 +78,11 @@ def test_ray_writes_the_records_the_local_pool_writes_and_resumes(tmp_path, quic
                 assert mine[run_id][name] == content, (run_id, name)
         assert [o.summary for o in remote] == [o.summary for o in local]
 
-        _, again = experiment.run(config, tmp_path / "ray", jobs=pool, source=path)
+        _, again = runner.run(config, tmp_path / "ray", jobs=pool, source=path)
         assert [o.status for o in again] == ["skipped"] * n
         cut = ray_dir / remote[1].spec.run_id
         (cut / "requests.parquet").write_bytes(b"truncated")  # no longer a result to reuse
-        _, resumed = experiment.run(config, tmp_path / "ray", jobs=pool, source=path)
+        _, resumed = runner.run(config, tmp_path / "ray", jobs=pool, source=path)
     assert [o.status for o in resumed] == ["skipped"] + ["complete"] + ["skipped"] * (n - 2)
     assert records(ray_dir)[cut.name] == theirs[cut.name]
     kept = list((ray_dir / ".history").glob(f"*/{cut.name}/requests.parquet"))
@@ -106,7 +106,7 @@ def test_a_failing_run_and_a_dead_worker_become_failed_records(tmp_path) -> None
     (tmp_path / "two.toml").write_text(TWO)
     config, path = experiment.load(tmp_path / "two.toml")
     with ray_session(jobs=2) as pool:
-        exp_dir, outcomes = experiment.run(config, tmp_path / "r", jobs=pool, source=path)
+        exp_dir, outcomes = runner.run(config, tmp_path / "r", jobs=pool, source=path)
         assert [o.status for o in outcomes] == ["complete", "failed", "complete"]
         manifest = json.loads((exp_dir / outcomes[1].spec.run_id / "manifest.json").read_text())
         assert manifest["status"] == "failed" and "no_such_option" in manifest["error"] and outcomes[1].user_error
@@ -123,7 +123,7 @@ def test_a_failing_run_and_a_dead_worker_become_failed_records(tmp_path) -> None
         pool._task = ray.remote(num_cpus=1, max_retries=0)(dies)
         old = exp_dir / outcomes[2].spec.run_id
         (old / "requests.parquet").unlink()  # redo it
-        _, again = experiment.run(config, tmp_path / "r", jobs=pool, source=path)
+        _, again = runner.run(config, tmp_path / "r", jobs=pool, source=path)
         pool._task = real
     assert [o.status for o in again] == ["skipped", "failed", "failed"]
     assert "WorkerCrashedError" in again[2].error
