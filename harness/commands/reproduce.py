@@ -2,7 +2,7 @@
 
     python run.py reproduce [--quick] [--claims NAME,...] [--results DIR] [--jobs N]
 
-Each claim's experiments go through the ordinary runner (harness.experiment / harness.capacity)
+Each claim's experiments go through the ordinary runner (harness.runner / harness.capacity)
 into RESULTS/reproduce/, so they resume and keep their identity. Exit 0 when everything ran
 (verdicts are findings, not failures), 1 when a run failed, 2 bad input, 130 Ctrl-C.
 """
@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness import capacity, experiment
+from harness import capacity, experiment, runner
 from harness.argtypes import positive_int
 from harness.contracts.errors import InputError
 from harness.validate import check_runs
@@ -51,6 +51,7 @@ def handle(args: argparse.Namespace) -> int:
     from harness.reproduce import claims as C
     from harness.reproduce import document
     from harness.reproduce import sensitivity as S
+    from harness.reproduce import verdicts as V
 
     names = selected(args.claims)
     console = Console()
@@ -82,7 +83,7 @@ def handle(args: argparse.Namespace) -> int:
         for raw_name, cfg, specs in jobs:
             task = progress.add_task(cfg.name, total=len(specs), state="running")
 
-            def on_done(outcome: experiment.RunOutcome, task: Any = task) -> None:
+            def on_done(outcome: runner.RunOutcome, task: Any = task) -> None:
                 progress.advance(task)
                 progress.advance(overall)
                 if outcome.status == "failed":
@@ -92,19 +93,19 @@ def handle(args: argparse.Namespace) -> int:
                 exp_dir, searches, _ = capacity.search(cfg, root, jobs=args.jobs, on_done=on_done)
                 failed.extend(f"{cfg.name}/{s.system}: {s.error}" for s in searches if s.status == "error")
             else:
-                exp_dir, _ = experiment.run(cfg, root, jobs=args.jobs, on_done=on_done)
+                exp_dir, _ = runner.run(cfg, root, jobs=args.jobs, on_done=on_done)
             dirs[raw_name] = exp_dir
             progress.update(task, state="[green]done[/]", completed=len(specs))
     rows = [row for n in names for row in C.CLAIMS[n].measure(dirs)]
     sens = []
     for study in studies:
         base_name = sens_jobs[study.name][0][1]
-        base_runs = C.complete_runs(dirs[base_name])
-        per = [(a, C.complete_runs(dirs[n])) for a, n in sens_jobs[study.name][1:]]
+        base_runs = V.complete_runs(dirs[base_name])
+        per = [(a, V.complete_runs(dirs[n])) for a, n in sens_jobs[study.name][1:]]
         base, found = S.effects(study, base_runs, per, args.quick)
         sens.append((study, base, found))
         for row in rows:
-            if row.claim == study.row and row.verdict != C.REPRODUCED:
+            if row.claim == study.row and row.verdict != V.REPRODUCED:
                 row.why = f"{row.why}; sensitivity: {S.closing(study, base, found)}".lstrip("; ")
     wall_s = time.time() - started
     notes = [f"`python run.py reproduce{' --quick' if args.quick else ''}`: {total} runs, {wall_s:.0f} s wall on "

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.reproduce import claims as C
+from harness.reproduce import verdicts as V
 from harness.reproduce.sensitivity import Effect, Study
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ MD_FILE, HTML_FILE = "REPRODUCTION.md", "reproduction.html"
 COLUMNS = ("claim", "paper", "ours", "ratio", "verdict", "why")
 
 
-def table_rows(rows: list[C.Row]) -> list[list[str]]:
+def table_rows(rows: list[V.Row]) -> list[list[str]]:
     return [[r.claim, r.paper, r.ours, r.ratio, r.verdict, r.why] for r in rows]
 
 
@@ -28,7 +29,7 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
                      + ["| " + " | ".join(row) + " |" for row in clean])
 
 
-def figures(rows: list[C.Row], dirs: dict[str, Path], sens: list[tuple[Study, float | None, list[Effect]]],
+def figures(rows: list[V.Row], dirs: dict[str, Path], sens: list[tuple[Study, float | None, list[Effect]]],
             out: Path) -> list[tuple[str, Path]]:
     """The paper's figures from our runs; each is skipped when its runs are missing."""
     from harness.report import figures as F
@@ -38,14 +39,14 @@ def figures(rows: list[C.Row], dirs: dict[str, Path], sens: list[tuple[Study, fl
     made: list[tuple[str, Path]] = []
     for trace in C.TRACES:
         name = f"repro-headline-{C._short(trace)}"
-        runs = C.complete_runs(dirs.get(name))
+        runs = V.complete_runs(dirs.get(name))
         if not runs:
             continue
         key = F.rate_key(runs)
         if key:
             made.append((f"P99 TTFT and SLO attainment per system and rate, {trace}",
                          F.save(F.rate_curves(summary_frame(runs), key, runs), out / f"p99-rate-{C._short(trace)}.png")))
-        base = [r for r in runs if C.param(r, "total_rps") == 15.0 and C.param(r, "alpha") == 0.5]
+        base = [r for r in runs if V.param(r, "total_rps") == 15.0 and V.param(r, "alpha") == 0.5]
         if base:
             requests = {r.run_id: r.result().requests for r in base}
             for r in base:
@@ -128,15 +129,15 @@ def sensitivity_table(study: Study, base: float | None, found: list[Effect]) -> 
 SENS_HEADER = ["assumption", "base", "value", "ours", "change", "in reproduced band", "range from"]
 
 
-def write(root: Path, rows: list[C.Row], dirs: dict[str, Path],
+def write(root: Path, rows: list[V.Row], dirs: dict[str, Path],
           sens: list[tuple[Study, float | None, list[Effect]]], notes: list[str]) -> tuple[Path, Path]:
     """Write REPRODUCTION.md (+ figures/) and reproduction.html (figures embedded) into `root`."""
     root.mkdir(parents=True, exist_ok=True)
     made = figures(rows, dirs, sens, root / "figures")
-    rules = [f"ratio claims: **reproduced** when ours is within {C.REPRODUCED_FACTOR:g}x of the paper's, "
+    rules = [f"ratio claims: **reproduced** when ours is within {V.REPRODUCED_FACTOR:g}x of the paper's, "
              "**same direction** when WarmServe is better (ratio > 1) as in the paper, else **not reproduced**",
-             f"share claims (ablation): **reproduced** within {C.SHARE_TOLERANCE_PP:g} percentage points, "
-             f"**same direction** when the variant sits at least {C.MIN_DROP_PP:g} pp below full WarmServe, as in the paper",
+             f"share claims (ablation): **reproduced** within {V.SHARE_TOLERANCE_PP:g} percentage points, "
+             f"**same direction** when the variant sits at least {V.MIN_DROP_PP:g} pp below full WarmServe, as in the paper",
              "window: **reproduced** when 5 min has the highest share on both traces, **same direction** when it "
              "beats both 3 and 40 min",
              "**not checkable**: the paper's value is not readable"]
@@ -171,7 +172,7 @@ def _html_table(header: list[str], body: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{rows}</table>"
 
 
-def _html(rows: list[C.Row], rules: list[str], sens: list[Any], made: list[tuple[str, Path]], notes: list[str]) -> str:
+def _html(rows: list[V.Row], rules: list[str], sens: list[Any], made: list[tuple[str, Path]], notes: list[str]) -> str:
     parts = ["<!doctype html><meta charset='utf-8'><title>WarmServe reproduction</title>",
              "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
              "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}</style>",

@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.report.load import RunInfo
 from harness.reproduce import claims as C
+from harness.reproduce import verdicts as V
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def ablation_measure(variant: str | None) -> Callable[[list[RunInfo]], float | N
 
 
 def _within(paper: float) -> Callable[[float], bool]:
-    return lambda v: abs(v - paper) <= C.SHARE_TOLERANCE_PP
+    return lambda v: abs(v - paper) <= V.SHARE_TOLERANCE_PP
 
 
 def _ablation_studies() -> list[Study]:
@@ -161,7 +162,7 @@ def _ablation_studies() -> list[Study]:
 
 STUDIES: dict[str, Study] = {s.name: s for s in (
     Study("headline", "headline-ttft", "max per-model P99 ratio SLLM-GPU / WarmServe", 50.79, "x", _headline_base,
-          HEADLINE, headline_measure, lambda v: C.ratio_verdict(50.79, v) == C.REPRODUCED),
+          HEADLINE, headline_measure, lambda v: V.ratio_verdict(50.79, v) == V.REPRODUCED),
     *_ablation_studies(),
 )}
 #: Which studies a claim's `--claims` selection runs (the ablation's share one set of runs).

@@ -10,33 +10,34 @@ from typing import Any
 
 import pytest
 
-from harness import experiment
+from harness import experiment, runner
 from harness.reproduce import claims as C
 from harness.reproduce import document
 from harness.reproduce import sensitivity as S
+from harness.reproduce import verdicts as V
 from tests.results.test_experiment import cli
 
 
 @pytest.mark.parametrize("paper, ours, verdict", [
-    (50.79, 40.0, C.REPRODUCED),       # within 2x
-    (50.79, 25.4, C.REPRODUCED),       # exactly half: the rule's edge is inclusive
-    (50.79, 3.1, C.SAME),              # WarmServe better, by far less
-    (50.79, 0.8, C.NOT_REPRODUCED),    # WarmServe worse
-    (2.5, 5.1, C.SAME),                # above 2x the paper's is not "reproduced" either
-    (2.5, None, C.NO_DATA),
+    (50.79, 40.0, V.REPRODUCED),       # within 2x
+    (50.79, 25.4, V.REPRODUCED),       # exactly half: the rule's edge is inclusive
+    (50.79, 3.1, V.SAME),              # WarmServe better, by far less
+    (50.79, 0.8, V.NOT_REPRODUCED),    # WarmServe worse
+    (2.5, 5.1, V.SAME),                # above 2x the paper's is not "reproduced" either
+    (2.5, None, V.NO_DATA),
 ])
 def test_ratio_verdict(paper: float, ours: float | None, verdict: str) -> None:
-    assert C.ratio_verdict(paper, ours) == verdict
+    assert V.ratio_verdict(paper, ours) == verdict
 
 
 @pytest.mark.parametrize("paper, ours, full, verdict", [
-    (15.0, 20.0, 95.0, C.REPRODUCED),       # within 10 pp
-    (15.0, 60.0, 90.0, C.SAME),             # below full, as in the paper
-    (15.0, 72.3, 72.7, C.NOT_REPRODUCED),   # 0.4 pp below full: within noise, not a direction
-    (88.0, 50.0, 40.0, C.NOT_REPRODUCED),   # above full, the paper has it below
+    (15.0, 20.0, 95.0, V.REPRODUCED),       # within 10 pp
+    (15.0, 60.0, 90.0, V.SAME),             # below full, as in the paper
+    (15.0, 72.3, 72.7, V.NOT_REPRODUCED),   # 0.4 pp below full: within noise, not a direction
+    (88.0, 50.0, 40.0, V.NOT_REPRODUCED),   # above full, the paper has it below
 ])
 def test_share_verdict(paper: float, ours: float, full: float, verdict: str) -> None:
-    assert C.share_verdict(paper, ours, 100.0, full) == verdict
+    assert V.share_verdict(paper, ours, 100.0, full) == verdict
 
 
 def test_every_claim_has_a_row_without_any_runs(tmp_path: Path) -> None:
@@ -87,9 +88,9 @@ def test_a_moved_assumption_moves_the_number(tmp_path: Path) -> None:
     S.PROCESS.apply(raw, (5.0,), tmp_path)
     runs = {}
     for r in (base_raw, raw):
-        exp_dir, outcomes = experiment.run(experiment.parse(r, C.SOURCE), tmp_path)
+        exp_dir, outcomes = runner.run(experiment.parse(r, C.SOURCE), tmp_path)
         assert all(o.status == "complete" for o in outcomes)
-        runs[r["name"]] = C.complete_runs(exp_dir)
+        runs[r["name"]] = V.complete_runs(exp_dir)
     base, found = S.effects(study, runs[base_raw["name"]], [(S.PROCESS, runs["sens-tiny-process"])], quick=False)
     moved = found[0].points[-1][1]
     assert base is not None and moved is not None and moved > base * 1.2
@@ -114,11 +115,11 @@ def test_reproduce_cli_writes_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_a_failed_run_exits_1_and_ctrl_c_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Verdicts never fail the command; a failed run does (1), Ctrl-C stops it (130), the table still written on 1."""
     def failing(cfg, root, jobs=1, on_done=lambda o: None, **kw):
-        on_done(experiment.RunOutcome(experiment.grid(cfg)[0], "failed", error="boom"))
+        on_done(runner.RunOutcome(experiment.grid(cfg)[0], "failed", error="boom"))
         (root / cfg.name).mkdir(parents=True, exist_ok=True)
         return root / cfg.name, []
 
-    monkeypatch.setattr(experiment, "run", failing)
+    monkeypatch.setattr(runner, "run", failing)
     code, out, _ = cli("reproduce", "--claims", "512gpu", "--results", str(tmp_path))
     assert code == 1 and "boom" in out
     assert "| 512gpu |" in (tmp_path / "reproduce" / "REPRODUCTION.md").read_text()
@@ -126,7 +127,7 @@ def test_a_failed_run_exits_1_and_ctrl_c_exits_130(tmp_path: Path, monkeypatch: 
     def interrupted(*args, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiment, "run", interrupted)
+    monkeypatch.setattr(runner, "run", interrupted)
     assert cli("reproduce", "--claims", "512gpu", "--results", str(tmp_path))[0] == 130
 
 
