@@ -21,7 +21,9 @@ import numpy as np
 from harness.contracts.endpoint import Endpoint
 from harness.contracts.redact import redact_text
 from harness.loadgen.bodies import build_request, wire_lengths
-from harness.loadgen.http import ClosedBeforeResponse, Exchange, Pool, ProtocolError, StreamCut
+from harness.loadgen.http import ClosedBeforeResponse, Exchange, StreamCut
+from harness.loadgen.http_pool import Pool
+from harness.loadgen.http_wire import ProtocolError
 from harness.loadgen.protocols import StreamReader, trusted_tokens
 
 NAN = math.nan

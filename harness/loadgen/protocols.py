@@ -133,7 +133,7 @@ class StreamReader:
         return 0
 
     def feed_framed(self, data: bytes, decoder: Any) -> int:
-        """warmserve: consume bytes of a chunked body whose `decoder` (http.ChunkedDecoder) counts
+        """warmserve: consume bytes of a chunked body whose `decoder` (http_wire.ChunkedDecoder) counts
         its chunks. The PrewarmManager's StreamingResponse is written by uvicorn as one HTTP
         chunk per yielded string (a delta's text, then the trailer; none for an empty string),
         so a chunk is a message: tokens read together each count, the trailer is the last chunk

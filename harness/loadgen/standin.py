@@ -1,8 +1,8 @@
 """A small streaming server for the load generator's benchmark and contract tests.
 
 It speaks four real wire formats, with the bytes the real servers send (uvicorn's head, Starlette's
-`; charset=utf-8` on text types, one HTTP chunk per write; tests/live/fixtures hold the reference
-bytes and tests/live/test_standin_bytes.py compares): OpenAI completions and chat completions with
+`; charset=utf-8` on text types, one HTTP chunk per write: standin_conn; tests/live/fixtures hold the
+reference bytes and tests/live/test_standin_bytes.py compares): OpenAI completions and chat completions with
 SSE streaming (as vLLM serves them; chat opens with a role-only event), the WarmServe
 PrewarmManager endpoint (`POST /`: FastAPI's 422 for a body of the wrong types, 404 for a model not
 registered with `--model`, raw text chunks then `#<completion tokens>`, a text/plain 500 and a closed
@@ -34,15 +34,14 @@ import json
 import socket
 import time
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from typing import IO
 
 import gevent
 from gevent.server import StreamServer
 
+from harness.loadgen.standin_conn import ServerConn
 from harness.loadgen.standin_stream import stream
 from harness.loadgen.standin_wire import (
-    INTERNAL_ERROR,
     WARMSERVE_MAX_MODEL_LEN,
     sllm_answer,
     sllm_completion,
@@ -93,86 +92,6 @@ def _count_prompt_tokens(prompt: object) -> int:
     return len(str(prompt).split())
 
 
-class _Conn:
-    """One keep-alive HTTP/1.1 connection: parse requests, write chunked responses."""
-
-    def __init__(self, sock: gevent.socket.socket, behaviour: Behaviour) -> None:
-        self.sock, self.b, self.buf = sock, behaviour, b""
-        self.headers: dict[str, str] = {}  # of the last request read, names lower-cased
-
-    def read_request(self) -> tuple[str, str, bytes, str] | None:
-        """(method, path, body, X-Request-Id or ''), or None when the client closed."""
-        while b"\r\n\r\n" not in self.buf:
-            data = self.sock.recv(65536)
-            if not data:
-                return None
-            self.buf += data
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        method, path, _ = lines[0].split(" ", 2)
-        length, request_id = 0, ""
-        self.headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            self.headers[name] = value.strip()
-            if name == "content-length":
-                length = int(value.strip())
-            elif name == "x-request-id":
-                request_id = value.strip()
-        while len(self.buf) < length:
-            data = self.sock.recv(65536)
-            if not data:
-                return None
-            self.buf += data
-        body, self.buf = self.buf[:length], self.buf[length:]
-        return method, path, body, request_id
-
-    def write(self, data: bytes) -> None:
-        """One plain non-blocking send (no gevent wrapper: this runs tens of thousands of times a
-        second); only a full socket buffer falls back to gevent's cooperative sendall."""
-        try:
-            sent = self.sock._sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent < len(data):
-            self.sock.sendall(data[sent:])
-
-    def _head(self, status: int, headers: str) -> bytes:
-        """uvicorn's response head: its own `date` and `server` first, names lower-case."""
-        return (f"HTTP/1.1 {status} {_REASONS[status]}\r\ndate: {_http_date()}\r\nserver: uvicorn\r\n"
-                f"{headers}\r\n").encode()
-
-    def respond(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        """A whole body: the head, then the body, as uvicorn writes them (two writes)."""
-        self.write(self._head(status, f"content-length: {len(body)}\r\ncontent-type: {content_type}\r\n"))
-        self.write(body)
-
-    def crash(self) -> None:
-        """What a FastAPI app under uvicorn sends when the handler raises: Starlette's text/plain
-        500; the caller then closes the connection, as uvicorn does."""
-        self.respond(500, INTERNAL_ERROR, "text/plain; charset=utf-8")
-
-    def start_stream(self, content_type: str = "text/event-stream; charset=utf-8") -> None:
-        self.write(self._head(200, f"content-type: {content_type}\r\ntransfer-encoding: chunked\r\n"))
-
-    def chunk(self, data: bytes) -> None:
-        self.write(b"%x\r\n%s\r\n" % (len(data), data))
-
-
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 422: "Unprocessable Entity",
-            500: "Internal Server Error"}
-
-_DATE = [0, ""]  # (second, its HTTP date), as uvicorn caches it
-
-
-def _http_date() -> str:
-    now = int(time.time())
-    if _DATE[0] != now:
-        _DATE[0], _DATE[1] = now, formatdate(now, usegmt=True)
-    return str(_DATE[1])
-
-
 def _metrics_text(b: Behaviour) -> bytes:
     lines = ["# HELP standin_requests_total Requests served per model.",
              "# TYPE standin_requests_total counter"]
@@ -190,7 +109,7 @@ def handle(sock: gevent.socket.socket, _address: tuple[str, int], behaviour: Beh
     # Like uvicorn / asyncio (what vLLM runs on): no Nagle, or a token written right after the
     # response head waits for the client's delayed ACK (tens of ms of false TTFT).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    conn = _Conn(sock, behaviour)
+    conn = ServerConn(sock, behaviour)
     try:
         while True:
             req = conn.read_request()
@@ -234,7 +153,7 @@ OPENAI_FIELDS = frozenset({
 })
 
 
-def _serve(conn: _Conn, path: str, payload: dict, received: float, request_id: str) -> bool:
+def _serve(conn: ServerConn, path: str, payload: dict, received: float, request_id: str) -> bool:
     """Answer one POST in vLLM's OpenAI formats; returns False when the connection was cut on purpose."""
     b = conn.b
     if path not in ("/v1/completions", "/v1/chat/completions"):
@@ -283,7 +202,7 @@ def _serve(conn: _Conn, path: str, payload: dict, received: float, request_id: s
     return _openai_stream(conn, model, n_in, n_out, received, cut_after, request_id)
 
 
-def _openai_stream(conn: _Conn, model: str, n_in: int, n_out: int, received: float,
+def _openai_stream(conn: ServerConn, model: str, n_in: int, n_out: int, received: float,
                    cut_after: int | None, request_id: str) -> bool:
     """Completions as vLLM streams them: one event per token, the usage event and `[DONE]` each
     their own chunk."""
@@ -296,7 +215,7 @@ def _openai_stream(conn: _Conn, model: str, n_in: int, n_out: int, received: flo
     return stream(conn, token, last, tail, n_out, received, cut_after, request_id)
 
 
-def _chat_stream(conn: _Conn, model: str, n_in: int, n_out: int, received: float,
+def _chat_stream(conn: ServerConn, model: str, n_in: int, n_out: int, received: float,
                  cut_after: int | None, request_id: str) -> bool:
     """Chat completions as OpenAI streams them: a role-only event at once (no token: a client
     that counts it gets a TTFT near 0), then one content delta per token, then usage."""
@@ -316,7 +235,7 @@ def _wait_tokens(b: Behaviour, received: float, n_out: int) -> None:
     gevent.sleep(max(0.0, received + b.ttft_s + b.gap_s * (n_out - 1) - time.perf_counter()))
 
 
-def _warmserve(conn: _Conn, body: bytes, received: float, request_id: str) -> bool:
+def _warmserve(conn: ServerConn, body: bytes, received: float, request_id: str) -> bool:
     """The PrewarmManager (prewarm_manager.py request_handler): FastAPI's 422 for a bad body, 404
     for a model it does not serve, a text/plain 500 (and a closed connection) for what vLLM
     refuses, else raw delta text chunks, then `#<completion tokens>`."""
@@ -353,7 +272,7 @@ def _warmserve(conn: _Conn, body: bytes, received: float, request_id: str) -> bo
     return True
 
 
-def _serverlessllm(conn: _Conn, body: bytes, received: float) -> bool:
+def _serverlessllm(conn: ServerConn, body: bytes, received: float) -> bool:
     """ServerlessLLM's POST /v1/chat/completions (app_lib.py inference_handler, vllm_backend.py
     generate): never streamed; a raised exception is a text/plain 500 and a closed connection."""
     b = conn.b

@@ -17,7 +17,7 @@ from gevent.server import StreamServer
 
 from harness.contracts.endpoint import Endpoint
 from harness.loadgen.client import ClientPool, send
-from harness.loadgen.http import ChunkedDecoder
+from harness.loadgen.http_wire import ChunkedDecoder
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
 FIXTURES = sorted(FIXTURES_DIR.glob("*/*.json"))

@@ -12,7 +12,9 @@ import gevent.ssl
 import pytest
 from gevent.server import StreamServer
 
-from harness.loadgen.http import ChunkedDecoder, ClosedBeforeResponse, Exchange, Pool, ProtocolError, StreamCut
+from harness.loadgen.http import ClosedBeforeResponse, Exchange, StreamCut
+from harness.loadgen.http_pool import Pool
+from harness.loadgen.http_wire import ChunkedDecoder, ProtocolError
 from harness.loadgen.protocols import StreamReader
 
 EVENTS = [

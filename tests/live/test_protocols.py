@@ -211,7 +211,7 @@ def warmserve_wire(*messages: bytes) -> bytes:
 
 def framed(wire: bytes, cuts: list[int]) -> tuple[StreamReader, int]:
     """Read `wire` split at `cuts` through the HTTP decoder, counting as the client does."""
-    from harness.loadgen.http import ChunkedDecoder
+    from harness.loadgen.http_wire import ChunkedDecoder
 
     decoder, reader, events = ChunkedDecoder(), StreamReader("warmserve"), 0
     for a, b in zip([0, *cuts], [*cuts, len(wire)]):

@@ -15,7 +15,7 @@ import gevent
 import gevent.socket
 import pytest
 
-from harness.loadgen import standin
+from harness.loadgen import standin_conn
 from harness.loadgen.standin import Behaviour, serve
 from harness.loadgen.standin_wire import (
     SllmAnswer,
@@ -73,13 +73,13 @@ def standin_writes(fx: dict[str, Any], setup: dict[str, Any], monkeypatch) -> tu
     """(every write the stand-in made answering the fixture's request, whether it closed the
     connection afterwards)."""
     writes: list[bytes] = []
-    write = standin._Conn.write
+    write = standin_conn.ServerConn.write
 
     def recording(self, data: bytes) -> None:
         writes.append(bytes(data))
         write(self, data)
 
-    monkeypatch.setattr(standin._Conn, "write", recording)
+    monkeypatch.setattr(standin_conn.ServerConn, "write", recording)
     server = serve(0, Behaviour(ttft_s=0.001, gap_s=0.001, **setup))
     sock = gevent.socket.create_connection(("127.0.0.1", server.server_port))
     try:
