@@ -19,6 +19,7 @@ from harness import experiment, nightly
 from harness.argtypes import path_arg, positive_int
 from harness.contracts.errors import EXIT_INCONCLUSIVE
 from harness.nightly import DEFAULT_BOUNDS
+from harness.report.compare import known_metrics, parse_bound
 
 EPILOG = """\
 exit codes: 0 = the gate holds, or is inconclusive (the seeds cannot decide: a note, not a
@@ -47,6 +48,8 @@ def handle(args: argparse.Namespace) -> int:
     from harness.cli import main
 
     console = Console()
+    for text in args.fail_if or ():  # bad input before a single run, not after the whole preset
+        parse_bound(text, known_metrics([]))
     config, _ = experiment.load(args.experiment, quick=args.quick)
     exp_dir = args.results / config.name
     run_argv = ["run", args.experiment, "--results", str(args.results), "--executor", args.executor]

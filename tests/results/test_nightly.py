@@ -67,6 +67,14 @@ def test_bad_input_is_exit_2_before_anything_runs(tmp_path) -> None:
     assert not (tmp_path / "r").exists()
 
 
+def test_a_malformed_bound_is_exit_2_before_the_preset_runs(tmp_path) -> None:
+    """`--fail-if foo` ran the whole preset, then (first night: nothing to compare) exited 0."""
+    for bound in ("foo", "p99_ttft_s:+x%", "no_such_metric:+10%"):
+        code, _, err = cli("nightly", "--quick", "--fail-if", bound, "--results", str(tmp_path / "r"))
+        assert code == 2 and "--fail-if" in err, (bound, err)
+    assert not (tmp_path / "r").exists()
+
+
 def test_the_previous_revision_is_the_newest_archived_code_with_complete_runs(tmp_path) -> None:
     exp = tmp_path / "exp"
 
