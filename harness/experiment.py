@@ -25,6 +25,7 @@ import systems.sim
 from harness.capacity import CapacityConfig
 from harness.capacity import check as check_capacity
 from harness.contracts.errors import InputError, WarmbenchError
+from harness.contracts.options import input_error
 from harness.identity import config_sha256
 
 #: Experiment presets shipped in the package.
@@ -169,11 +170,8 @@ def parse(raw: dict[str, Any], path: Path, *, quick: bool = False) -> Experiment
     raw.setdefault("name", path.stem)
     try:
         config = ExperimentConfig.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise InputError(f"{err['msg']}{more}", file=str(path), field=key) from None
+    except ValidationError as exc:  # live options may hold credentials: values are never quoted
+        raise input_error(exc, noun="key", file=str(path), show_input=False) from None
     config._source = str(path)
     check_capacity(config)
     spec = config.workload.spec

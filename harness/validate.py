@@ -228,8 +228,7 @@ def _check_workload(spec: RunSpec, source: str | None) -> None:
         try:
             check_preset_params(spec.workload_spec, params)
         except InputError as exc:
-            field = _first_param(str(exc))
-            raise _fail(str(exc), source, f"workload.params.{field}" if field else "workload.params") from None
+            raise _fail(str(exc), source, _params_key(exc)) from None
         return
     path = Path(spec.workload_spec)
     if not path.exists():
@@ -270,9 +269,9 @@ def _check_accepts(fn: Any, what: str, params: dict[str, Any], source: str | Non
     try:
         _check_types(fn, what, params)
     except InputError as exc:
-        raise _fail(str(exc), source, f"workload.params.{_first_param(str(exc)) or ''}".rstrip(".")) from None
+        raise _fail(str(exc), source, _params_key(exc)) from None
 
 
-def _first_param(text: str) -> str | None:
-    match = re.search(r"parameter (\w+)", text)
-    return match.group(1) if match and match.group(1) != "all" else None
+def _params_key(exc: InputError) -> str:
+    """`workload.params.K` for the parameter the error names (harness.contracts.options.input_error)."""
+    return f"workload.params.{exc.key}" if exc.key else "workload.params"

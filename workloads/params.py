@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from harness.contracts.errors import InputError
+from harness.contracts.options import input_error
 
 #: Largest seed: numpy's generators take non-negative ints; int64 keeps them portable.
 MAX_SEED = 2**63 - 1
@@ -110,12 +110,7 @@ def checked(model: type[BaseModel], values: Mapping[str, Any], *, what: str, fil
     try:
         return model.model_validate(dict(values))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        got = f" (got {err['input']!r})" if key and err.get("type") != "missing" else ""
-        raise InputError(f"{what}: parameter {key or '(all)'}: {msg}{got}", file=file,
-                         field=(key or None) if file else None) from None
+        raise input_error(exc, what=f"{what}: ", noun="parameter", file=file) from None
 
 
 def check_preset_params(name: str, params: Mapping[str, Any], *, file: str | None = None) -> None:

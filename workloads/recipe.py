@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from harness.contracts.errors import InputError
 from harness.contracts.files import read_text
+from harness.contracts.options import input_error
 from workloads import transform
 from workloads.params import MAX_SEED
 from workloads.workload import Workload
@@ -121,10 +122,8 @@ def load_recipe(path: str | Path) -> Recipe:
         raise InputError(f"not valid TOML: {exc}", file=str(p)) from None
     try:
         return Recipe.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(part) for part in err["loc"] if str(part) not in _STEP_KINDS) or "(top level)"
-        raise InputError(f"{err['msg']} (input: {err.get('input')!r})", file=str(p), field=key) from None
+    except ValidationError as exc:  # a transform step's kind is the union's tag, not a key
+        raise input_error(exc, noun="key", file=str(p), skip=_STEP_KINDS) from None
 
 
 def build(recipe: Recipe, base_dir: Path) -> Workload:

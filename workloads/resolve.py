@@ -55,6 +55,8 @@ def _check_types(fn: Callable[..., Workload], what: str, params: dict[str, Any])
 
     from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+    from harness.contracts.options import input_error
+
     hints = get_type_hints(fn)
     for name, value in params.items():
         if name not in hints:
@@ -62,8 +64,7 @@ def _check_types(fn: Callable[..., Workload], what: str, params: dict[str, Any])
         try:
             TypeAdapter(hints[name], config=ConfigDict(allow_inf_nan=False)).validate_python(value, strict=False)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise InputError(f"{what}: parameter {name}: {err['msg']} (got {value!r})") from None
+            raise input_error(exc, what=f"{what}: ", noun="parameter", at=(name,)) from None
         except Exception:  # an annotation pydantic cannot build a validator for: the reader checks it
             continue
 

@@ -15,7 +15,11 @@ class InputError(WarmbenchError):
     """A problem in an input file, located by file, row and field where known.
 
     `row` is 1-based and counts data rows (the header is row 0), as a spreadsheet user reads it.
+    `key` is the bad key inside the values checked (set by `harness.contracts.options.input_error`,
+    also where no file is named), for a caller that knows where those values sit in its own file.
     """
+
+    key: str | None = None
 
     def __init__(self, message: str, *, file: str | None = None, row: int | None = None,
                  field: str | None = None) -> None:

@@ -43,20 +43,32 @@ def validate(model: type[M], values: Mapping[str, Any] | None, *, what: str = ""
 
 
 def input_error(exc: ValidationError, *, what: str = "", file: str | None = None, show_input: bool = True,
-                known: Iterable[str] = ()) -> InputError:
-    """pydantic's first error as the project's one line: `{what}option 'key': why (got value)`."""
+                known: Iterable[str] = (), noun: str = "option", at: Iterable[str | int] = (),
+                skip: Iterable[str] = ()) -> InputError:
+    """pydantic's first error as the project's one line, `{what}{noun} 'key': why (got value)`, with
+    `file F, field 'key': ` before it when the values came from a file. The one converter from
+    pydantic to the user: options, experiment files, workload parameters, recipes, cluster TOML.
+
+    `noun` names what the key is ("option", "parameter", "key"); `at` is the location of the
+    validated value inside its file (prefixed to pydantic's `loc`); `skip` drops location parts that
+    are not keys (a tagged union's tag); `show_input` quotes the bad value (off where a value may be a
+    credential); `known` lists the names an unknown key is told about."""
     errors = exc.errors()
     err = errors[0]
-    key = ".".join(str(p) for p in err["loc"])
+    skipped = set(skip)
+    key = ".".join(str(p) for p in (*at, *err["loc"]) if str(p) not in skipped)
     if err["type"] == "extra_forbidden":
         names = sorted(known)
-        why = f"unknown option {key!r}" + (f"; known: {', '.join(names)}" if names else "")
+        why = f"unknown {noun} {key!r}" + (f"; known: {', '.join(names)}" if names else "")
     else:
-        why = f"option {key!r}: {str(err['msg']).removeprefix('Value error, ')}"
-        if show_input and err["type"] != "missing":
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        why = f"{noun} {key!r}: {msg}" if key else msg
+        if show_input and key and err["type"] != "missing":  # a whole table's input is noise, not a value
             why += f" (got {err['input']!r})"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return InputError(f"{what}{why}{more}", file=file, field=key if file else None)
+    error = InputError(f"{what}{why}{more}", file=file, field=key if file and key else None)
+    error.key = key or None
+    return error
 
 
 def describe(field: FieldInfo) -> str:

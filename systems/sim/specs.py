@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.contracts.errors import InputError, WarmbenchError
 from harness.contracts.files import read_text
+from harness.contracts.options import input_error
 
 GIB = 1 << 30
 GB = 1_000_000_000
@@ -254,9 +255,7 @@ def load_cluster_toml(path: str | Path) -> ClusterSpec:
     try:
         cfg = _ClusterToml.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise InputError(err["msg"], file=str(path), field=field) from exc
+        raise input_error(exc, noun="key", file=str(path)) from None
     nodes: list[NodeSpec] = []
     for i, n in enumerate(cfg.nodes):
         if n.gpu not in GPUS:

@@ -243,14 +243,14 @@ def test_a_week_long_azure_2024_csv_goes_through_the_recipe_toml(tmp_path):
 
 
 @pytest.mark.parametrize("param, words", [
-    ("alpha=-1", "parameter alpha"),
-    ("start_day=5", "parameter start_day"),
-    ("start_day=7", "parameter start_day"),
-    ("window_s=0", "parameter window_s"),
-    ("duration_s=700000", "parameter duration_s"),
-    ("total_rps=nan", "parameter total_rps"),
+    ("alpha=-1", "parameter 'alpha'"),
+    ("start_day=5", "parameter 'start_day'"),
+    ("start_day=7", "parameter 'start_day'"),
+    ("window_s=0", "parameter 'window_s'"),
+    ("duration_s=700000", "parameter 'duration_s'"),
+    ("total_rps=nan", "parameter 'total_rps'"),
     ("models=a,b,c,d,e,f,g,h", "8 models"),
-    ("cv=-2", "parameter cv"),
+    ("cv=-2", "parameter 'cv'"),
 ])
 def test_bad_params_exit_2_naming_the_parameter(capsys, param, words):
     from harness.cli import main

@@ -132,7 +132,7 @@ def test_cv_reshapes_the_replay_and_keeps_the_history():
     assert bursty.requests["model"].value_counts().equals(plain.requests["model"].value_counts())
     pd.testing.assert_frame_equal(bursty.history, plain.history)
     assert bursty.meta["params"]["cv"] == 4.0 and bursty.meta["transforms"][-1]["name"] == "gamma_cv"
-    with pytest.raises(WarmbenchError, match="parameter cv"):
+    with pytest.raises(WarmbenchError, match="parameter 'cv'"):
         resolve("synthetic-week", duration_s=60, history_days=1, cv=0.0)
 
 
