@@ -301,12 +301,7 @@ class StreamReader:
             self.error = (f"no '#<tokens>' trailer: the stream ended early (its text ends with "
                           f"'#{count}', under half its {text_reads} reads of text)")
             return
-        if count > MAX_COUNT:
-            self.bad_events += 1  # a count no table column can hold: no claim at all
-        else:
-            self.usage_tokens = count
-        self.retracted = retract
-        self.done = True
+        self._claim_trailer(count, retract)
 
     def _finish_warmserve_framed(self) -> None:
         """The trailer is the last chunk, whole: `#<digits>` and nothing else."""
@@ -323,11 +318,15 @@ class StreamReader:
             self.error = (f"no '#<tokens>' trailer: the stream ended early (its last chunk "
                           f"'#{count}' is text: {text_chunks} chunks of text came before it)")
             return
+        self._claim_trailer(count, 1)  # the trailer's chunk was counted when it began: the last event
+
+    def _claim_trailer(self, count: int, retract: int) -> None:
+        """A valid `#<count>` trailer ends the stream; `retract` token events were its bytes."""
         if count > MAX_COUNT:
             self.bad_events += 1  # a count no table column can hold: no claim at all
         else:
             self.usage_tokens = count
-        self.retracted = 1  # the trailer's chunk was counted when it began: the last event
+        self.retracted = retract
         self.done = True
 
     def _finish_serverlessllm(self) -> None:
