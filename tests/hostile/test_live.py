@@ -28,6 +28,7 @@ from harness.store import read_run
 from tests.conftest import ROOT
 from tests.hostile.conftest import cli_result as cli
 from tests.live.conftest import free_port
+from tests.rawhttp import read_request
 from workloads.workload import canonical_frame
 
 
@@ -59,20 +60,9 @@ class RawServer:
     def _handle(self, sock, _addr) -> None:
         buf = b""
         try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                head, buf = buf.split(b"\r\n\r\n", 1)
-                lines = head.decode("latin-1").split("\r\n")
-                method, path, _ = lines[0].split(" ", 2)
-                headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
-                length = int(headers.get("content-length", 0))
-                while len(buf) < length:
-                    buf += sock.recv(65536)
-                body, buf = buf[:length], buf[length:]
+            while (got := read_request(sock, buf)) is not None:
+                request, buf = got
+                method, path, headers, body = request.method, request.path, request.headers, request.body
                 self.seen.append((method, path, headers))
                 status, out = self.respond(method, path, headers, json.loads(body) if body else {})
                 if isinstance(out, list):

@@ -20,6 +20,7 @@ from gevent.server import StreamServer
 
 from harness.contracts.errors import WarmbenchError
 from harness.live import run_live
+from tests.rawhttp import read_request
 from workloads.workload import Workload, canonical_frame
 
 #: (bytes to send, seconds to wait before sending them)
@@ -44,18 +45,9 @@ class RawServer:
     def _handle(self, sock, _addr) -> None:
         buf = b""
         try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
-                while len(buf) < length:
-                    buf += sock.recv(65536)
-                body, buf = json.loads(buf[:length]), buf[length:]
+            while (got := read_request(sock, buf)) is not None:
+                request, buf = got
+                body = json.loads(request.body)
                 self.bodies.append(body)
                 for data, wait_s in self.respond(body):
                     if wait_s:

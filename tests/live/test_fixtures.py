@@ -18,6 +18,7 @@ from gevent.server import StreamServer
 from harness.contracts.endpoint import Endpoint
 from harness.loadgen.client import ClientPool, send
 from harness.loadgen.http_wire import ChunkedDecoder
+from tests.rawhttp import read_request
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
 FIXTURES = sorted(FIXTURES_DIR.glob("*/*.json"))
@@ -85,18 +86,10 @@ class FixtureServer:
 
     def _handle(self, sock, _address) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            data = sock.recv(65536)
-            if not data:
-                return
-            buf += data
-        head, body = buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        length = next(int(v) for k, _, v in (h.partition(":") for h in lines[1:]) if k.lower() == "content-length")
-        while len(body) < length:
-            body += sock.recv(65536)
-        self.requests.append((lines[0].split(" ")[1], body))
+        got = read_request(sock, b"")
+        if got is None:
+            return
+        self.requests.append((got[0].path, got[0].body))
         sock.sendall(head_bytes(self.fx))
         for entry in self.fx["response_chunks"]:
             gevent.sleep(READ_GAP_S)
