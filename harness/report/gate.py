@@ -127,12 +127,12 @@ def decisions(base: list[RunInfo], candidate: list[RunInfo], bounds: list[Bound]
                         cv.append(c.summary[model].get(metric, math.nan))
                 if not any(_finite(v) for v in bv):
                     continue  # the base never measured it: nothing to hold the candidate to
+                both = [(b, c) for b, c in zip(bv, cv) if _finite(b) and _finite(c)]
+                base_mean, cand_mean = _mean([b for b, _ in both]), _mean([c for _, c in both])
                 for bound in metric_bounds:
                     iv = decide(bv, cv, bound, confidence=confidence, min_seeds=min_seeds)
-                    both = [(b, c) for b, c in zip(bv, cv) if _finite(b) and _finite(c)]
                     out.append(Decision(first.system, point, model, metric, str(bound) if bound else None, seeds,
-                                        _mean([b for b, _ in both]), _mean([c for _, c in both]),
-                                        iv.n, iv.ratio, iv.low, iv.high, iv.decision, iv.why))
+                                        base_mean, cand_mean, iv.n, iv.ratio, iv.low, iv.high, iv.decision, iv.why))
     return out
 
 
