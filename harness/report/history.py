@@ -231,9 +231,10 @@ def _seed(info: RunInfo) -> str:
 def _revisions(infos: list[RunInfo], notes: list[str]) -> tuple[list[Revision], dict[Path, str]]:
     """Rows in date order and each run's row key. The same code with another config (a series and
     seed with two config hashes) becomes `<code-key>#2`, ...: two configs are never averaged."""
+    slot_of = {info.path: (code_key(info.manifest["code"]), *_series_of(info), _seed(info)) for info in infos}
     configs: dict[tuple, list[str]] = {}
     for info in sorted(infos, key=_start):
-        listed = configs.setdefault((code_key(info.manifest["code"]), *_series_of(info), _seed(info)), [])
+        listed = configs.setdefault(slot_of[info.path], [])
         config = str(info.manifest.get("config_sha256"))
         if config not in listed:
             listed.append(config)
@@ -241,8 +242,8 @@ def _revisions(infos: list[RunInfo], notes: list[str]) -> tuple[list[Revision], 
     row_of: dict[Path, str] = {}
     for info in infos:
         code = info.manifest["code"]
-        ck = code_key(code)
-        variant = configs[(ck, *_series_of(info), _seed(info))].index(str(info.manifest.get("config_sha256")))
+        ck = slot_of[info.path][0]
+        variant = configs[slot_of[info.path]].index(str(info.manifest.get("config_sha256")))
         key = ck if variant == 0 else f"{ck}#{variant + 1}"
         started = _start(info).isoformat()
         row = rows.setdefault(key, Revision(key, code.get("revision"), code.get("dirty"), code.get("diff_sha256"),
