@@ -258,15 +258,17 @@ def is_run_dir(path: Path) -> bool:
     return (path / "manifest.json").is_file()
 
 
-def find_runs(path: str | Path) -> list[Path]:
-    """The run directories at or below `path` (a run, an experiment, or a results root), sorted."""
+def find_runs(path: str | Path, *, archived: bool = False) -> list[Path]:
+    """The run directories at or below `path` (a run, an experiment, or a results root), sorted;
+    with `archived`, also the older runs kept in `.history/` (other dot folders never count)."""
     root = Path(path)
     if not root.exists():
         raise WarmbenchError(f"{root} does not exist")
     if is_run_dir(root):
         return [root]
     runs = sorted(p.parent for p in root.rglob("manifest.json")
-                  if not any(part.startswith(".") for part in p.relative_to(root).parts))  # .history
+                  if all(not part.startswith(".") or (archived and part == HISTORY_DIR)
+                         for part in p.relative_to(root).parts))
     if not runs:
         raise WarmbenchError(f"{root} holds no runs (no */manifest.json below it)")
     return runs

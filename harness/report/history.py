@@ -33,7 +33,7 @@ from harness.identity import code_key
 from harness.metrics import ALL_MODELS, mean_ci
 from harness.report.changepoints import METHOD, Cell, ChangePoint, Series, detect
 from harness.report.load import RunInfo, load_runs, point_label
-from harness.store import HISTORY_DIR, is_run_dir
+from harness.store import HISTORY_DIR, find_runs
 
 #: Metrics shown when none is asked for: the nightly gate's latency, decode speed and SLO view.
 DEFAULT_METRICS: tuple[str, ...] = ("p99_ttft_s", "p50_ttft_s", "mean_tpot_s", "slo_attainment")
@@ -100,18 +100,7 @@ class History:
 
 def run_dirs(paths: list[Path]) -> list[Path]:
     """Every run at or below `paths`: current runs and those archived in `.history/`; other dot folders are skipped."""
-    found: dict[Path, None] = {}
-    for root in paths:
-        if not root.exists():
-            raise InputError("does not exist", file=str(root))
-        if is_run_dir(root):
-            found[root.resolve()] = None
-            continue
-        for manifest in sorted(root.rglob("manifest.json")):
-            parts = manifest.parent.relative_to(root).parts
-            if all(not p.startswith(".") or p == HISTORY_DIR for p in parts):
-                found[manifest.parent.resolve()] = None
-    return list(found)
+    return list(dict.fromkeys(run.resolve() for root in paths for run in find_runs(root, archived=True)))
 
 
 def collect(paths: list[Path], metrics: list[str] | None = None, systems: list[str] | None = None,
